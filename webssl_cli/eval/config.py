@@ -1,0 +1,70 @@
+"""Typed evaluation configurations, one per task. Pure pydantic: no torch at import.
+
+A study lists evaluations under ``evals:``; each becomes a stage ``eval/<name>`` of every cell
+and writes ``eval/<name>.json``. ``name`` defaults to the task.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from webssl_cli.config_base import Frozen
+
+
+class _EvalBase(Frozen):
+    name: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")
+    """Stage and file name (eval/<name>.json); defaults to the task."""
+    batch_size: int = Field(64, ge=1)
+    """Images per forward pass of the frozen encoder."""
+    image_size: int | None = Field(None, ge=8)
+    """Resize side for evaluation images; None: the model's global crop size."""
+
+    @property
+    def stage_name(self) -> str:
+        return self.name or self.task  # type: ignore[attr-defined,no-any-return]
+
+
+class KnnEval(_EvalBase):
+    task: Literal["knn"] = "knn"
+    dataset: str = "synth-labelled"
+    """Labelled data: a data source name of the study, or a path (ImageFolder with train/ and
+    val/, or a webdataset shard pattern whose JSON carries ``class``)."""
+    k: int = Field(20, ge=1)
+    temperature: float = Field(0.07, gt=0)
+
+
+class LinearEval(_EvalBase):
+    task: Literal["linear"] = "linear"
+    dataset: str = "synth-labelled"
+    """Labelled data, as for knn."""
+    lrs: tuple[float, ...] = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1)
+    """Learning-rate grid (DINOv2 linear protocol); the best on val is reported."""
+    n_last_blocks: tuple[int, ...] = (1, 4)
+    avgpool: tuple[bool, ...] = (False, True)
+    epochs: int = Field(10, ge=1)
+
+
+class VqaEval(_EvalBase):
+    task: Literal["vqa"] = "vqa"
+    suite: str = "synthetic"
+    """'synthetic' (built from the synthetic corpus' ground truth) or a directory holding
+    benchmark JSONL files in webssl's format."""
+    llm: str = "tiny"
+    """'tiny' (a small Llama built from a config and trained from scratch) or a local path to a
+    transformers causal LM (Llama-3 8B Instruct in the paper)."""
+    tokens: int = Field(576, ge=1)
+    """Visual tokens after resizing the final-layer patch features (paper: 576)."""
+    adapter_depth: int = Field(2, ge=1)
+    stage1_lr: float = Field(1e-5, gt=0)
+    stage1_batch: int = Field(512, ge=1)
+    stage1_steps: int | None = Field(None, ge=0)
+    stage2_lr: float = Field(4e-5, gt=0)
+    stage2_batch: int = Field(512, ge=1)
+    stage2_steps: int | None = Field(None, ge=0)
+    seed: int = 0
+
+
+EvalConfig = Annotated[KnnEval | LinearEval | VqaEval, Field(discriminator="task")]
+EVAL_TASKS = ("knn", "linear", "vqa")

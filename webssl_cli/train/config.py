@@ -1,0 +1,131 @@
+"""Typed training configuration. Pure pydantic: importing it never imports torch.
+
+Defaults are the Web-DINO recipe (DINOv2's ViT-g recipe, unchanged across sizes; DESIGN.md).
+Presets (``presets.py``) override a few fields for CPU work. Precedence, written once:
+defaults < preset < study ``train`` < cell axis values < command line.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from webssl_cli.config_base import Frozen
+
+
+class HeadConfig(Frozen):
+    n_prototypes: int = Field(131072, ge=2)
+    """Number of prototypes K (the output dimension of the weight-normalised last layer)."""
+    bottleneck: int = Field(384, ge=1)
+    """Bottleneck dimension before the prototype layer."""
+    hidden: int = Field(2048, ge=1)
+    """Hidden dimension of the head MLP."""
+    layers: int = Field(3, ge=1)
+    """Linear layers before the bottleneck output (DINOv2: 3)."""
+
+
+class CropConfig(Frozen):
+    global_size: int = Field(224, ge=8)
+    """Side of the global crops in pixels."""
+    global_scale: tuple[float, float] = (0.32, 1.0)
+    """RandomResizedCrop area range of the global crops."""
+    n_local: int = Field(8, ge=0)
+    """Number of local crops per image."""
+    local_size: int = Field(98, ge=8)
+    """Side of the local crops in pixels."""
+    local_scale: tuple[float, float] = (0.05, 0.32)
+    """RandomResizedCrop area range of the local crops."""
+    blur_probs: Literal["dinov2-code", "written"] = "dinov2-code"
+    """Gaussian-blur probabilities: 'dinov2-code' (what DINOv2's code applies and Web-DINO was
+    trained with: global 0 / 0.9, local 0.5) or 'written' (the stated intent: 1.0 / 0.1 / 0.5)."""
+
+
+class DistConfig(Frozen):
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
+    """Data parallelism ('ddp'), FSDP2 per block ('fsdp'), or 'auto' (FSDP2 from 1B params)."""
+    activation_checkpointing: bool = False
+    """Recompute block activations in the backward pass to save memory."""
+    compile: bool = False
+    """Wrap the blocks in torch.compile."""
+
+
+class TrainConfig(Frozen):
+    batch_size: int = Field(3072, ge=1)
+    """Global batch size (images per optimiser step, over all ranks and accumulation steps)."""
+    micro_batch: int | None = Field(None, ge=1)
+    """Images per rank per forward pass; None means batch_size / world size (no accumulation)."""
+    base_lr: float = Field(2e-4, gt=0)
+    """Peak learning rate per 1024 images; scaled to the batch by ``lr_scaling``."""
+    lr_scaling: Literal["sqrt", "linear", "none"] = "sqrt"
+    """How the peak lr scales with batch_size / 1024 (DINOv2: sqrt, giving 3.5e-4 at 3072)."""
+    min_lr: float = Field(1e-6, ge=0)
+    """Final learning rate of the cosine schedule."""
+    warmup_iters: int = Field(100_000, ge=0)
+    """Linear lr warmup, in iterations (capped at the run's iterations)."""
+    weight_decay: float = Field(0.04, ge=0)
+    """AdamW weight decay at the start (cosine to ``weight_decay_end``)."""
+    weight_decay_end: float = Field(0.2, ge=0)
+    momentum_teacher: float = Field(0.994, ge=0, le=1)
+    """EMA momentum of the teacher at the start (cosine to ``momentum_teacher_end``)."""
+    momentum_teacher_end: float = Field(1.0, ge=0, le=1)
+    teacher_temp: float = Field(0.04, gt=0)
+    """Teacher temperature at the start (linear warmup to ``teacher_temp_end``)."""
+    teacher_temp_end: float = Field(0.07, gt=0)
+    teacher_temp_warmup_iters: int = Field(37_500, ge=0)
+    """Teacher temperature warmup length in iterations (DINOv2: 30 epochs of 1250)."""
+    student_temp: float = Field(0.1, gt=0)
+    centering: Literal["sinkhorn", "ema"] = "sinkhorn"
+    """Teacher centering: Sinkhorn-Knopp (Web-DINO) or DINO's EMA centre."""
+    sinkhorn_iters: int = Field(3, ge=1)
+    center_momentum: float = Field(0.9, ge=0, le=1)
+    """Momentum of the EMA centre (``centering: ema`` only)."""
+    dino_head: HeadConfig = HeadConfig()
+    ibot_head: HeadConfig = HeadConfig()
+    """The separate iBOT head (Web-DINO does not share it with the DINO head)."""
+    dino_weight: float = Field(1.0, ge=0)
+    ibot_weight: float = Field(1.0, ge=0)
+    koleo_weight: float = Field(0.1, ge=0)
+    drop_path: float = Field(0.4, ge=0, lt=1)
+    """Stochastic depth rate of the last block (uniform over blocks as in DINOv2)."""
+    layerscale: float | None = 1e-5
+    """LayerScale init; None disables it."""
+    clip_grad: float = Field(3.0, gt=0)
+    layerwise_decay: float = Field(1.0, gt=0, le=1)
+    patch_embed_lr_mult: float = Field(0.2, gt=0)
+    freeze_last_layer_iters: int = Field(1250, ge=0)
+    """Iterations during which the heads' prototype layers are not updated."""
+    crops: CropConfig = CropConfig()
+    mask_prob: float = Field(0.5, ge=0, le=1)
+    """Fraction of the samples in a batch that get iBOT masks."""
+    mask_ratio: tuple[float, float] = (0.1, 0.5)
+    """Range of masked-patch ratios, spread uniformly over the masked samples."""
+    seed: int = 0
+    dtype: Literal["auto", "bf16", "fp32"] = "auto"
+    """Autocast dtype: 'auto' is bf16 on CUDA and fp32 on CPU."""
+    metrics_every: int = Field(10, ge=1)
+    """Write a line to train/metrics.jsonl every N iterations."""
+    checkpoint_every: int = Field(1000, ge=1)
+    """Checkpoint every N iterations (and always at the end)."""
+    keep_checkpoints: int = Field(3, ge=1)
+    num_workers: int = Field(2, ge=0)
+    """Data-loading worker processes per rank."""
+    threads: int | None = Field(None, ge=1)
+    """torch intra-op threads on CPU (None: torch's default)."""
+    dist: DistConfig = DistConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        for name in ("global_scale", "local_scale"):
+            lo, hi = getattr(self.crops, name)
+            if not 0 < lo <= hi <= 1:
+                raise ValueError(f"crops.{name} must satisfy 0 < low <= high <= 1, got ({lo}, {hi})")
+        lo, hi = self.mask_ratio
+        if not 0 <= lo <= hi < 1:
+            raise ValueError(f"mask_ratio must satisfy 0 <= low <= high < 1, got ({lo}, {hi})")
+        return self
+
+    def peak_lr(self) -> float:
+        ratio = self.batch_size / 1024
+        scale = {"sqrt": ratio**0.5, "linear": ratio, "none": 1.0}[self.lr_scaling]
+        return self.base_lr * scale
