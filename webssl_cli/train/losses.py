@@ -1,0 +1,112 @@
+"""The three DINOv2 losses, one concept each; tensors in, tensors out.
+
+- DINO: cross-entropy between the student's CLS prototype scores (temperature 0.1) and the
+  teacher's, centred by Sinkhorn-Knopp (Web-DINO) or by an EMA centre (DINO), over every
+  (student crop, teacher global crop) pair of different views.
+- iBOT: the same cross-entropy on the masked patch tokens of the global crops, each image's
+  tokens averaged, then summed over images and divided by the number of images.
+- KoLeo: -mean log distance of each student global CLS feature to its nearest neighbour.
+
+Cross-rank sums go through an optional ``reduce`` hook (``torch.distributed.all_reduce`` in a
+distributed run, identity here), so centring sees the global batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Reduce = Callable[[Tensor], Tensor]
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+@torch.no_grad()
+def sinkhorn_knopp(
+    logits: Tensor, temp: float, iters: int = 3, reduce: Reduce | None = None
+) -> Tensor:
+    """Teacher targets (B, K) from logits (B, K): rows sum to 1, prototypes used equally.
+
+    Q = exp(logits / temp) is alternately normalised over prototypes (rows of Q^T) and samples,
+    in fp32 as DINOv2 does; B counts the samples of every rank.
+    """
+    reduce = reduce or _identity
+    q = torch.exp(logits.float() / temp).t()  # (K, B)
+    k = q.shape[0]
+    b = reduce(torch.tensor(float(q.shape[1]), device=q.device))
+    q /= reduce(q.sum())
+    for _ in range(iters):
+        q /= reduce(q.sum(dim=1, keepdim=True))  # each prototype gets mass 1/K ...
+        q /= k
+        q /= q.sum(dim=0, keepdim=True)  # ... and each sample mass 1/B
+        q /= b
+    q *= b
+    return q.t()
+
+
+@torch.no_grad()
+def softmax_center(logits: Tensor, center: Tensor, temp: float) -> Tensor:
+    """DINO's EMA centring: softmax((logits - center) / temp)."""
+    return F.softmax((logits.float() - center) / temp, dim=-1)
+
+
+@torch.no_grad()
+def updated_center(
+    center: Tensor, logits: Tensor, momentum: float, reduce: Reduce | None = None
+) -> Tensor:
+    """The EMA centre after a batch of teacher logits (B, K): m * c + (1 - m) * mean."""
+    reduce = reduce or _identity
+    n = reduce(torch.tensor(float(logits.shape[0]), device=logits.device))
+    batch_center = reduce(logits.float().sum(dim=0, keepdim=True)) / n
+    return center * momentum + batch_center * (1 - momentum)
+
+
+def dino_loss(student_logits: Tensor, teacher_probs: Tensor, student_temp: float) -> Tensor:
+    """Mean cross-entropy over (student crop s, teacher crop t) pairs with s != t.
+
+    student_logits: (S, B, K), the 2 global crops first, then the local crops.
+    teacher_probs: (T, B, K) for the T global crops. Global crop i is never matched to itself.
+    """
+    S, B, _ = student_logits.shape
+    T = teacher_probs.shape[0]
+    log_p = F.log_softmax(student_logits.float() / student_temp, dim=-1)  # (S, B, K)
+    ce = -torch.einsum("tbk,sbk->ts", teacher_probs.float(), log_p) / B  # (T, S)
+    same_view = torch.eye(T, S, dtype=torch.bool, device=ce.device)
+    return ce.masked_fill(same_view, 0.0).sum() / (T * S - min(T, S))
+
+
+def ibot_loss(
+    student_logits: Tensor,
+    teacher_probs: Tensor,
+    token_weights: Tensor,
+    n_images: int,
+    student_temp: float,
+) -> Tensor:
+    """iBOT masked-patch loss.
+
+    student_logits, teacher_probs: (M, K) over the M masked tokens of all global crops;
+    token_weights: (M,) = 1 / (masked tokens of that token's image); n_images: global crops in
+    the batch (masked or not), as DINOv2 divides by it.
+    """
+    log_p = F.log_softmax(student_logits.float() / student_temp, dim=-1)
+    per_token = -(teacher_probs.float() * log_p).sum(dim=-1)  # (M,)
+    return (per_token * token_weights).sum() / max(n_images, 1)
+
+
+def koleo_loss(features: Tensor, eps: float = 1e-8) -> Tensor:
+    """Kozachenko-Leonenko entropy estimator on (B, D) features: -mean log NN distance.
+
+    Duplicates stay finite: the distance to an identical neighbour is ||eps||, not 0.
+    """
+    x = F.normalize(features.float(), dim=-1, eps=eps)
+    with torch.no_grad():
+        dots = x @ x.t()
+        dots.fill_diagonal_(-2.0)  # never one's own neighbour
+        nn_idx = dots.argmax(dim=1)
+    dist = F.pairwise_distance(x, x[nn_idx], p=2, eps=eps)
+    return -torch.log(dist + eps).mean()

@@ -1,0 +1,258 @@
+"""The Web-DINO Vision Transformer, built from a registry ``ModelSpec``.
+
+Pre-norm blocks with LayerScale and stochastic depth, SwiGLU (fused ``w12`` + ``w3``) or MLP
+FFN, biases on qkv/proj/ffn, a learned CLS token, learned position embeddings interpolated
+(bicubic, fp32) to any crop size, a mask token for iBOT and a final LayerNorm. State-dict names
+and the ``forward_features`` / ``get_intermediate_layers`` API follow DINOv2, so its checkpoints
+(and Hugging Face ``Dinov2Model`` weights, after renaming) load into this class.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+import torch.utils.checkpoint
+from torch import Tensor, nn
+
+from webssl_cli.study.registry import ModelSpec
+from webssl_cli.train import device as dev
+
+LN_EPS = 1e-6  # DINOv2 and Hugging Face Dinov2 both use 1e-6
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, patch: int, in_chans: int, dim: int) -> None:
+        super().__init__()
+        self.patch = patch
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch, stride=patch)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, N, D)
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, N, D = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.heads, D // self.heads)  # (B, N, 3, H, hd)
+        impl = dev.attention_impl()
+        xops = dev.xformers_ops() if (impl in ("auto", "xformers") and x.is_cuda) else None
+        if impl == "xformers" and xops is None:
+            raise RuntimeError("attention 'xformers' requested but xformers is not usable here")
+        if xops is not None:
+            q, k, v = qkv.unbind(2)  # xformers takes (B, N, H, hd)
+            out = xops.memory_efficient_attention(q, k, v).reshape(B, N, D)
+        else:
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, N, hd)
+            if impl == "math":
+                attn = (q * (q.shape[-1] ** -0.5)) @ k.transpose(-2, -1)
+                out = attn.softmax(dim=-1) @ v
+            else:
+                out = F.scaled_dot_product_attention(q, k, v)
+            out = out.transpose(1, 2).reshape(B, N, D)
+        return self.proj(out)
+
+
+class SwiGLUFFN(nn.Module):
+    """DINOv2's SwiGLUFFNFused: one matmul for gate and up (``w12``), then ``w3`` down."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.w12 = nn.Linear(dim, 2 * hidden)
+        self.w3 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.w12(x).chunk(2, dim=-1)
+        return self.w3(F.silu(gate) * up)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class LayerScale(nn.Module):
+    def __init__(self, dim: int, init: float) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gamma
+
+
+def _residual(x: Tensor, branch: Callable[[Tensor], Tensor], drop: float, training: bool) -> Tensor:
+    """x + branch(x), with DINOv2's batch-subset stochastic depth when training.
+
+    The branch runs on a random ``1 - drop`` fraction of the samples only and its output is
+    scaled by ``B / kept``: the same expectation as per-sample drop-path at a fraction of the
+    compute (drop-path 0.4 skips 40% of the block FLOPs).
+    """
+    if not training or drop <= 0.0:
+        return x + branch(x)
+    b = x.shape[0]
+    kept = max(int(b * (1.0 - drop)), 1)
+    idx = torch.randperm(b, device=x.device)[:kept]
+    out = branch(x[idx])
+    return torch.index_add(
+        x.flatten(1), 0, idx, out.to(x.dtype).flatten(1), alpha=b / kept
+    ).view_as(x)
+
+
+class Block(nn.Module):
+    def __init__(self, spec: ModelSpec, drop_path: float, layerscale: float | None) -> None:
+        super().__init__()
+        d = spec.width
+        self.norm1 = nn.LayerNorm(d, eps=LN_EPS)
+        self.attn = Attention(d, spec.heads)
+        self.ls1: nn.Module = LayerScale(d, layerscale) if layerscale else nn.Identity()
+        self.norm2 = nn.LayerNorm(d, eps=LN_EPS)
+        self.mlp: nn.Module = (
+            SwiGLUFFN(d, spec.ffn_hidden) if spec.ffn == "swiglu" else Mlp(d, spec.ffn_hidden)
+        )
+        self.ls2: nn.Module = LayerScale(d, layerscale) if layerscale else nn.Identity()
+        self.drop_path = drop_path
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, N, D) -> (B, N, D)
+        x = _residual(x, self._attn_branch, self.drop_path, self.training)
+        return _residual(x, self._ffn_branch, self.drop_path, self.training)
+
+    def _attn_branch(self, x: Tensor) -> Tensor:
+        return self.ls1(self.attn(self.norm1(x)))
+
+    def _ffn_branch(self, x: Tensor) -> Tensor:
+        return self.ls2(self.mlp(self.norm2(x)))
+
+
+class VisionTransformer(nn.Module):
+    def __init__(
+        self, spec: ModelSpec, *, drop_path: float = 0.0, layerscale: float | None = 1e-5
+    ) -> None:
+        super().__init__()
+        self.spec = spec
+        d = spec.width
+        self.embed_dim = d
+        self.patch_size = spec.patch
+        self.n_blocks = spec.depth
+        self.patch_embed = PatchEmbed(spec.patch, spec.in_chans, d)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.pos_embed = nn.Parameter(torch.zeros(1, spec.n_patches() + 1, d))
+        self.mask_token = nn.Parameter(torch.zeros(1, d))
+        # DINOv2 ViT-g uses a uniform drop-path rate over blocks.
+        self.blocks = nn.ModuleList(Block(spec, drop_path, layerscale) for _ in range(spec.depth))
+        self.norm = nn.LayerNorm(d, eps=LN_EPS)
+        self.grad_checkpointing = False
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def interpolate_pos_encoding(self, h: int, w: int) -> Tensor:
+        """Position embeddings for an (h, w) patch grid: (1, 1 + h*w, D), bicubic in fp32."""
+        pos = self.pos_embed
+        n = pos.shape[1] - 1
+        side = int(math.isqrt(n))
+        if h == side and w == side:
+            return pos
+        patch_pos = pos[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+        patch_pos = F.interpolate(
+            patch_pos.float(), size=(h, w), mode="bicubic", align_corners=False
+        )
+        patch_pos = patch_pos.to(pos.dtype).permute(0, 2, 3, 1).reshape(1, h * w, -1)
+        return torch.cat([pos[:, :1], patch_pos], dim=1)
+
+    def prepare_tokens(self, x: Tensor, masks: Tensor | None = None) -> Tensor:
+        _, _, H, W = x.shape
+        x = self.patch_embed(x)  # (B, N, D)
+        if masks is not None:  # (B, N) bool: iBOT replaces masked patches by the mask token
+            x = torch.where(masks.unsqueeze(-1), self.mask_token.to(x.dtype).unsqueeze(0), x)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+N, D)
+        return x + self.interpolate_pos_encoding(H // self.patch_size, W // self.patch_size)
+
+    def _run_blocks(self, x: Tensor, keep: set[int] | None = None) -> tuple[Tensor, list[Tensor]]:
+        outputs = []
+        for i, blk in enumerate(self.blocks):
+            if self.grad_checkpointing and self.training:
+                x = torch.utils.checkpoint.checkpoint(blk, x, use_reentrant=False)
+            else:
+                x = blk(x)
+            if keep is not None and i in keep:
+                outputs.append(x)
+        return x, outputs
+
+    def forward_features(self, x: Tensor, masks: Tensor | None = None) -> dict[str, Tensor | None]:
+        x, _ = self._run_blocks(self.prepare_tokens(x, masks))
+        x_norm = self.norm(x)
+        return {
+            "x_norm_clstoken": x_norm[:, 0],  # (B, D)
+            "x_norm_patchtokens": x_norm[:, 1:],  # (B, N, D)
+            "x_prenorm": x,
+            "masks": masks,
+        }
+
+    def get_intermediate_layers(
+        self,
+        x: Tensor,
+        n: int | list[int] = 1,
+        reshape: bool = False,
+        return_class_token: bool = False,
+        norm: bool = True,
+    ) -> tuple:
+        """Outputs of the last ``n`` blocks (or of the blocks listed in ``n``), DINOv2-style."""
+        _, _, H, W = x.shape
+        keep = set(range(self.n_blocks - n, self.n_blocks)) if isinstance(n, int) else set(n)
+        _, outs = self._run_blocks(self.prepare_tokens(x), keep)
+        if norm:
+            outs = [self.norm(o) for o in outs]
+        cls = [o[:, 0] for o in outs]
+        patches = [o[:, 1:] for o in outs]
+        if reshape:
+            h, w = H // self.patch_size, W // self.patch_size
+            patches = [
+                p.reshape(p.shape[0], h, w, -1).permute(0, 3, 1, 2).contiguous() for p in patches
+            ]
+        if return_class_token:
+            return tuple(zip(patches, cls, strict=True))
+        return tuple(patches)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.forward_features(x)["x_norm_clstoken"]
+        assert out is not None
+        return out
+
+
+def build_backbone(
+    spec: ModelSpec,
+    *,
+    drop_path: float = 0.0,
+    layerscale: float | None = 1e-5,
+    device: torch.device | str | None = None,
+) -> VisionTransformer:
+    """A ViT for ``spec``; ``device='meta'`` builds it without memory (parameter counts)."""
+    if device is None:
+        return VisionTransformer(spec, drop_path=drop_path, layerscale=layerscale)
+    with torch.device(device):
+        return VisionTransformer(spec, drop_path=drop_path, layerscale=layerscale)
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
