@@ -26,7 +26,9 @@ def draw(rng: np.random.Generator, cls: int, size: int = 64) -> np.ndarray:
     if cls == 0:
         cv2.circle(img, (int(c[0]), int(c[1])), r, colour, -1)
     elif cls == 1:
-        cv2.rectangle(img, (int(c[0] - r), int(c[1] - r)), (int(c[0] + r), int(c[1] + r)), colour, -1)
+        cv2.rectangle(
+            img, (int(c[0] - r), int(c[1] - r)), (int(c[0] + r), int(c[1] + r)), colour, -1
+        )
     elif cls == 2:
         pts = np.array([[c[0], c[1] - r], [c[0] - r, c[1] + r], [c[0] + r, c[1] + r]], np.int32)
         cv2.fillPoly(img, [pts], colour)

@@ -119,7 +119,9 @@ class TrainConfig(Frozen):
         for name in ("global_scale", "local_scale"):
             lo, hi = getattr(self.crops, name)
             if not 0 < lo <= hi <= 1:
-                raise ValueError(f"crops.{name} must satisfy 0 < low <= high <= 1, got ({lo}, {hi})")
+                raise ValueError(
+                    f"crops.{name} must satisfy 0 < low <= high <= 1, got ({lo}, {hi})"
+                )
         lo, hi = self.mask_ratio
         if not 0 <= lo <= hi < 1:
             raise ValueError(f"mask_ratio must satisfy 0 <= low <= high < 1, got ({lo}, {hi})")

@@ -90,7 +90,7 @@ def train_step(state: State, batch: Batch, it: int) -> dict[str, float]:
     p = out["teacher_probs"].float()
     return {
         "loss": float(loss.detach()),
-        **{k: float(out[k]) for k in ("dino_loss", "ibot_loss", "koleo_loss")},
+        **{k: float(out[k].detach()) for k in ("dino_loss", "ibot_loss", "koleo_loss")},
         "lr": h.lr,
         "wd": h.weight_decay,
         "momentum": h.momentum,
@@ -239,7 +239,7 @@ def cell_shards(spec: dict[str, Any]) -> list[str]:
     return expand_urls(data["shards"])
 
 
-def train_cell(cell_dir: Path) -> str:
+def train_cell(cell_dir: Path, *, progress: Progress | None = None) -> str:
     """Job entry point: train the cell in ``cell_dir``; returns "done" or "diverged"."""
     run = CellDir(cell_dir)
     spec = run.read_spec()
@@ -247,7 +247,9 @@ def train_cell(cell_dir: Path) -> str:
         cfg = TrainConfig.model_validate(spec.get("train") or {})
         model = get_model(spec["model"])
         seed = int(spec.get("seed", cfg.seed))
-        return train(run, model, cfg, cell_shards(spec), int(spec["samples_seen"]), seed)
+        return train(
+            run, model, cfg, cell_shards(spec), int(spec["samples_seen"]), seed, progress=progress
+        )
     except BaseException as exc:
         msg = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
         run.update_stage("train", state="failed", error=msg, ended=now_iso())

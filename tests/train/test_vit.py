@@ -1,0 +1,109 @@
+import pytest
+import torch
+
+from webssl_cli.study.registry import MODELS, get_model
+from webssl_cli.train import device as dev
+from webssl_cli.train.vit import build_backbone, count_params
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_param_count_matches_registry_on_meta(name):
+    spec = MODELS[name]
+    model = build_backbone(spec, layerscale=spec.layerscale, device="meta")
+    assert count_params(model) == spec.backbone_params()
+
+
+def test_state_dict_uses_dinov2_names():
+    keys = set(build_backbone(get_model("webdino-300m"), device="meta").state_dict())
+    for k in [
+        "patch_embed.proj.weight", "patch_embed.proj.bias", "cls_token", "pos_embed", "mask_token",
+        "blocks.0.norm1.weight", "blocks.0.attn.qkv.weight", "blocks.0.attn.qkv.bias", "blocks.0.attn.proj.weight",
+        "blocks.0.ls1.gamma", "blocks.0.norm2.bias", "blocks.0.mlp.w12.weight", "blocks.0.mlp.w3.bias",
+        "blocks.0.ls2.gamma", "norm.weight",
+    ]:  # fmt: skip
+        assert k in keys, k
+    mlp_keys = set(build_backbone(get_model("vit-test"), device="meta").state_dict())
+    assert {"blocks.1.mlp.fc1.weight", "blocks.1.mlp.fc2.bias"} <= mlp_keys
+
+
+def _tiny(**kw):
+    torch.manual_seed(0)
+    spec = get_model("vit-test")
+    return spec, build_backbone(spec, layerscale=1.0, **kw)
+
+
+@pytest.mark.parametrize("size", [32, 16, 24])
+def test_sdpa_and_math_attention_agree_forward_and_backward(size):
+    spec, model = _tiny()
+    x = torch.randn(3, 3, size, size)
+    out = {}
+    for impl in ("sdpa", "math"):
+        model.zero_grad()
+        with dev.attention(impl):
+            y = model.forward_features(x)["x_norm_patchtokens"]
+        y.square().sum().backward()
+        out[impl] = (y.detach(), model.blocks[0].attn.qkv.weight.grad.clone())
+    torch.testing.assert_close(out["sdpa"][0], out["math"][0], atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(out["sdpa"][1], out["math"][1], atol=2e-4, rtol=1e-4)
+
+
+def test_xformers_forced_without_it_fails_clearly():
+    _, model = _tiny()
+    with dev.attention("xformers"), pytest.raises(RuntimeError, match="xformers"):
+        model(torch.randn(1, 3, 32, 32))
+
+
+def test_forward_features_shapes_masks_and_interpolation():
+    spec, model = _tiny()
+    x = torch.randn(2, 3, 32, 32)
+    masks = torch.zeros(2, 16, dtype=torch.bool)
+    masks[0, :5] = True
+    out = model.forward_features(x, masks=masks)
+    assert out["x_norm_clstoken"].shape == (2, 32)
+    assert out["x_norm_patchtokens"].shape == (2, 16, 32)
+    assert out["x_prenorm"].shape == (2, 17, 32)
+    # Masking changes the masked image only.
+    ref = model.forward_features(x)
+    assert torch.equal(out["x_norm_clstoken"][1], ref["x_norm_clstoken"][1])
+    assert not torch.allclose(out["x_norm_clstoken"][0], ref["x_norm_clstoken"][0])
+    # Position embeddings interpolate to other crop sizes (and are the identity at img_size).
+    assert model.interpolate_pos_encoding(4, 4) is model.pos_embed
+    assert model.forward_features(torch.randn(2, 3, 16, 16))["x_norm_patchtokens"].shape == (
+        2,
+        4,
+        32,
+    )
+    assert model.forward_features(torch.randn(1, 3, 48, 40))["x_norm_patchtokens"].shape == (
+        1,
+        30,
+        32,
+    )
+
+
+def test_get_intermediate_layers():
+    _, model = _tiny()
+    x = torch.randn(2, 3, 32, 32)
+    (last,) = model.get_intermediate_layers(x, n=1)
+    torch.testing.assert_close(last, model.forward_features(x)["x_norm_patchtokens"])
+    outs = model.get_intermediate_layers(x, n=2, reshape=True, return_class_token=True)
+    assert len(outs) == 2 and outs[0][0].shape == (2, 32, 4, 4) and outs[0][1].shape == (2, 32)
+
+
+def test_drop_path_subset_trains_and_eval_is_deterministic():
+    _, model = _tiny(drop_path=0.5)
+    x = torch.randn(8, 3, 32, 32)
+    model.train()
+    model(x).sum().backward()
+    assert model.blocks[0].attn.qkv.weight.grad is not None
+    model.eval()
+    torch.testing.assert_close(model(x), model(x))
+
+
+def test_swiglu_backbone_runs():
+    spec = get_model("webdino-300m")
+    from dataclasses import replace
+
+    small = replace(spec, width=48, depth=1, heads=3, ffn_hidden=64, patch=8, img_size=32)
+    model = build_backbone(small)
+    assert count_params(model) == small.backbone_params()
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 48)

@@ -1,0 +1,196 @@
+"""``webssl train``: train one cell from its directory, or a small run from a config file.
+
+    webssl train CELL_DIR                          a study cell (cell.json written by the study)
+    webssl train --config small.yaml --out DIR     a run outside any study
+    webssl train --preset smoke --model vit-pico --shards 'x/shard-{0..7}.tar' --samples 2000 --out DIR
+
+The run file (``--config``) is closed: ``model``, ``samples_seen``, ``shards``, ``seed``,
+``preset`` and ``train`` (TrainConfig overrides). Precedence: defaults < preset < file <
+command line. Either way the resolved spec is written to ``DIR/cell.json`` before training,
+and a rerun of the same command resumes from the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import Field
+
+from webssl_cli.config_base import Frozen
+from webssl_cli.errors import UserError
+
+
+class RunFile(Frozen):
+    """A training run outside a study."""
+
+    model: str = "vit-pico"
+    """Registry name of the ViT (``webssl study plan`` lists them)."""
+    samples_seen: int = Field(2000, ge=1)
+    """Images to train on (iterations = samples_seen / batch_size)."""
+    shards: str | list[str] | None = None
+    """Webdataset shards: path, brace pattern or ``pipe:`` command (or a list of them)."""
+    seed: int = 0
+    preset: str = "smoke"
+    """A TrainConfig preset (webdino, smoke, test)."""
+    train: dict[str, Any] = {}
+    """TrainConfig overrides on top of the preset."""
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def resolve_run(
+    config: Path | None, overrides: dict[str, Any], train_overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """The cell.json of a run outside a study (validated); UserError names file and field."""
+    from pydantic import ValidationError
+
+    from webssl_cli.study.registry import resolve_model_name
+    from webssl_cli.train.config import TrainConfig
+    from webssl_cli.train.presets import PRESETS
+
+    data: dict[str, Any] = {}
+    source = None
+    if config is not None:
+        from webssl_cli.study.yamlfile import load_yaml, validation_error
+
+        data, source = load_yaml(config, what="run file")
+    data = _merge(data, {k: v for k, v in overrides.items() if v is not None})
+    try:
+        run = RunFile.model_validate(data)
+    except ValidationError as exc:
+        if source is not None:
+            raise validation_error(exc, source, model=RunFile) from None
+        raise UserError(f"train: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+    if run.preset not in PRESETS:
+        raise UserError(
+            f"{config or 'train'}: preset: unknown {run.preset!r}; valid: {', '.join(PRESETS)}"
+        )
+    if not run.shards:
+        raise UserError(
+            f"{config or 'train'}: shards: missing; give --shards PATTERN or shards: in the file"
+        )
+    merged = _merge(_merge(PRESETS[run.preset], run.train), train_overrides)
+    try:
+        cfg = TrainConfig.model_validate(merged)
+    except ValidationError as exc:
+        if source is not None:
+            raise validation_error(exc, source, prefix=("train",), model=TrainConfig) from None
+        raise UserError(f"train.{exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+    return {
+        "uid": "run",
+        "study": None,
+        "model": resolve_model_name(run.model),
+        "samples_seen": run.samples_seen,
+        "data": {"source": "shards", "shards": run.shards, "filter": "none", "filter_dir": None},
+        "train": cfg.model_dump(mode="json"),
+        "evals": [],
+        "seed": run.seed,
+    }
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train_cmd(
+        cell_dir: Annotated[
+            Path | None, typer.Argument(help="A cell directory holding cell.json.")
+        ] = None,
+        config: Annotated[
+            Path | None,
+            typer.Option("--config", help="A run file (YAML) for a run outside a study."),
+        ] = None,
+        out: Annotated[
+            Path | None, typer.Option("--out", help="Run directory for --config/--preset runs.")
+        ] = None,
+        preset: Annotated[str | None, typer.Option(help="TrainConfig preset.")] = None,
+        model: Annotated[str | None, typer.Option(help="Registry model name.")] = None,
+        shards: Annotated[str | None, typer.Option(help="Webdataset shards.")] = None,
+        samples: Annotated[int | None, typer.Option(help="Samples seen.")] = None,
+        seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+        batch_size: Annotated[int | None, typer.Option(help="Global batch size.")] = None,
+        quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    ) -> None:
+        """Train a DINOv2 / Web-DINO encoder for one cell (resumes from its checkpoints)."""
+        from webssl_cli.rundir import CellDir
+
+        if cell_dir is not None:
+            if not (cell_dir / "cell.json").is_file():
+                raise UserError(
+                    f"{cell_dir}: no cell.json; give a cell directory or --config/--out"
+                )
+        else:
+            if out is None:
+                raise UserError("train: give CELL_DIR, or --out DIR with --config FILE or --shards")
+            overrides = {
+                "preset": preset,
+                "model": model,
+                "shards": shards,
+                "samples_seen": samples,
+                "seed": seed,
+            }
+            spec = resolve_run(config, overrides, {"batch_size": batch_size} if batch_size else {})
+            run = CellDir(out)
+            if (
+                run.cell_json.exists()
+                and run.read_spec() != spec
+                and any(run.checkpoints_dir.glob("ckpt-*.pt"))
+            ):
+                raise UserError(f"{out}: holds checkpoints of a different run; use a new --out")
+            run.write_spec(spec)
+            cell_dir = out
+        _run_with_progress(cell_dir, quiet)
+
+
+def _run_with_progress(cell_dir: Path, quiet: bool) -> None:
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from webssl_cli.rundir import CellDir
+    from webssl_cli.train.loop import train_cell
+
+    spec = CellDir(cell_dir).read_spec()
+    columns = (
+        TextColumn("[bold]train[/] {task.fields[model]}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} samples"),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[ips]:.1f} img/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, disable=quiet, transient=False) as bar:
+        task = bar.add_task(
+            "train",
+            total=spec.get("samples_seen"),
+            model=spec.get("model"),
+            loss=float("nan"),
+            ips=0.0,
+        )
+
+        def progress(m: dict[str, Any]) -> None:
+            fields: dict[str, Any] = {"loss": m.get("loss", float("nan"))}
+            if "images_per_s" in m:
+                fields["ips"] = m["images_per_s"]
+            bar.update(
+                task,
+                completed=m["samples_seen"],
+                total=m["iterations"] * (m["samples_seen"] // max(m["step"], 1)),
+                **fields,
+            )
+
+        state = train_cell(cell_dir, progress=progress)
+    typer.echo(f"train: {state}: {cell_dir}")
+    if state == "diverged":
+        raise typer.Exit(1)
