@@ -1,0 +1,566 @@
+"""Ingest run directories into ``<study-dir>/results.duckdb``: idempotent, incremental, bulk.
+
+Jobs never open the database (DuckDB allows one writing process per file, and file locks on
+shared file systems are unreliable); this module is the one writer. The plan of one ingest:
+
+1. scan: stat every contract file (cell.json, status.json, train/metrics.jsonl, eval/*.json,
+   filters/*/stats.json); compare (size, mtime_ns) with the ``files`` table;
+2. parse the new or changed small files in Python and validate them; bulk-read every changed
+   metrics.jsonl with one DuckDB ``read_json`` call (a failing batch is retried file by file to
+   find the culprit);
+3. any cell with a corrupt or half-written file is reported and left exactly as it was (none of
+   its changed files are applied, none are recorded, so the next ingest retries them);
+4. one transaction deletes the rows of every changed or removed file and inserts the new rows
+   from Arrow tables. Twice in a row, the second ingest reads nothing and writes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from webssl_cli.results.schema import create_schema
+
+DB_NAME = "results.duckdb"
+_RUN_KINDS = ("cell", "status", "metrics", "eval", "filter")
+_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+            "UINTEGER", "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL")  # fmt: skip
+_METRIC_KEYS = ("step", "samples_seen", "time")
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    rel: str  # path relative to the study directory (the files table key)
+    kind: str  # cell | status | metrics | eval | filter
+    uid: str  # cell uid, or filter key
+    name: str | None  # eval name
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class IngestReport:
+    study_dir: Path
+    db_path: Path
+    files_scanned: int = 0
+    files_read: int = 0
+    files_removed: int = 0
+    cells_updated: int = 0
+    metric_rows: int = 0
+    skipped: list[str] = field(default_factory=list)  # "<path>: <why>", one per skipped file
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        return (
+            f"ingested {self.study_dir}: {self.files_read} of {self.files_scanned} files read "
+            f"({self.cells_updated} cells updated, {self.metric_rows} metric rows, "
+            f"{self.files_removed} files gone), {len(self.skipped)} skipped, {self.seconds:.2f} s"
+        )
+
+
+# ---- scanning -------------------------------------------------------------------------------
+def _stat(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def scan(study_dir: Path) -> dict[str, FileEntry]:
+    """Every contract file under ``study_dir`` keyed by relative path (hidden/temp files skipped)."""
+    found: dict[str, FileEntry] = {}
+    root = str(study_dir)
+
+    def add(rel: str, kind: str, uid: str, name: str | None = None) -> None:
+        st = _stat(os.path.join(root, rel))
+        if st is not None:
+            found[rel] = FileEntry(rel, kind, uid, name, st[0], st[1])
+
+    cells = os.path.join(root, "cells")
+    if os.path.isdir(cells):
+        for d in os.scandir(cells):
+            if not d.is_dir() or d.name.startswith("."):
+                continue
+            uid = d.name
+            add(f"cells/{uid}/cell.json", "cell", uid)
+            add(f"cells/{uid}/status.json", "status", uid)
+            add(f"cells/{uid}/train/metrics.jsonl", "metrics", uid)
+            eval_dir = os.path.join(d.path, "eval")
+            if os.path.isdir(eval_dir):
+                for e in os.scandir(eval_dir):
+                    if e.name.endswith(".json") and not e.name.startswith(".") and e.is_file():
+                        add(f"cells/{uid}/eval/{e.name}", "eval", uid, e.name[: -len(".json")])
+    filters = os.path.join(root, "filters")
+    if os.path.isdir(filters):
+        for d in os.scandir(filters):
+            if d.is_dir() and not d.name.startswith("."):
+                add(f"filters/{d.name}/stats.json", "filter", d.name)
+    return found
+
+
+# ---- parsing the small files ---------------------------------------------------------------
+class BadFile(ValueError):
+    """A file that cannot be ingested (corrupt, half-written, or not the contract's shape)."""
+
+
+def _load_json(path: Path) -> tuple[Any, str]:
+    data = path.read_bytes()
+    try:
+        obj = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadFile(f"not valid JSON ({exc})") from None
+    return obj, hashlib.sha256(data).hexdigest()
+
+
+def _need(obj: Any, key: str, types: type | tuple[type, ...], optional: bool = False) -> Any:
+    if not isinstance(obj, dict):
+        raise BadFile("expected a JSON object")
+    value = obj.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, types) or isinstance(value, bool) and bool not in _as_tuple(types):
+        raise BadFile(f"field {key!r} missing or not {_type_names(types)}")
+    return value
+
+
+def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def _type_names(types: type | tuple[type, ...]) -> str:
+    return "/".join(t.__name__ for t in _as_tuple(types))
+
+
+_flops_cache: dict[tuple[str, str], float | None] = {}
+
+
+def _params(model: str | None) -> int | None:
+    if not model:
+        return None
+    from webssl_cli.errors import UserError
+    from webssl_cli.study.registry import get_model
+
+    try:
+        return int(get_model(model).backbone_params())
+    except UserError:
+        return None
+
+
+def _flops_per_sample(model: str | None, train: Any) -> float | None:
+    """FLOPs per training image from ``study.compute`` when that module exists (else NULL)."""
+    if not model or not isinstance(train, dict):
+        return None
+    key = (model, json.dumps(train, sort_keys=True))
+    if key not in _flops_cache:
+        value: float | None = None
+        try:
+            from webssl_cli.study import compute  # type: ignore[attr-defined,unused-ignore]
+            from webssl_cli.study.registry import get_model
+            from webssl_cli.train.config import TrainConfig
+
+            value = float(compute.flops_per_sample(get_model(model), TrainConfig(**train)))
+        except Exception:  # an absent module or a spec it cannot cost: FLOPs stay unknown
+            value = None
+        _flops_cache[key] = value
+    return _flops_cache[key]
+
+
+def parse_cell(obj: Any, uid: str) -> dict[str, Any]:
+    _need(obj, "uid", str, optional=True)
+    if obj.get("uid") not in (None, uid):
+        raise BadFile(f"uid {obj.get('uid')!r} does not match its directory {uid!r}")
+    axes = obj.get("axes") or {}
+    if not isinstance(axes, dict):
+        raise BadFile("field 'axes' is not an object")
+    model = _need(obj, "model", str, optional=True) or axes.get("model")
+    samples = _need(obj, "samples_seen", int, optional=True)
+    if samples is None and isinstance(axes.get("samples_seen"), int):
+        samples = axes["samples_seen"]
+    data = obj.get("data") if isinstance(obj.get("data"), dict) else {}
+    data_filter = obj.get("data_filter") or axes.get("data_filter") or data.get("filter")
+    params = _params(model)
+    fps = _flops_per_sample(model, obj.get("train"))
+    seed = obj.get("seed") if isinstance(obj.get("seed"), int) else None
+    return {
+        "uid": uid,
+        "study": str(obj.get("study") or ""),
+        "model": model,
+        "samples_seen": samples,
+        "data_filter": None if data_filter is None else str(data_filter),
+        "classifier": data.get("classifier"),
+        "params": params,
+        "flops_per_sample": fps,
+        "flops": None if fps is None or samples is None else fps * samples,
+        "seed": seed,
+        "axes": json.dumps(axes, sort_keys=True),
+        "spec": json.dumps(obj, sort_keys=True),
+    }
+
+
+def _opt_int(v: Any) -> int | None:
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _opt_float(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _opt_str(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
+def parse_status(obj: Any, uid: str) -> list[dict[str, Any]]:
+    stages = _need(obj, "stages", dict)
+    rows = []
+    for stage, st in sorted(stages.items()):
+        if not isinstance(st, dict):
+            raise BadFile(f"stage {stage!r} is not an object")
+        job_ids = st.get("job_ids") or []
+        if not isinstance(job_ids, list):
+            job_ids = [job_ids]
+        job_ids = [str(j) for j in job_ids]
+        rows.append(
+            {
+                "uid": uid,
+                "stage": str(stage),
+                "state": _opt_str(st.get("state")),
+                "attempts": _opt_int(st.get("attempts")),
+                "job_ids": job_ids,
+                "last_job_id": job_ids[-1] if job_ids else None,
+                "host": _opt_str(st.get("host")),
+                "started": _opt_str(st.get("started")),
+                "ended": _opt_str(st.get("ended")),
+                "error": _opt_str(st.get("error")),
+                "samples_seen": _opt_int(st.get("samples_seen")),
+                "step": _opt_int(st.get("step")),
+                "images_per_s": _opt_float(st.get("images_per_s")),
+            }
+        )
+    return rows
+
+
+def parse_eval(obj: Any, uid: str, name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    results = _need(obj, "results", list)
+    task = _opt_str(obj.get("task")) or name
+    rows = []
+    for i, r in enumerate(results):
+        if not isinstance(r, dict) or not isinstance(r.get("benchmark"), str):
+            raise BadFile(f"results[{i}] has no string 'benchmark'")
+        value = r.get("value")
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            raise BadFile(f"results[{i}].value is not a number")
+        rows.append(
+            {
+                "uid": uid,
+                "eval_name": name,
+                "task": task,
+                "benchmark": r["benchmark"],
+                "category": _opt_str(r.get("category")),
+                "metric": _opt_str(r.get("metric")),
+                "value": None if value is None else float(value),
+            }
+        )
+    cats = obj.get("categories") or {}
+    if not isinstance(cats, dict):
+        raise BadFile("field 'categories' is not an object")
+    cat_rows = [
+        {"uid": uid, "eval_name": name, "category": str(k), "value": _opt_float(v)}
+        for k, v in sorted(cats.items())
+    ]
+    return rows, cat_rows
+
+
+def parse_filter_stats(obj: Any, key: str) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise BadFile("expected a JSON object")
+    return {
+        "filter_key": key,
+        "kept": _opt_int(obj.get("kept")),
+        "total": _opt_int(obj.get("total")),
+        "fraction": _opt_float(obj.get("fraction")),
+        "skipped": json.dumps(obj.get("skipped"), sort_keys=True),
+    }
+
+
+# ---- metrics (bulk) --------------------------------------------------------------------------
+def _read_metrics(con: Any, paths: list[str], table: str) -> None:
+    """``CREATE TEMP TABLE table`` from the newline-delimited JSON files (raises on a bad one)."""
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM read_json(?, "
+        "format='newline_delimited', union_by_name=true, filename=true)",
+        [paths],
+    )
+
+
+def _load_metrics(con: Any, files: dict[str, str]) -> dict[str, str]:
+    """Bulk-read ``{abspath: uid}`` into temp table ``_m_long``; returns ``{abspath: why}`` of bad files."""
+    bad: dict[str, str] = {}
+    paths = sorted(files)
+    try:
+        _read_metrics(con, paths, "_m_raw")
+    except Exception:
+        # Find the culprits file by file; the good ones are then read again in one batch.
+        for p in paths:
+            try:
+                con.execute(
+                    "SELECT count(*) FROM read_json(?, format='newline_delimited', sample_size=-1)",
+                    [p],
+                ).fetchall()
+            except Exception as exc:
+                bad[p] = " ".join(str(exc).split())[:200]
+        good = [p for p in paths if p not in bad]
+        if good:
+            _read_metrics(con, good, "_m_raw")
+    if len(bad) == len(paths):
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _m_long (uid VARCHAR, step BIGINT, samples_seen BIGINT,"
+            " time DOUBLE, name VARCHAR, value DOUBLE)"
+        )
+        return bad
+    cols = {r[0]: str(r[1]) for r in con.execute("DESCRIBE _m_raw").fetchall()}
+    metric_cols = [
+        c
+        for c, t in cols.items()
+        if c not in _METRIC_KEYS and c != "filename" and t.split("(")[0] in _NUMERIC
+    ]
+
+    def q(c: str) -> str:
+        return '"' + c.replace('"', '""') + '"'
+
+    keys = ", ".join(
+        f"TRY_CAST({q(k)} AS {'DOUBLE' if k == 'time' else 'BIGINT'}) AS {k}"
+        if k in cols
+        else f"NULL::{'DOUBLE' if k == 'time' else 'BIGINT'} AS {k}"
+        for k in _METRIC_KEYS
+    )
+    import pyarrow as pa
+
+    con.register(
+        "_m_files",
+        pa.table({"filename": list(files), "uid": list(files.values())}),
+    )
+    if metric_cols:
+        values = ", ".join(f"{q(c)}::DOUBLE AS {q(c)}" for c in metric_cols)
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _m_long AS "
+            "SELECT f.uid, u.step, u.samples_seen, u.time, u.name, u.value FROM ("
+            f"UNPIVOT (SELECT filename, {keys}, {values} FROM _m_raw) "
+            f"ON {', '.join(q(c) for c in metric_cols)} INTO NAME name VALUE value"
+            ") u JOIN _m_files f USING (filename)"
+        )
+    else:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _m_long (uid VARCHAR, step BIGINT, samples_seen BIGINT,"
+            " time DOUBLE, name VARCHAR, value DOUBLE)"
+        )
+    con.unregister("_m_files")
+    con.execute("DROP TABLE IF EXISTS _m_raw")
+    return bad
+
+
+# ---- the ingest --------------------------------------------------------------------------------
+_COLUMNS = {
+    "cell_specs": ["uid", "study", "model", "samples_seen", "data_filter", "classifier", "params",
+                   "flops_per_sample", "flops", "seed", "axes", "spec"],
+    "jobs": ["uid", "stage", "state", "attempts", "job_ids", "last_job_id", "host", "started",
+             "ended", "error", "samples_seen", "step", "images_per_s"],
+    "eval_results": ["uid", "eval_name", "task", "benchmark", "category", "metric", "value"],
+    "eval_categories": ["uid", "eval_name", "category", "value"],
+    "filter_stats": ["filter_key", "kept", "total", "fraction", "skipped"],
+    "files": ["path", "kind", "uid", "name", "size", "mtime_ns", "sha256"],
+}  # fmt: skip
+
+
+def _insert_rows(con: Any, table: str, rows: list[dict[str, Any]]) -> None:
+    """Bulk insert through an Arrow table (never row by row)."""
+    if not rows:
+        return
+    import pyarrow as pa
+
+    cols = _COLUMNS[table]
+    tbl = pa.Table.from_pylist(rows).select(cols)
+    con.register("_ins", tbl)
+    try:
+        con.execute(f"INSERT INTO {table} BY NAME SELECT {', '.join(cols)} FROM _ins")
+    finally:
+        con.unregister("_ins")
+
+
+def _delete_keys(con: Any, table: str, key_cols: list[str], keys: set[tuple[Any, ...]]) -> None:
+    if not keys:
+        return
+    import pyarrow as pa
+
+    cols = list(zip(*sorted(keys), strict=True))
+    con.register("_del", pa.table({k: list(v) for k, v in zip(key_cols, cols, strict=True)}))
+    try:
+        cond = " AND ".join(f"{table}.{k} = _del.{k}" for k in key_cols)
+        con.execute(f"DELETE FROM {table} WHERE EXISTS (SELECT 1 FROM _del WHERE {cond})")
+    finally:
+        con.unregister("_del")
+
+
+def ingest(
+    study_dir: str | os.PathLike[str], db_path: str | os.PathLike[str] | None = None
+) -> IngestReport:
+    """Bring ``results.duckdb`` up to date with the run directories under ``study_dir``."""
+    import duckdb
+
+    t0 = time.perf_counter()
+    study = Path(study_dir).resolve()
+    db = Path(db_path) if db_path else study / DB_NAME
+    rep = IngestReport(study_dir=study, db_path=db)
+    con = duckdb.connect(str(db))
+    try:
+        create_schema(con)
+        known = {
+            r[0]: (r[1], r[2], r[3], r[4], r[5])
+            for r in con.execute(
+                "SELECT path, size, mtime_ns, kind, uid, name FROM files WHERE kind IN "
+                f"({', '.join(repr(k) for k in _RUN_KINDS)})"
+            ).fetchall()
+        }
+        found = scan(study)
+        rep.files_scanned = len(found)
+        changed = [
+            e for e in found.values() if known.get(e.rel, (None, None))[:2] != (e.size, e.mtime_ns)
+        ]
+        removed = [(p, v[2], v[3], v[4]) for p, v in known.items() if p not in found]
+        if not changed and not removed:
+            rep.seconds = time.perf_counter() - t0
+            return rep
+
+        # -- parse small files, per cell; a bad file condemns its cell's whole update --
+        bad_cells: dict[str, list[str]] = defaultdict(list)
+        cell_rows, job_rows, eval_rows, cat_rows, filt_rows = [], [], [], [], []
+        file_rows: list[dict[str, Any]] = []
+        metrics_files: dict[str, str] = {}
+        by_rel: dict[str, FileEntry] = {}
+        known_cells = {v[3] for v in known.values() if v[2] == "cell"}
+        for e in sorted(changed, key=lambda e: e.rel):
+            path = study / e.rel
+            by_rel[e.rel] = e
+            if (
+                e.kind in ("cell", "status", "metrics", "eval")
+                and e.uid not in known_cells
+                and f"cells/{e.uid}/cell.json" not in found
+            ):
+                bad_cells[e.uid].append(f"{e.rel}: its cell has no cell.json yet")
+                continue
+            if e.kind == "metrics":
+                metrics_files[str(path)] = e.uid
+                continue
+            try:
+                obj, digest = _load_json(path)
+                if e.kind == "cell":
+                    cell_rows.append(parse_cell(obj, e.uid))
+                elif e.kind == "status":
+                    job_rows.extend(parse_status(obj, e.uid))
+                elif e.kind == "eval":
+                    r, c = parse_eval(obj, e.uid, e.name or "")
+                    eval_rows.extend(r)
+                    cat_rows.extend(c)
+                else:
+                    filt_rows.append(parse_filter_stats(obj, e.uid))
+            except (BadFile, OSError) as exc:
+                # filter stats belong to no cell: only that file is skipped
+                bad_cells["filter:" + e.uid if e.kind == "filter" else e.uid].append(
+                    f"{e.rel}: {exc}"
+                )
+                continue
+            file_rows.append({"path": e.rel, "kind": e.kind, "uid": e.uid, "name": e.name,
+                              "size": e.size, "mtime_ns": e.mtime_ns, "sha256": digest})  # fmt: skip
+
+        metrics_files = {p: u for p, u in metrics_files.items() if u not in bad_cells}
+        if metrics_files:
+            for p, why in _load_metrics(con, metrics_files).items():
+                bad_cells[metrics_files[p]].append(f"{os.path.relpath(p, study)}: {why}")
+        for p, u in metrics_files.items():
+            if u not in bad_cells:
+                e = by_rel[os.path.relpath(p, study)]
+                file_rows.append({"path": e.rel, "kind": e.kind, "uid": e.uid, "name": None,
+                                  "size": e.size, "mtime_ns": e.mtime_ns, "sha256": None})  # fmt: skip
+        for reasons in bad_cells.values():
+            rep.skipped.extend(reasons)
+
+        def ok(rows: list[dict[str, Any]], key: str = "uid") -> list[dict[str, Any]]:
+            return [r for r in rows if r[key] not in bad_cells]
+
+        file_rows = [
+            r
+            for r in file_rows
+            if (("filter:" if r["kind"] == "filter" else "") + r["uid"]) not in bad_cells
+        ]
+        applied = {(r["kind"], r["uid"], r["name"]) for r in file_rows}
+        gone = {(k, u, n) for _, k, u, n in removed}
+
+        # -- one transaction: delete what changed or vanished, insert the new rows --
+        con.execute("BEGIN TRANSACTION")
+        try:
+            todo = applied | gone
+            _delete_keys(con, "cell_specs", ["uid"], {(u,) for k, u, _ in todo if k == "cell"})
+            _delete_keys(con, "jobs", ["uid"], {(u,) for k, u, _ in todo if k == "status"})
+            _delete_keys(
+                con, "train_metrics", ["uid"], {(u,) for k, u, _ in todo if k == "metrics"}
+            )
+            evals = {(u, n or "") for k, u, n in todo if k == "eval"}
+            _delete_keys(con, "eval_results", ["uid", "eval_name"], evals)
+            _delete_keys(con, "eval_categories", ["uid", "eval_name"], evals)
+            _delete_keys(
+                con, "filter_stats", ["filter_key"], {(u,) for k, u, _ in todo if k == "filter"}
+            )
+            _delete_keys(
+                con,
+                "files",
+                ["path"],
+                {(r["path"],) for r in file_rows} | {(p,) for p, *_ in removed},
+            )
+            _insert_rows(con, "cell_specs", ok(cell_rows))
+            _insert_rows(con, "jobs", ok(job_rows))
+            _insert_rows(con, "eval_results", ok(eval_rows))
+            _insert_rows(con, "eval_categories", ok(cat_rows))
+            _insert_rows(
+                con,
+                "filter_stats",
+                [r for r in filt_rows if "filter:" + r["filter_key"] not in bad_cells],
+            )
+            if metrics_files:
+                good = [(u,) for u in sorted(set(metrics_files.values())) if u not in bad_cells]
+                if good:
+                    import pyarrow as pa
+
+                    con.register("_good", pa.table({"uid": [g[0] for g in good]}))
+                    inserted = con.execute(
+                        "INSERT INTO train_metrics SELECT * FROM _m_long WHERE uid IN (SELECT uid FROM _good)"
+                    ).fetchone()
+                    rep.metric_rows = int(inserted[0]) if inserted else 0
+                    con.unregister("_good")
+            _insert_rows(con, "files", file_rows)
+            con.execute("DELETE FROM studies WHERE kind = 'run'")
+            con.execute(
+                "INSERT INTO studies SELECT DISTINCT study, 'run', ? FROM cell_specs "
+                "WHERE uid NOT LIKE 'ref:%' AND study NOT IN (SELECT study FROM studies)",
+                [str(study)],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("DROP TABLE IF EXISTS _m_long")
+        rep.files_read = len(file_rows)
+        rep.files_removed = len(removed)
+        rep.cells_updated = len(
+            {r["uid"] for r in file_rows if r["kind"] != "filter"}
+            | {u for _, k, u, _ in removed if k != "filter"}
+        )
+        rep.seconds = time.perf_counter() - t0
+        return rep
+    finally:
+        con.close()

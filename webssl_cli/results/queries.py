@@ -1,0 +1,215 @@
+"""Named queries over ``results.duckdb`` returning Polars frames, and the read-only SQL runner.
+
+from webssl_cli.results import queries
+with queries.connect("runs/smoke") as con:
+    queries.cells(con)            # one row per cell: axes, params, FLOPs, state
+    queries.final_metrics(con)    # last logged value of every train metric per cell
+    queries.curves(con, "loss")   # one training curve per cell
+    queries.scores(con)           # every eval score, long, with the cell's axes
+    queries.category_table(con)   # one row per cell, a column per category (+ Average)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from webssl_cli.errors import UserError
+from webssl_cli.results.ingest import DB_NAME
+
+# Statement types a read-only query may run; everything else is refused before execution
+# (the connection is read-only as well, which also stops writes these types could smuggle).
+_READ_TYPES = ("SELECT", "EXPLAIN", "PRAGMA", "SET", "RELATION", "CALL")
+_CATEGORY_ORDER = ("General", "Knowledge", "OCR & Chart", "Vision-Centric", "Average")
+
+
+def resolve_study_dir(arg: str | os.PathLike[str]) -> Path:
+    """A study output directory, or a study YAML file (its output directory)."""
+    path = Path(arg)
+    if path.is_file() and path.suffix in (".yaml", ".yml"):
+        try:
+            from webssl_cli.study.loader import load_study  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            raise UserError(
+                f"{path}: study files need webssl_cli.study.loader, which is not available; "
+                "pass the study output directory instead"
+            ) from None
+        return Path(load_study(path).output_dir)
+    if not path.is_dir():
+        raise UserError(
+            f"{path}: not a study directory or study file; pass the directory that holds cells/"
+        )
+    return path
+
+
+def db_path(study_dir: str | os.PathLike[str]) -> Path:
+    return Path(study_dir) / DB_NAME
+
+
+@contextmanager
+def connect(study_dir: str | os.PathLike[str], read_only: bool = True) -> Iterator[Any]:
+    """A DuckDB connection to the study's database (read-only by default)."""
+    import duckdb
+
+    db = db_path(study_dir)
+    if read_only and not db.exists():
+        raise UserError(f"{db}: no results database; run `webssl results ingest {study_dir}` first")
+    try:
+        con = duckdb.connect(str(db), read_only=read_only)
+    except duckdb.Error as exc:
+        raise UserError(f"{db}: cannot open ({' '.join(str(exc).split())})") from None
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def check_read_only(con: Any, sql: str) -> None:
+    """Refuse anything but reads, with a one-line error naming the statement type."""
+    import duckdb
+
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise UserError(f"query: {' '.join(str(exc).split())}") from None
+    if not statements:
+        raise UserError("query: empty SQL; give a SELECT statement")
+    for st in statements:
+        kind = str(st.type).rsplit(".", 1)[-1]
+        if kind not in _READ_TYPES:
+            raise UserError(
+                f"query: {kind} statements are refused (the results database is read-only here; "
+                "only SELECT/EXPLAIN/PRAGMA are allowed; `webssl results ingest` is the one writer)"
+            )
+
+
+def run_query(con: Any, sql: str) -> Any:
+    """Run read-only ``sql``; returns a pyarrow Table of the last statement."""
+    import duckdb
+
+    check_read_only(con, sql)
+    try:
+        rel = con.sql(sql)
+        if rel is None:  # SET and friends return no relation
+            import pyarrow as pa
+
+            return pa.table({})
+        return rel.to_arrow_table()
+    except duckdb.Error as exc:
+        raise UserError(f"query: {' '.join(str(exc).split())}") from None
+
+
+def _pl(con: Any, sql: str, params: list[Any] | None = None) -> Any:
+    import polars as pl
+
+    return pl.from_arrow(con.sql(sql, params=params or None).to_arrow_table())
+
+
+def cells(con: Any, study: str | None = None) -> Any:
+    """One row per cell: uid, study, model, params, samples_seen, data_filter, FLOPs, state."""
+    where = "WHERE study = ?" if study else ""
+    return _pl(
+        con,
+        "SELECT uid, study, model, params, samples_seen, data_filter, classifier, flops_per_sample,"
+        f" flops, seed, state FROM cells {where} ORDER BY study, params NULLS LAST, samples_seen,"
+        " data_filter, uid",
+        [study] if study else None,
+    )
+
+
+def final_metrics(con: Any) -> Any:
+    """The last logged value (highest step) of every train metric, per cell."""
+    return _pl(
+        con,
+        "SELECT uid, name, max(step) AS step, arg_max(samples_seen, step) AS samples_seen,"
+        " arg_max(value, step) AS value FROM train_metrics GROUP BY uid, name ORDER BY uid, name",
+    )
+
+
+def curves(con: Any, name: str = "loss", every: int = 1) -> Any:
+    """Training curves of metric ``name`` joined with the cell axes (every ``every``-th point)."""
+    return _pl(
+        con,
+        "WITH m AS (SELECT uid, step, samples_seen, value, row_number() OVER (PARTITION BY uid"
+        " ORDER BY step) AS i FROM train_metrics WHERE name = ?)"
+        " SELECT c.study, c.model, c.params, c.samples_seen AS budget, c.data_filter, m.uid,"
+        " m.step, m.samples_seen, m.value FROM m JOIN cells c USING (uid)"
+        " WHERE (m.i - 1) % ? = 0 ORDER BY c.params, c.samples_seen, c.data_filter, m.uid, m.step",
+        [name, max(1, int(every))],
+    )
+
+
+def scores(con: Any) -> Any:
+    """Every evaluation score, long: the cell's axes, ``kind`` (category | benchmark | probe),
+    ``label`` (e.g. 'Average', 'OCR & Chart', 'synth-color', 'knn top1') and ``value``."""
+    return _pl(
+        con,
+        """
+        WITH s AS (
+            SELECT uid, eval_name, 'category' AS kind, category AS label, NULL AS category, value
+            FROM eval_categories
+            UNION ALL
+            SELECT uid, eval_name, 'benchmark', benchmark, category, value
+            FROM eval_results WHERE category IS NOT NULL
+            UNION ALL
+            SELECT uid, eval_name, 'probe', task || ' ' || coalesce(metric, 'score')
+                || CASE WHEN count(*) OVER (PARTITION BY uid, eval_name) > 1
+                        THEN ' (' || benchmark || ')' ELSE '' END, NULL, value
+            FROM eval_results WHERE category IS NULL
+        )
+        SELECT c.study, c.uid, c.model, c.params, c.samples_seen, c.data_filter, c.flops,
+               c.state, s.eval_name, s.kind, s.label, s.category, s.value
+        FROM s JOIN cells c USING (uid)
+        ORDER BY c.study, c.params NULLS LAST, c.samples_seen, c.data_filter, s.kind, s.label
+        """,
+    )
+
+
+def category_table(con: Any) -> Any:
+    """One row per cell with its axes and a column per category (General ... Average)."""
+    import polars as pl
+
+    s = scores(con).filter(pl.col("kind") == "category")
+    if s.is_empty():
+        return s
+    wide = s.pivot(
+        on="label",
+        index=["study", "uid", "model", "params", "samples_seen", "data_filter"],
+        values="value",
+        aggregate_function="first",
+    )
+    cats = [c for c in _CATEGORY_ORDER if c in wide.columns]
+    rest = [c for c in wide.columns if c not in cats and c not in s.columns]
+    return wide.select(
+        ["study", "uid", "model", "params", "samples_seen", "data_filter", *cats, *rest]
+    )
+
+
+def write_frame(tbl: Any, fmt: str, out: Path | None) -> str | None:
+    """Render a pyarrow table as table/csv/json (returned) or write Parquet to ``out``."""
+    import polars as pl
+
+    df = pl.from_arrow(tbl)
+    assert isinstance(df, pl.DataFrame)
+    if fmt == "parquet":
+        if out is None:
+            raise UserError("query: --format parquet needs --out FILE")
+        df.write_parquet(out)
+        return None
+    if fmt == "csv":
+        text = df.write_csv()
+    elif fmt == "json":
+        text = df.write_json()
+    else:
+        from tabulate import tabulate
+
+        text = tabulate(df.rows(), headers=df.columns, tablefmt="github", floatfmt=".4g") + "\n"
+    if out is not None:
+        from webssl_cli.rundir import atomic_write_text
+
+        atomic_write_text(out, text)
+        return None
+    return text
