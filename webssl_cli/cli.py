@@ -17,6 +17,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain output: errors stay one line ("Error: <file>:<line>: <field>: ..."), not a box.
+    rich_markup_mode=None,
 )
 
 _GROUPS: dict[str, str] = {
@@ -39,7 +41,10 @@ _REGISTRARS: list[tuple[str, str]] = [
 
 
 def _build() -> None:
-    groups = {name: typer.Typer(help=text, no_args_is_help=True) for name, text in _GROUPS.items()}
+    groups = {
+        name: typer.Typer(help=text, no_args_is_help=True, rich_markup_mode=None)
+        for name, text in _GROUPS.items()
+    }
     for group, module_name in _REGISTRARS:
         try:
             module = importlib.import_module(module_name)

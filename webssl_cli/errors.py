@@ -8,8 +8,16 @@ from __future__ import annotations
 
 import click
 
+# Typer >= 0.24 vendors its own copy of click: its ClickException is a different class from
+# click's. UserError derives from both, so either machinery prints it as one line and exits 2.
+try:
+    from typer._click.exceptions import ClickException as _TyperClickException
+except ImportError:  # older typer uses click itself
+    _TyperClickException = click.ClickException  # type: ignore[misc,assignment]
+_BASES = tuple(dict.fromkeys([_TyperClickException, click.ClickException]))
 
-class UserError(click.ClickException):
+
+class UserError(*_BASES):  # type: ignore[misc]
     """Bad input from the user (a study file, a profile, a path, a command-line value).
 
     A ClickException, so Typer/Click print ``Error: <message>`` and exit 2 without a

@@ -31,6 +31,8 @@ class KnnEval(_EvalBase):
     dataset: str = "synth-labelled"
     """Labelled data: a data source name of the study, or a path (ImageFolder with train/ and
     val/, or a webdataset shard pattern whose JSON carries ``class``)."""
+    max_images: int | None = Field(None, ge=2)
+    """Read at most this many labelled images (train + val; webdataset only); None: all."""
     k: int = Field(20, ge=1)
     temperature: float = Field(0.07, gt=0)
 
@@ -39,6 +41,8 @@ class LinearEval(_EvalBase):
     task: Literal["linear"] = "linear"
     dataset: str = "synth-labelled"
     """Labelled data, as for knn."""
+    max_images: int | None = Field(None, ge=2)
+    """Read at most this many labelled images (train + val; webdataset only); None: all."""
     lrs: tuple[float, ...] = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1)
     """Learning-rate grid (DINOv2 linear protocol); the best on val is reported."""
     n_last_blocks: tuple[int, ...] = (1, 4)
@@ -64,6 +68,25 @@ class VqaEval(_EvalBase):
     stage2_batch: int = Field(512, ge=1)
     stage2_steps: int | None = Field(None, ge=0)
     seed: int = 0
+    dataset: str | None = None
+    """Images and ground truth of the synthetic suite: a data source of the study or a shard
+    pattern. None: the source 'synth-vqa' if the cell has one, else 'synth-labelled', else the
+    cell's training shards. Unused for a benchmark directory."""
+    max_images: int | None = Field(None, ge=1)
+    """Read at most this many images for the synthetic suite (train + test); None: all."""
+    test_every: int = Field(5, ge=2)
+    """Synthetic suite: one image in ``test_every`` (by key hash) is a test image, the rest
+    give the training conversations."""
+    max_questions: int | None = Field(None, ge=1)
+    """Test questions per benchmark at most; None: all."""
+    max_new_tokens: int = Field(16, ge=1)
+    """Greedy generation length limit per answer."""
+    lm_width: int = Field(256, ge=8)
+    """Tiny LM only: hidden size (the intermediate size is 4x)."""
+    lm_layers: int = Field(4, ge=1)
+    """Tiny LM only: decoder layers."""
+    lm_heads: int = Field(4, ge=1)
+    """Tiny LM only: attention heads."""
 
 
 EvalConfig = Annotated[KnnEval | LinearEval | VqaEval, Field(discriminator="task")]

@@ -63,16 +63,29 @@ class ModelSpec:
         pos_embed = (self.n_patches() + 1) * d
         mask_token = d
         final_norm = 2 * d
-        return patch_embed + cls_token + pos_embed + mask_token + final_norm + self.depth * self.block_params()
+        return (
+            patch_embed
+            + cls_token
+            + pos_embed
+            + mask_token
+            + final_norm
+            + self.depth * self.block_params()
+        )
 
 
-def head_params(in_dim: int, hidden: int, bottleneck: int, n_prototypes: int, layers: int = 3) -> int:
+def head_params(
+    in_dim: int, hidden: int, bottleneck: int, n_prototypes: int, layers: int = 3
+) -> int:
     """DINOv2 projection head: ``layers`` linear layers (in -> hidden ... -> bottleneck, with
     biases) then a bias-free weight-normalised prototype layer (``weight_g`` + ``weight_v``)."""
     if layers == 1:
         mlp = in_dim * bottleneck + bottleneck
     else:
-        mlp = (in_dim * hidden + hidden) + (layers - 2) * (hidden * hidden + hidden) + (hidden * bottleneck + bottleneck)
+        mlp = (
+            (in_dim * hidden + hidden)
+            + (layers - 2) * (hidden * hidden + hidden)
+            + (hidden * bottleneck + bottleneck)
+        )
     prototypes = bottleneck * n_prototypes + n_prototypes  # weight_v + weight_g
     return mlp + prototypes
 
@@ -81,8 +94,12 @@ def _web(name: str, width: int, depth: int, heads: int, desc: str) -> ModelSpec:
     return ModelSpec(name, width, depth, heads, "swiglu", swiglu_hidden(width), description=desc)
 
 
-def _small(name: str, width: int, depth: int, heads: int, patch: int, img: int, desc: str) -> ModelSpec:
-    return ModelSpec(name, width, depth, heads, "mlp", 4 * width, patch=patch, img_size=img, description=desc)
+def _small(
+    name: str, width: int, depth: int, heads: int, patch: int, img: int, desc: str
+) -> ModelSpec:
+    return ModelSpec(
+        name, width, depth, heads, "mlp", 4 * width, patch=patch, img_size=img, description=desc
+    )
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -130,7 +147,9 @@ def resolve_model_name(name: str) -> str:
     if key.lower() in lowered:
         return lowered[key.lower()]
     valid = list(MODELS)
-    raise UserError(f"unknown model {key!r}{did_you_mean(key, valid + list(ALIASES))}; valid: {', '.join(valid)}")
+    raise UserError(
+        f"unknown model {key!r}{did_you_mean(key, valid + list(ALIASES))}; valid: {', '.join(valid)}"
+    )
 
 
 def get_model(name: str) -> ModelSpec:

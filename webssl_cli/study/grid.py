@@ -1,0 +1,116 @@
+"""Grid expansion: axes x zip groups, then exclude, then include; stable cell uids.
+
+Semantics (documented in the README):
+- Each axis is a list of values (a scalar is a one-value list). Axes in one ``zip`` group vary
+  together (equal lengths); the cells are the product over zip groups and the other axes.
+- ``exclude`` entries are partial cells (values may be lists): every matching cell is removed.
+  An entry that matches no cell is an error (usually a typo).
+- ``include`` entries are partial cells plus optional settings. Where their axis values match
+  existing cells, the settings extend those cells; where nothing matches, the entry adds a new
+  cell and must then name every axis.
+- A cell's uid is a hash of its canonical resolved spec — model, samples seen, the data
+  filter's definition, the resolved training config, seed and eval settings varied as axes —
+  so the same study always gives the same uids, editing one value changes only the cells that
+  hold it, and cosmetic fields (output path, cluster, comments) change nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+UID_LENGTH = 12  # 48 bits: collision odds ~1e-5 at 100,000 cells (and collisions are checked)
+UID_VERSION = "webssl-cell-v1"
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def short_hash(obj: Any, n: int = UID_LENGTH) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:n]
+
+
+@dataclass
+class Cell:
+    """One point of the study: the unit that trains, evaluates and reports."""
+
+    uid: str
+    axes: dict[str, Any]  # axis -> normalised value (model canonical, samples an int)
+    model: str
+    samples_seen: int
+    data_filter: str
+    seed: int
+    train: dict[str, Any]  # resolved TrainConfig, JSON form
+    eval_overrides: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # eval name -> field -> value
+    extras: dict[str, Any] = field(default_factory=dict)  # settings set by include entries
+    # Builds the cell.json content on first use: planning 100,000 cells never needs it.
+    spec_factory: Callable[[Cell], dict[str, Any]] | None = field(default=None, repr=False)
+    _spec: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The resolved cell spec: what ``cell.json`` holds."""
+        if self._spec is None:
+            self._spec = self.spec_factory(self) if self.spec_factory else {}
+        return self._spec
+
+    @property
+    def evals(self) -> list[str]:
+        return [e["name"] or e["task"] for e in self.spec.get("evals", [])]
+
+
+def expand_axes(axes: dict[str, list[Any]], zips: list[list[str]]) -> list[dict[str, Any]]:
+    """Product over zip groups and free axes, in the order the axes are written."""
+    zipped = {name for group in zips for name in group}
+    factors: list[list[dict[str, Any]]] = []
+    done_groups: set[int] = set()
+    for name in axes:
+        if name in zipped:
+            gi = next(i for i, g in enumerate(zips) if name in g)
+            if gi in done_groups:
+                continue
+            done_groups.add(gi)
+            group = zips[gi]
+            factors.append(
+                [
+                    dict(zip(group, values, strict=True))
+                    for values in zip(*(axes[a] for a in group), strict=True)
+                ]
+            )
+        else:
+            factors.append([{name: v} for v in axes[name]])
+    cells = []
+    for combo in itertools.product(*factors):
+        merged: dict[str, Any] = {}
+        for part in combo:
+            merged.update(part)
+        cells.append(merged)
+    return cells
+
+
+def matches(cell_axes: dict[str, Any], partial: dict[str, Any]) -> bool:
+    return all(cell_axes.get(k) == v for k, v in partial.items())
+
+
+def expand_partial(entry: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """{'model': [a, b], 'samples_seen': [x]} -> [{model: a, samples_seen: x}, {model: b, ...}]."""
+    keys = list(entry)
+    return [
+        dict(zip(keys, values, strict=True))
+        for values in itertools.product(*(entry[k] for k in keys))
+    ]
+
+
+def cell_uid(
+    model: str, samples_seen: int, data_json: str, train_hash: str, evals_json: str
+) -> str:
+    """Hash of the cell's identity; ``data_json``/``evals_json`` are canonical JSON strings."""
+    text = f"{UID_VERSION}|{model}|{samples_seen}|{data_json}|{train_hash}|{evals_json}"
+    return hashlib.sha256(text.encode()).hexdigest()[:UID_LENGTH]

@@ -1,0 +1,204 @@
+"""The compute plan of a study: one row a cell plus totals, as a table, JSON or CSV.
+
+JSON output (stable, documented in the README)::
+
+    {"study": str, "cluster": str, "peak_tflops": float, "mfu": float,
+     "cells": [{"uid", "model", "params", "head_params", "samples_seen", "data_filter",
+                "batch_size", "iterations", "flops_per_sample", "flops", "gpu_hours",
+                "checkpoint_bytes", "stages": [str], "axes": {...}}],
+     "totals": {"cells", "flops", "gpu_hours", "checkpoint_bytes"}}
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from webssl_cli.study.compute import estimate
+from webssl_cli.study.loader import LoadedStudy
+from webssl_cli.study.registry import get_model
+from webssl_cli.study.units import format_count
+from webssl_cli.train.config import TrainConfig
+
+DEFAULT_PEAK_TFLOPS = 989.0  # H100/H200 SXM dense bf16
+DEFAULT_MFU = 0.4
+
+
+def cluster_speed(loaded: LoadedStudy) -> tuple[float, float]:
+    """(peak TFLOP/s per GPU, assumed utilisation) from the study's cluster profile if known."""
+    try:
+        from webssl_cli.launch.profiles import load_profile
+    except ImportError:
+        return DEFAULT_PEAK_TFLOPS, DEFAULT_MFU
+    from webssl_cli.errors import UserError
+
+    try:
+        profile = load_profile(loaded.study.cluster)
+    except UserError as exc:
+        raise loaded.source_map.error(("cluster",), str(exc.message)) from None
+    peak = getattr(profile, "gpu_peak_tflops", None) or DEFAULT_PEAK_TFLOPS
+    mfu = getattr(profile, "mfu", None) or DEFAULT_MFU
+    return float(peak), float(mfu)
+
+
+def plan_rows(
+    loaded: LoadedStudy, peak_tflops: float | None = None, mfu: float | None = None
+) -> dict[str, Any]:
+    if peak_tflops is None or mfu is None:
+        p, m = cluster_speed(loaded)
+        peak_tflops = peak_tflops or p
+        mfu = mfu or m
+    # Cells share TrainConfig dicts (the loader caches them): estimate once per distinct
+    # (model, train config) and scale by samples; 100,000 cells plan in about a second.
+    cfg_cache: dict[int, TrainConfig] = {}
+    per_sample: dict[tuple[str, int], Any] = {}
+    eval_stages = [f"eval/{n}" for n in loaded.eval_names]
+    stages_of = {
+        name: ([f"filter:{j.key}"] if (j := loaded.filter_for_name(name)) else [])
+        + ["train", *eval_stages]
+        for name in loaded.study.data.filters
+    }
+    rows: list[dict[str, Any]] = []
+    for cell in loaded.cells:
+        cfg = cfg_cache.get(id(cell.train))
+        if cfg is None:
+            cfg = cfg_cache[id(cell.train)] = TrainConfig.model_validate(cell.train)
+        unit = per_sample.get((cell.model, id(cell.train)))
+        if unit is None:
+            unit = per_sample[(cell.model, id(cell.train))] = estimate(
+                get_model(cell.model), cfg, cfg.batch_size, peak_tflops=peak_tflops, mfu=mfu
+            )
+        iterations = -(-cell.samples_seen // cfg.batch_size)
+        scale = iterations / unit.iterations  # unit: one step
+        est = unit
+        stages = stages_of[cell.data_filter]
+        rows.append(
+            {
+                "uid": cell.uid,
+                "model": cell.model,
+                "params": est.params,
+                "head_params": est.head_params,
+                "samples_seen": cell.samples_seen,
+                "data_filter": cell.data_filter,
+                "batch_size": cfg.batch_size,
+                "iterations": iterations,
+                "flops_per_sample": est.flops_per_sample,
+                "flops": est.total_flops * scale,
+                "gpu_hours": est.gpu_hours * scale,
+                "checkpoint_bytes": est.checkpoint_bytes,
+                "stages": stages,
+                "axes": cell.axes,
+            }
+        )
+    totals = {
+        "cells": len(rows),
+        "flops": sum(r["flops"] for r in rows),
+        "gpu_hours": sum(r["gpu_hours"] for r in rows),
+        "checkpoint_bytes": sum(r["checkpoint_bytes"] for r in rows),
+    }
+    return {
+        "study": loaded.study.name,
+        "cluster": loaded.study.cluster,
+        "peak_tflops": peak_tflops,
+        "mfu": mfu,
+        "cells": rows,
+        "totals": totals,
+    }
+
+
+def _extra_axes(plan: dict[str, Any]) -> list[str]:
+    names: list[str] = []
+    for row in plan["cells"]:
+        for k in row["axes"]:
+            if k not in ("model", "samples_seen", "data_filter") and k not in names:
+                names.append(k)
+    return names
+
+
+def to_table(plan: dict[str, Any]) -> str:
+    from tabulate import tabulate
+
+    extra = _extra_axes(plan)
+    headers = [
+        "uid",
+        "model",
+        "params",
+        "samples",
+        "filter",
+        *extra,
+        "iters",
+        "PFLOP",
+        "GPU-h",
+        "ckpt GB",
+        "stages",
+    ]
+    body = []
+    for r in plan["cells"]:
+        body.append(
+            [
+                r["uid"],
+                r["model"],
+                format_count(r["params"]),
+                format_count(r["samples_seen"]),
+                r["data_filter"],
+                *[r["axes"].get(k, "") for k in extra],
+                format_count(r["iterations"]),
+                f"{r['flops'] / 1e15:,.4g}",
+                f"{r['gpu_hours']:,.1f}",
+                f"{r['checkpoint_bytes'] / 1e9:,.1f}",
+                " > ".join(r["stages"]),
+            ]
+        )
+    t = plan["totals"]
+    body.append(
+        [
+            "total",
+            f"{t['cells']} cells",
+            "",
+            "",
+            "",
+            *[""] * len(extra),
+            "",
+            f"{t['flops'] / 1e15:,.4g}",
+            f"{t['gpu_hours']:,.1f}",
+            f"{t['checkpoint_bytes'] / 1e9:,.1f}",
+            "",
+        ]
+    )
+    note = f"GPU-hours at {plan['mfu']:.0%} of {plan['peak_tflops']:g} TFLOP/s per GPU (cluster profile {plan['cluster']!r})."
+    return tabulate(body, headers=headers, disable_numparse=True) + "\n" + note
+
+
+def to_json(plan: dict[str, Any]) -> str:
+    return json.dumps(plan, indent=2, sort_keys=True)
+
+
+def to_csv(plan: dict[str, Any]) -> str:
+    extra = _extra_axes(plan)
+    out = io.StringIO()
+    fields = [
+        "uid",
+        "model",
+        "params",
+        "head_params",
+        "samples_seen",
+        "data_filter",
+        *extra,
+        "batch_size",
+        "iterations",
+        "flops_per_sample",
+        "flops",
+        "gpu_hours",
+        "checkpoint_bytes",
+        "stages",
+    ]
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for r in plan["cells"]:
+        row = {k: r[k] for k in fields if k in r and k not in extra}
+        row.update({k: r["axes"].get(k, "") for k in extra})
+        row["stages"] = " > ".join(r["stages"])
+        writer.writerow(row)
+    return out.getvalue()

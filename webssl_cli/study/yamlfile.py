@@ -1,0 +1,179 @@
+"""Safe YAML reading that remembers where every value came from (for one-line errors).
+
+Only YAML's standard scalar, sequence and mapping types are built (``yaml.SafeLoader``): a tag
+such as ``!!python/object`` fails with its line instead of constructing anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from webssl_cli.errors import UserError, did_you_mean
+
+Loc = tuple[str | int, ...]
+
+
+def dotted(loc: Loc) -> str:
+    """('grid', 'model', 2) -> 'grid.model[2]'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+class SourceMap:
+    """Line numbers (1-based) of every mapping key and sequence item in a YAML document."""
+
+    def __init__(self, path: Path, lines: dict[Loc, int]) -> None:
+        self.path = path
+        self.lines = lines
+
+    def line(self, loc: Loc) -> int | None:
+        # The deepest prefix of ``loc`` that the file spells out.
+        # Dotted keys ("train: {crops.global_size: 64}") are one YAML key for several levels.
+        for n in range(len(loc), -1, -1):
+            if loc[:n] in self.lines:
+                return self.lines[loc[:n]]
+            for i in range(n - 1, 0, -1):
+                joined = (*loc[:i], ".".join(str(p) for p in loc[i:n]))
+                if joined in self.lines:
+                    return self.lines[joined]
+        return None
+
+    def where(self, loc: Loc) -> str:
+        line = self.line(loc)
+        return f"{self.path}:{line}" if line else str(self.path)
+
+    def error(self, loc: Loc, message: str) -> UserError:
+        return UserError(f"{self.where(loc)}: {dotted(loc)}: {message}")
+
+
+def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int], path: Path) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node)
+            child = (*loc, key)
+            if key in seen:
+                raise UserError(
+                    f"{path}:{key_node.start_mark.line + 1}: {dotted(child)}: duplicate key; give each key once"
+                )
+            seen.add(key)
+            lines[child] = key_node.start_mark.line + 1
+            _walk(value_node, child, lines, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[(*loc, i)] = item.start_mark.line + 1
+            _walk(item, (*loc, i), lines, path)
+
+
+def load_yaml(path: str | Path, *, what: str = "file") -> tuple[Any, SourceMap]:
+    """Read and parse ``path``; UserError (with file and line) on anything malformed."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such {what}; check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read {what}: {exc}") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise UserError(
+                f"{path}:1: (top level): the {what} is empty; see studies/ for examples"
+            )
+        lines: dict[Loc, int] = {(): node.start_mark.line + 1}
+        _walk(node, (), lines, path)
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f":{mark.line + 1}" if mark else ""
+        problem = exc.problem or exc.context or "malformed YAML"
+        if exc.problem and "could not determine a constructor" in exc.problem:
+            problem = (
+                f"YAML tag not allowed ({exc.problem.split('tag')[-1].strip()}); use plain values"
+            )
+        raise UserError(f"{path}{line}: malformed YAML: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: malformed YAML: {exc}") from None
+    finally:
+        loader.dispose()
+    if not isinstance(data, dict):
+        raise UserError(
+            f"{path}:1: (top level): expected a mapping of fields, got {type(data).__name__}"
+        )
+    return data, SourceMap(path, lines)
+
+
+def validation_error(
+    exc: ValidationError, source: SourceMap, prefix: Loc = (), model: Any = None
+) -> UserError:
+    """The first pydantic error as a one-line UserError naming file, line and dotted field."""
+    err = exc.errors(include_url=False)[0]
+    loc: Loc = (*prefix, *[p for p in err["loc"] if not (isinstance(p, str) and p in _UNION_TAGS)])
+    message = err["msg"]
+    if err["type"] == "extra_forbidden":
+        field = loc[-1]
+        options = _fields_at(model, tuple(err["loc"][:-1])) if model is not None else []
+        message = f"unknown key{did_you_mean(str(field), options)}" + (
+            f"; valid: {', '.join(options)}" if options else ""
+        )
+    elif err["type"] == "missing":
+        message = "required field is missing"
+    elif err["type"] in ("union_tag_invalid", "literal_error"):
+        message = message.replace("Input should be", "must be")
+    else:
+        got = err.get("input")
+        if not isinstance(got, dict | list):
+            message = f"{message} (got {got!r})"
+    return source.error(loc, message)
+
+
+# Pydantic inserts the discriminator value into error locations of tagged unions.
+_UNION_TAGS = {"knn", "linear", "vqa"}
+
+
+def _fields_at(model: Any, loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the (nested) pydantic model reached by following ``loc`` from ``model``."""
+    import typing
+
+    from pydantic import BaseModel
+
+    current: Any = model
+    skip_key = False  # the previous annotation was a dict: this part is one of its keys
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if skip_key:
+            skip_key = False
+            continue
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            if part in _UNION_TAGS:
+                from webssl_cli.eval.config import KnnEval, LinearEval, VqaEval
+
+                current = {"knn": KnnEval, "linear": LinearEval, "vqa": VqaEval}[part]
+                continue
+            field = current.model_fields.get(part)
+            if field is None:
+                return []
+            current = field.annotation
+        # unwrap Optional[...], list[...], dict[str, ...]
+        for _ in range(3):
+            if isinstance(current, type) and issubclass(current, BaseModel):
+                break
+            if typing.get_origin(current) is dict:
+                skip_key = True
+            args = [a for a in typing.get_args(current) if a is not type(None)]
+            if args:
+                current = args[-1]
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
