@@ -64,6 +64,24 @@ def _open(url: str) -> tuple[IO[bytes], subprocess.Popen[bytes] | None]:
     return open(path, "rb"), None
 
 
+class _Tail:
+    """Reads through to a file object, remembering the last bytes: a tar cut at a block
+    boundary ends without an error in ``tarfile``, and only its missing end-of-archive zero
+    block tells it from a whole one."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f, self.tail = f, b""
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        if data:
+            self.tail = (self.tail + data)[-1024:]
+        return data
+
+    def ended_cleanly(self) -> bool:
+        return len(self.tail) >= 512 and not any(self.tail[-512:])
+
+
 def read_shard(url: str, problems: Counter[str]) -> Iterator[tuple[str, dict[str, bytes]]]:
     """(key, {ext: bytes}) of one tar in file order; a bad tar ends early with a count."""
     current: str | None = None
@@ -74,7 +92,8 @@ def read_shard(url: str, problems: Counter[str]) -> Iterator[tuple[str, dict[str
         problems["unreadable_shard"] += 1
         return
     try:
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+        tail = _Tail(stream)
+        with tarfile.open(fileobj=tail, mode="r|*") as tar:  # type: ignore[call-overload]
             for info in tar:
                 if not info.isfile():
                     continue
@@ -90,8 +109,10 @@ def read_shard(url: str, problems: Counter[str]) -> Iterator[tuple[str, dict[str
                         yield current, members
                     current, members = key, {}
                 members[ext.lower()] = data
-        if current is not None:
-            yield current, members
+        if not tail.ended_cleanly():
+            problems["truncated_tar"] += 1
+        elif current is not None:
+            yield current, members  # a cut shard's last sample may be incomplete: dropped
     except (tarfile.TarError, EOFError, OSError, ValueError):
         problems["truncated_tar"] += 1
     finally:
