@@ -1,0 +1,75 @@
+"""kNN and linear probes, unit-level and through run_eval's contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from webssl_cli.eval.features import Features
+from webssl_cli.eval.knn import knn_predict
+from webssl_cli.eval.linear import linear_probe
+
+
+def test_knn_weighted_vote() -> None:
+    train = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9], [0.2, 0.8]])
+    labels = torch.tensor([0, 0, 1, 1, 1])
+    # k=5 covers all: the two close class-0 neighbours outweigh three far class-1 ones at low T
+    pred = knn_predict(train, labels, torch.tensor([[1.0, 0.05]]), k=5, temperature=0.07)
+    assert pred.tolist() == [0]
+    # a high temperature makes the vote a plain majority
+    assert knn_predict(
+        train, labels, torch.tensor([[1.0, 0.05]]), k=5, temperature=100.0
+    ).tolist() == [1]
+
+
+def test_linear_probe_separable() -> None:
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (300,), generator=g)
+    centers = torch.randn(3, 16, generator=g) * 3
+    x = centers[y] + torch.randn(300, 16, generator=g)
+    feats = Features(
+        cls=torch.stack([torch.randn(300, 16, generator=g), x], 1),
+        avgpool=torch.randn(300, 16, generator=g),
+    )
+    tr, va = slice(0, 200), slice(200, 300)
+    best, top1, grid = linear_probe(
+        Features(feats.cls[tr], feats.avgpool[tr]), y[tr], Features(feats.cls[va], feats.avgpool[va]), y[va],
+        lrs=(1e-3, 0.1), n_last_blocks=(1, 2), avgpool=(False, True), epochs=20,
+    )  # fmt: skip
+    assert len(grid) == 8 and top1 >= 0.95
+    assert top1 == max(grid.values())
+
+
+@pytest.mark.parametrize("task", ["knn", "linear"])
+def test_run_eval_contract(tmp_path: Path, synth_shards: str, task: str, make_cell: Any) -> None:
+    from webssl_cli.eval.run import run_eval
+    from webssl_cli.rundir import CellDir
+
+    extra = {"lrs": [0.01, 0.1], "epochs": 3} if task == "linear" else {}
+    cell = make_cell(tmp_path, synth_shards, [{"task": task, **extra}])
+    out = run_eval(cell, task)
+    doc = json.loads((cell / "eval" / f"{task}.json").read_text())
+    assert doc == json.loads(json.dumps(out, default=str))
+    assert doc["task"] == task and doc["cell"] == "abc123" and doc["settings_hash"]
+    (res,) = doc["results"]
+    assert (
+        res["metric"] == "top1" and res["benchmark"] == "synth-labelled" and res["category"] is None
+    )
+    # 13 classes; a random-init ViT on these shapes is still clearly above 1/13
+    assert 0.1 < res["value"] <= 1.0
+    assert CellDir(cell).stage_status(f"eval/{task}")["state"] == "done"
+
+
+def test_run_eval_unknown_name_is_user_error(
+    tmp_path: Path, synth_shards: str, make_cell: Any
+) -> None:
+    from webssl_cli.errors import UserError
+    from webssl_cli.eval.run import run_eval
+
+    cell = make_cell(tmp_path, synth_shards, [{"task": "knn"}])
+    with pytest.raises(UserError, match="no eval named 'vqa'"):
+        run_eval(cell, "vqa")
