@@ -43,22 +43,55 @@ class Attention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         B, N, D = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.heads, D // self.heads)  # (B, N, 3, H, hd)
+        return self.proj(self._attend(qkv).reshape(B, N, D))
+
+    def forward_packed(self, x: Tensor, shapes: list[torch.Size]) -> Tensor:
+        """Attention over the tokens of several crop sizes packed in one (T, D) tensor.
+
+        ``shapes`` are the (B_i, N_i, D) of the crops packed in order; a token attends only to
+        its own image. qkv and proj run once on all T tokens; attention runs per crop size
+        (SDPA), or in one call with xformers' block-diagonal mask on CUDA when it is installed.
+        """
+        T, D = x.shape
+        hd = D // self.heads
+        qkv = self.qkv(x)  # (T, 3D)
+        xops = (
+            dev.xformers_ops()
+            if (dev.attention_impl() in ("auto", "xformers") and x.is_cuda)
+            else None
+        )
+        if xops is not None:
+            from xformers.ops import fmha  # type: ignore[import-not-found]
+
+            bias = fmha.BlockDiagonalMask.from_seqlens(
+                [int(s[1]) for s in shapes for _ in range(s[0])]
+            )
+            q, k, v = qkv.view(1, T, 3, self.heads, hd).unbind(2)
+            return self.proj(xops.memory_efficient_attention(q, k, v, attn_bias=bias).reshape(T, D))
+        parts = qkv.split([int(s[0] * s[1]) for s in shapes])
+        outs = [
+            self._attend(p.view(int(s[0]), int(s[1]), 3, self.heads, hd)).reshape(-1, D)
+            for p, s in zip(parts, shapes, strict=True)
+        ]
+        return self.proj(torch.cat(outs))
+
+    def _attend(self, qkv: Tensor) -> Tensor:
+        """(B, N, 3, H, hd) -> (B, N, H, hd) attention output, by the selected kernel."""
+        B, N, _, H, hd = qkv.shape
         impl = dev.attention_impl()
-        xops = dev.xformers_ops() if (impl in ("auto", "xformers") and x.is_cuda) else None
+        xops = dev.xformers_ops() if (impl in ("auto", "xformers") and qkv.is_cuda) else None
         if impl == "xformers" and xops is None:
             raise RuntimeError("attention 'xformers' requested but xformers is not usable here")
         if xops is not None:
             q, k, v = qkv.unbind(2)  # xformers takes (B, N, H, hd)
-            out = xops.memory_efficient_attention(q, k, v).reshape(B, N, D)
+            return xops.memory_efficient_attention(q, k, v)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, N, hd)
+        if impl == "math":
+            attn = (q * (q.shape[-1] ** -0.5)) @ k.transpose(-2, -1)
+            out = attn.softmax(dim=-1) @ v
         else:
-            q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, N, hd)
-            if impl == "math":
-                attn = (q * (q.shape[-1] ** -0.5)) @ k.transpose(-2, -1)
-                out = attn.softmax(dim=-1) @ v
-            else:
-                out = F.scaled_dot_product_attention(q, k, v)
-            out = out.transpose(1, 2).reshape(B, N, D)
-        return self.proj(out)
+            out = F.scaled_dot_product_attention(q, k, v)
+        return out.transpose(1, 2)
 
 
 class SwiGLUFFN(nn.Module):
@@ -126,9 +159,25 @@ class Block(nn.Module):
         self.ls2: nn.Module = LayerScale(d, layerscale) if layerscale else nn.Identity()
         self.drop_path = drop_path
 
-    def forward(self, x: Tensor) -> Tensor:  # (B, N, D) -> (B, N, D)
+    def forward(self, x: Tensor | list[Tensor]) -> Tensor | list[Tensor]:  # (B, N, D) -> (B, N, D)
+        if isinstance(x, list):
+            return self.forward_packed(x)
         x = _residual(x, self._attn_branch, self.drop_path, self.training)
         return _residual(x, self._ffn_branch, self.drop_path, self.training)
+
+    def forward_packed(self, xs: list[Tensor]) -> list[Tensor]:
+        """Crops of several sizes in one pass (DINOv2's list forward): the token-wise layers
+        (norms, qkv, proj, FFN, LayerScale) run once on the concatenated (T, D) tokens;
+        attention runs per image. Batch-subset drop-path draws its subset per crop size, so
+        with drop-path in training the crops go through the block one size at a time."""
+        if self.training and self.drop_path > 0.0:
+            return [self.forward(x) for x in xs]  # type: ignore[misc]
+        shapes = [x.shape for x in xs]
+        flat = torch.cat([x.reshape(-1, x.shape[-1]) for x in xs])  # (T, D)
+        flat = flat + self.ls1(self.attn.forward_packed(self.norm1(flat), shapes))
+        flat = flat + self.ls2(self.mlp(self.norm2(flat)))
+        parts = flat.split([int(s[0] * s[1]) for s in shapes])
+        return [p.view(s) for p, s in zip(parts, shapes, strict=True)]
 
     def _attn_branch(self, x: Tensor) -> Tensor:
         return self.ls1(self.attn(self.norm1(x)))
@@ -208,6 +257,25 @@ class VisionTransformer(nn.Module):
             "x_prenorm": x,
             "masks": masks,
         }
+
+    def forward_features_list(
+        self, xs: list[Tensor], masks: list[Tensor | None]
+    ) -> list[dict[str, Tensor | None]]:
+        """``forward_features`` of several crop sizes in one packed pass through the blocks."""
+        tokens = [self.prepare_tokens(x, m) for x, m in zip(xs, masks, strict=True)]
+        outs, _ = self._run_blocks(tokens)  # type: ignore[arg-type]
+        results = []
+        for x, m in zip(outs, masks, strict=True):  # type: ignore[call-overload]
+            x_norm = self.norm(x)
+            results.append(
+                {
+                    "x_norm_clstoken": x_norm[:, 0],
+                    "x_norm_patchtokens": x_norm[:, 1:],
+                    "x_prenorm": x,
+                    "masks": m,
+                }  # fmt: skip
+            )
+        return results
 
     def get_intermediate_layers(
         self,
