@@ -50,7 +50,9 @@ def register(app: typer.Typer) -> None:
             int, typer.Option(help="Seed; the same seed gives byte-identical shards.")
         ] = 0,
         shard_size: Annotated[int, typer.Option(help="Images per shard.")] = 256,
-        image_size: Annotated[int, typer.Option(help="Width of the images in pixels.")] = 224,
+        image_size: Annotated[
+            int, typer.Option(help="Longest side of the images in pixels.")
+        ] = 224,
         mix: Annotated[
             str | None,
             typer.Option(

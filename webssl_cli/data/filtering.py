@@ -217,7 +217,7 @@ def _finalise(out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
             "kept": kept,
             "total": total,
             "fraction": kept / total if total else 0.0,
-            "skipped": skipped,
+            "skipped": dict(sorted(skipped.items())),
             "source": manifest["source"],
             "filter": manifest["filter"],
             "classifier": manifest["classifier"],

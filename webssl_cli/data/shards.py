@@ -197,6 +197,7 @@ def iter_samples(path: str | Path, problems: Problems | None = None) -> Iterator
         return
     current_key: str | None = None
     members: dict[str, bytes] = {}
+    end = 0
 
     def finish() -> Iterator[Sample]:
         if current_key is None:
@@ -223,11 +224,27 @@ def iter_samples(path: str | Path, problems: Problems | None = None) -> Iterator
                     members[ext] = data
                 else:
                     problems.add("non_image_member", f"{path}:{info.name}")
+            end = tar.offset
     except (tarfile.TarError, EOFError, OSError, ValueError):
         problems.add("truncated_tar", path)
         # The sample being read when the tar broke may be incomplete: drop it.
         return
+    if not _has_end_marker(path, end):
+        # Cut exactly at a member boundary: tarfile sees a clean end, but the two zero blocks
+        # that close every tar are missing, and the last sample may lack members.
+        problems.add("truncated_tar", path)
+        return
     yield from finish()
+
+
+def _has_end_marker(path: str, offset: int) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            tail = f.read(1024)
+    except OSError:
+        return False
+    return len(tail) == 1024 and not tail.strip(b"\0")
 
 
 def iter_shards(paths: Iterable[str | Path], problems: Problems | None = None) -> Iterator[Sample]:

@@ -144,7 +144,7 @@ def _scene_text(rng: np.random.Generator, w: int, h: int) -> tuple[Image.Image, 
         elif rng.random() < 0.5:
             word = word.capitalize()
         # Readable sizes: cap height from ~6% to ~17% of the short side (13-38 px at 224 px).
-        fnt = P.font(_pick(rng, P.FONT_FILES), int(s * rng.uniform(0.06, 0.17)))
+        fnt = P.font(_pick(rng, P.FONT_FILES), max(9, int(s * rng.uniform(0.06, 0.17))))
         tw, th = P.text_size(fnt, word)
         if tw >= w - 4:
             fnt = P.font(fnt.path.rsplit("/", 1)[-1], int(fnt.size * (w - 8) / (tw + 1)))
@@ -186,8 +186,8 @@ def _chart(rng: np.random.Generator, w: int, h: int) -> tuple[Image.Image, dict[
     values = [int(v) for v in rng.integers(5, 100, size=n)]
     title = _pick(rng, TITLES)
     fam = _pick(rng, P.FONT_FILES[:4])
-    tfont = P.font(fam, int(s * 0.075))
-    lfont = P.font(fam, int(s * rng.uniform(0.045, 0.06)))
+    tfont = P.font(fam, max(9, int(s * 0.075)))
+    lfont = P.font(fam, max(7, int(s * rng.uniform(0.045, 0.06))))
     ink = (30, 30, 30)
     tw, th = P.text_size(tfont, title)
     P.draw_text(img, ((w - tw) / 2, s * 0.03), title, tfont, ink)
@@ -273,8 +273,8 @@ def _document(rng: np.random.Generator, w: int, h: int) -> tuple[Image.Image, di
     fam = _pick(rng, P.FONT_FILES[:5])
     title = _pick(rng, TITLES)
     bold = fam if "Bold" in fam or "Mono" in fam else fam.replace(".ttf", "-Bold.ttf")
-    tfont = P.font(bold, int(s * 0.08))
-    bfont = P.font(fam, int(s * rng.uniform(0.045, 0.06)))
+    tfont = P.font(bold, max(9, int(s * 0.08)))
+    bfont = P.font(fam, max(8, int(s * rng.uniform(0.045, 0.06))))
     ink = _pick(rng, ((20, 20, 20), (30, 30, 90), (60, 60, 60)))
     margin = s * 0.1
     y = s * 0.08
@@ -323,8 +323,8 @@ def _table(rng: np.random.Generator, w: int, h: int) -> tuple[Image.Image, dict[
     s = min(w, h)
     fam = _pick(rng, P.FONT_FILES[:5])
     title = _pick(rng, TITLES)
-    tfont = P.font(fam, int(s * 0.07))
-    cfont = P.font(fam, int(s * rng.uniform(0.045, 0.055)))
+    tfont = P.font(fam, max(9, int(s * 0.07)))
+    cfont = P.font(fam, max(7, int(s * rng.uniform(0.045, 0.055))))
     ink = (25, 25, 25)
     box = P.draw_text(img, (s * 0.06, s * 0.05), title, tfont, ink)
     ncols, nrows = int(rng.integers(2, 4)), int(rng.integers(3, 7))
@@ -415,12 +415,15 @@ def make_sample(
 
     rng = np.random.default_rng([seed, index])
     kind = KINDS[int(rng.choice(len(KINDS), p=[mix[k] for k in KINDS]))]
-    w = h = image_size
-    if kind in ("natural", "scene_text", "chart"):
-        aspect = float(_pick(rng, (1.0, 1.0, 0.75, 1.33)))
-        h = int(round(image_size * aspect / 8) * 8)
-    elif kind in ("document", "table"):
-        h = int(round(image_size * 1.3 / 8) * 8)
+    # image_size is the longest side; aspect ratios vary as on the web (pages are portrait).
+    if kind in ("document", "table"):
+        aspect = 1.3
+    else:
+        aspect = float(_pick(rng, (1.0, 1.0, 0.75, 1.33)))  # height / width
+    if aspect >= 1.0:
+        h, w = image_size, int(round(image_size / aspect / 8) * 8)
+    else:
+        w, h = image_size, int(round(image_size * aspect / 8) * 8)
     img, meta = _DRAW[kind](rng, w, h)
     key = f"s{seed}_{index:08d}"
     meta = {"key": key, **meta}
