@@ -183,8 +183,8 @@ def train_stage(
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if step >= steps - max(1, steps // 10):
-            tail.append(float(loss))
+            tail.append(float(loss.detach()))
         if log is not None:
-            log(step, float(loss))
+            log(step, float(loss.detach()))
     model.eval()
     return sum(tail) / len(tail)
