@@ -50,6 +50,21 @@ class Node:
             self.status_dir / "keep.parquet"
         ).exists()
 
+    def spec_hash(self) -> str:
+        """Hash of what this stage reads (cell.json or the filter's settings): a failed stage
+        whose inputs were edited gets a fresh set of attempts."""
+        import hashlib
+        import json
+
+        if self.kind == "filter":
+            text = json.dumps(self.filter_args, sort_keys=True)
+        else:
+            try:
+                text = CellDir(self.status_dir).cell_json.read_text(encoding="utf-8")
+            except OSError:
+                text = ""
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
     def callable(self, shard_ids: list[int] | None = None) -> Any:
         if self.kind == "train":
             return TrainJob(str(self.status_dir))

@@ -266,6 +266,21 @@ def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
+def _model_at(loc: tuple[Any, ...]) -> type[Frozen]:
+    """The model class that holds the field at ``loc`` (dict keys such as model sizes skipped)."""
+    model: type[Frozen] = Profile
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            continue
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, Frozen):
+            model = ann
+        elif str(part) == "train":
+            model = Resources
+    return model
+
+
 def parse_profile(text: str, source: str, name: str) -> Profile:
     """Parse profile YAML text; every problem is a one-line UserError naming file:line: field."""
     try:
@@ -292,11 +307,8 @@ def parse_profile(text: str, source: str, name: str) -> Profile:
         dotted = ".".join(str(p) for p in loc) or "profile"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            parent = Profile
-            valid = sorted(parent.model_fields)
+            valid = sorted(_model_at(loc[:-1]).model_fields)
             msg = f"unknown field{did_you_mean(str(loc[-1]), valid)}; valid fields: {', '.join(valid)}"
-            if len(loc) > 1:
-                msg = f"unknown field{did_you_mean(str(loc[-1]), [])}"
         raise UserError(f"{source}:{line or 1}: {dotted}: {msg}") from None
 
 

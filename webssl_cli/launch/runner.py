@@ -155,6 +155,8 @@ class Run:
             if st in ("queued", "running", "unknown"):
                 decisions[node.key] = Decision("inflight", entry)
                 continue
+            if st == "failed" and entry.get("spec_hash") not in (None, node.spec_hash()):
+                entry = {**entry, "attempts": 0}  # the study was edited since it failed
             if st == "failed" and int(entry.get("attempts") or 0) > self.opts.retries:
                 decisions[node.key] = Decision("dead", entry, entry.get("error") or "failed")
                 continue
@@ -200,6 +202,7 @@ class Run:
             error=None,
             submitted=now_iso(),
             ended=None,
+            spec_hash=node.spec_hash(),
         )
         if node.kind == "filter" and self.executor == "slurm":
             job_id, log = self._submit_filter_arrays(node, dependency)
