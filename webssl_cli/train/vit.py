@@ -42,56 +42,62 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         B, N, D = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.heads, D // self.heads)  # (B, N, 3, H, hd)
-        return self.proj(self._attend(qkv).reshape(B, N, D))
+        impl = dev.attention_impl()
+        xops = dev.xformers_ops() if (impl in ("auto", "xformers") and x.is_cuda) else None
+        if impl == "xformers" and xops is None:
+            raise RuntimeError("attention 'xformers' requested but xformers is not usable here")
+        # Three products on row slices of the fused weight: q, k and v come out contiguous,
+        # which saves the copies (and the backward concatenation) of splitting one output.
+        w, b = self.qkv.weight, self.qkv.bias
+        q, k, v = (F.linear(x, w[i * D : (i + 1) * D], b[i * D : (i + 1) * D]) for i in range(3))
+        shape = (B, N, self.heads, D // self.heads)
+        if xops is not None:  # xformers takes (B, N, H, hd)
+            out = xops.memory_efficient_attention(q.view(shape), k.view(shape), v.view(shape))
+            return self.proj(out.reshape(B, N, D))
+        q, k, v = (t.view(shape).transpose(1, 2) for t in (q, k, v))  # (B, H, N, hd)
+        if impl == "math":
+            attn = (q * (q.shape[-1] ** -0.5)) @ k.transpose(-2, -1)
+            out = attn.softmax(dim=-1) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(B, N, D))
 
     def forward_packed(self, x: Tensor, shapes: list[torch.Size]) -> Tensor:
         """Attention over the tokens of several crop sizes packed in one (T, D) tensor.
 
         ``shapes`` are the (B_i, N_i, D) of the crops packed in order; a token attends only to
         its own image. qkv and proj run once on all T tokens; attention runs per crop size
-        (SDPA), or in one call with xformers' block-diagonal mask on CUDA when it is installed.
+        (SDPA / math), or in one call with xformers' block-diagonal mask on CUDA when installed.
         """
         T, D = x.shape
-        hd = D // self.heads
-        qkv = self.qkv(x)  # (T, 3D)
-        xops = (
-            dev.xformers_ops()
-            if (dev.attention_impl() in ("auto", "xformers") and x.is_cuda)
-            else None
-        )
+        H, hd = self.heads, D // self.heads
+        impl = dev.attention_impl()
+        xops = dev.xformers_ops() if (impl in ("auto", "xformers") and x.is_cuda) else None
+        if impl == "xformers" and xops is None:
+            raise RuntimeError("attention 'xformers' requested but xformers is not usable here")
+        w, b = self.qkv.weight, self.qkv.bias
+        q, k, v = (F.linear(x, w[i * D : (i + 1) * D], b[i * D : (i + 1) * D]) for i in range(3))
         if xops is not None:
             from xformers.ops import fmha  # type: ignore[import-not-found]
 
-            bias = fmha.BlockDiagonalMask.from_seqlens(
-                [int(s[1]) for s in shapes for _ in range(s[0])]
-            )
-            q, k, v = qkv.view(1, T, 3, self.heads, hd).unbind(2)
-            return self.proj(xops.memory_efficient_attention(q, k, v, attn_bias=bias).reshape(T, D))
-        parts = qkv.split([int(s[0] * s[1]) for s in shapes])
-        outs = [
-            self._attend(p.view(int(s[0]), int(s[1]), 3, self.heads, hd)).reshape(-1, D)
-            for p, s in zip(parts, shapes, strict=True)
-        ]
+            lens = [int(s[1]) for s in shapes for _ in range(int(s[0]))]
+            bias = fmha.BlockDiagonalMask.from_seqlens(lens)
+            q, k, v = (t.view(1, T, H, hd) for t in (q, k, v))
+            out = xops.memory_efficient_attention(q, k, v, attn_bias=bias)
+            return self.proj(out.reshape(T, D))
+        sizes = [int(s[0] * s[1]) for s in shapes]
+        outs = []
+        for qi, ki, vi, s in zip(
+            q.split(sizes), k.split(sizes), v.split(sizes), shapes, strict=True
+        ):
+            shape = (int(s[0]), int(s[1]), H, hd)
+            qi, ki, vi = (t.reshape(shape).transpose(1, 2) for t in (qi, ki, vi))  # (B, H, N, hd)
+            if impl == "math":
+                o = ((qi * hd**-0.5) @ ki.transpose(-2, -1)).softmax(dim=-1) @ vi
+            else:
+                o = F.scaled_dot_product_attention(qi, ki, vi)
+            outs.append(o.transpose(1, 2).reshape(-1, D))
         return self.proj(torch.cat(outs))
-
-    def _attend(self, qkv: Tensor) -> Tensor:
-        """(B, N, 3, H, hd) -> (B, N, H, hd) attention output, by the selected kernel."""
-        B, N, _, H, hd = qkv.shape
-        impl = dev.attention_impl()
-        xops = dev.xformers_ops() if (impl in ("auto", "xformers") and qkv.is_cuda) else None
-        if impl == "xformers" and xops is None:
-            raise RuntimeError("attention 'xformers' requested but xformers is not usable here")
-        if xops is not None:
-            q, k, v = qkv.unbind(2)  # xformers takes (B, N, H, hd)
-            return xops.memory_efficient_attention(q, k, v)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, H, N, hd)
-        if impl == "math":
-            attn = (q * (q.shape[-1] ** -0.5)) @ k.transpose(-2, -1)
-            out = attn.softmax(dim=-1) @ v
-        else:
-            out = F.scaled_dot_product_attention(q, k, v)
-        return out.transpose(1, 2)
 
 
 class SwiGLUFFN(nn.Module):
@@ -103,7 +109,10 @@ class SwiGLUFFN(nn.Module):
         self.w3 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        gate, up = self.w12(x).chunk(2, dim=-1)
+        # Two products on row slices of ``w12`` (contiguous outputs, no backward concatenation).
+        h = self.w3.in_features
+        w, b = self.w12.weight, self.w12.bias
+        gate, up = F.linear(x, w[:h], b[:h]), F.linear(x, w[h:], b[h:])
         return self.w3(F.silu(gate) * up)
 
 
@@ -127,19 +136,25 @@ class LayerScale(nn.Module):
         return x * self.gamma
 
 
-def _residual(x: Tensor, branch: Callable[[Tensor], Tensor], drop: float, training: bool) -> Tensor:
-    """x + branch(x), with DINOv2's batch-subset stochastic depth when training.
+def _residual(
+    x: Tensor, branch: Callable[[Tensor], Tensor], ls: nn.Module, drop: float, training: bool
+) -> Tensor:
+    """x + ls(branch(x)), with DINOv2's batch-subset stochastic depth when training.
 
-    The branch runs on a random ``1 - drop`` fraction of the samples only and its output is
-    scaled by ``B / kept``: the same expectation as per-sample drop-path at a fraction of the
-    compute (drop-path 0.4 skips 40% of the block FLOPs).
+    LayerScale is applied inside one ``addcmul`` (a single pass instead of a multiply and an
+    add). With drop-path the branch runs on a random ``1 - drop`` fraction of the samples only,
+    its output scaled by ``B / kept``: the expectation of per-sample drop-path at a fraction of
+    the compute (drop-path 0.4 skips 40% of the block FLOPs).
     """
+    gamma = ls.gamma if isinstance(ls, LayerScale) else None
     if not training or drop <= 0.0:
-        return x + branch(x)
+        out = branch(x)
+        return torch.addcmul(x, out, gamma) if gamma is not None else x + out
     b = x.shape[0]
     kept = max(int(b * (1.0 - drop)), 1)
     idx = torch.randperm(b, device=x.device)[:kept]
     out = branch(x[idx])
+    out = out * gamma if gamma is not None else out
     return torch.index_add(
         x.flatten(1), 0, idx, out.to(x.dtype).flatten(1), alpha=b / kept
     ).view_as(x)
@@ -162,8 +177,8 @@ class Block(nn.Module):
     def forward(self, x: Tensor | list[Tensor]) -> Tensor | list[Tensor]:  # (B, N, D) -> (B, N, D)
         if isinstance(x, list):
             return self.forward_packed(x)
-        x = _residual(x, self._attn_branch, self.drop_path, self.training)
-        return _residual(x, self._ffn_branch, self.drop_path, self.training)
+        x = _residual(x, self._attn_branch, self.ls1, self.drop_path, self.training)
+        return _residual(x, self._ffn_branch, self.ls2, self.drop_path, self.training)
 
     def forward_packed(self, xs: list[Tensor]) -> list[Tensor]:
         """Crops of several sizes in one pass (DINOv2's list forward): the token-wise layers
@@ -179,11 +194,11 @@ class Block(nn.Module):
         parts = flat.split([int(s[0] * s[1]) for s in shapes])
         return [p.view(s) for p, s in zip(parts, shapes, strict=True)]
 
-    def _attn_branch(self, x: Tensor) -> Tensor:
-        return self.ls1(self.attn(self.norm1(x)))
+    def _attn_branch(self, x: Tensor) -> Tensor:  # LayerScale is applied by _residual
+        return self.attn(self.norm1(x))
 
     def _ffn_branch(self, x: Tensor) -> Tensor:
-        return self.ls2(self.mlp(self.norm2(x)))
+        return self.mlp(self.norm2(x))
 
 
 class VisionTransformer(nn.Module):
