@@ -73,11 +73,21 @@ def crop_box(
 
 
 def resized_crop(img: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """Crop ``box`` and resize it to (size, size): bicubic, antialiased when shrinking 2x or more.
+
+    OpenCV's INTER_AREA is 7x slower than bicubic at fractional ratios but fast at integer
+    ones, so a shrink by r >= 2 first averages k = floor(r) x k blocks (exact box filter), then
+    resizes the rest (ratio < 2) bicubically.
+    """
     top, left, ch, cw = box
-    patch = img[top : top + ch, left : left + cw]
-    # INTER_AREA averages when shrinking (antialiased like PIL's bicubic); cubic when enlarging.
-    interp = cv2.INTER_AREA if ch >= size and cw >= size else cv2.INTER_CUBIC
-    return cv2.resize(patch, (size, size), interpolation=interp)
+    k = min(ch, cw) // size
+    if k >= 2:
+        ch, cw = ch - ch % k, cw - cw % k
+        patch = img[top : top + ch, left : left + cw]
+        patch = cv2.resize(patch, (cw // k, ch // k), interpolation=cv2.INTER_AREA)
+    else:
+        patch = img[top : top + ch, left : left + cw]
+    return cv2.resize(patch, (size, size), interpolation=cv2.INTER_CUBIC)
 
 
 def _gray(img: np.ndarray) -> np.ndarray:
@@ -138,7 +148,7 @@ def augment(
     h, w = img.shape[:2]
     out = resized_crop(img, crop_box(rng, h, w, scale), size)
     if rng.random() < 0.5:
-        out = np.ascontiguousarray(out[:, ::-1])
+        out = cv2.flip(out, 1)
     if rng.random() < 0.8:
         out = color_jitter(rng, out)
     if rng.random() < 0.2:
