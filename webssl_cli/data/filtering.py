@@ -214,6 +214,7 @@ def _finalise(out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
                 skipped[k] = skipped.get(k, 0) + int(v)
         cpu = sum(m.get("cpu_seconds", 0.0) for m in markers.values())
         stats = {
+            "complete": True,
             "kept": kept,
             "total": total,
             "fraction": kept / total if total else 0.0,

@@ -94,7 +94,7 @@ def smooth_background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
 def add_texture(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Repetitive patterns (stripes, checks, dots, foliage) that a text detector must not take for text."""
     h, w = arr.shape[:2]
-    kind = int(rng.integers(4))
+    kind = int(rng.integers(5))
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     period = rng.uniform(6, 24)
     if kind == 0:
@@ -104,9 +104,14 @@ def add_texture(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         pat = np.sign(np.sin(xx * 2 * math.pi / period) * np.sin(yy * 2 * math.pi / period))
     elif kind == 2:
         pat = np.cos(xx * 2 * math.pi / period) + np.cos(yy * 2 * math.pi / period) - 1
-    else:
+    elif kind == 3:
         noise = rng.normal(0, 1, size=(h // 4 + 1, w // 4 + 1)).astype(np.float32)
         pat = cv2.resize(noise, (w, h), interpolation=cv2.INTER_LINEAR)
+    else:
+        # A facade: rows of windows, the classic false positive of text detectors.
+        cw, ch = rng.uniform(8, 22), rng.uniform(8, 22)
+        fx, fy = rng.uniform(0.4, 0.75), rng.uniform(0.4, 0.75)
+        pat = (((xx % cw) < cw * fx) & ((yy % ch) < ch * fy)).astype(np.float32) * 2 - 1
     amp = rng.uniform(10, 45)
     out = arr.astype(np.float32) + amp * pat[..., None].astype(np.float32)
     return np.clip(out, 0, 255).astype(np.uint8)
@@ -216,6 +221,17 @@ def draw_text(
     img.paste(layer, (int(x), int(y)), layer)
     bbox = layer.getbbox() or (0, 0, layer.width, layer.height)
     return [int(x) + bbox[0], int(y) + bbox[1], int(x) + bbox[2], int(y) + bbox[3]]
+
+
+def camera(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Photographs are not crisp: sometimes defocus blur, sensor noise or both."""
+    out = arr
+    if rng.random() < 0.35:
+        out = cv2.GaussianBlur(out, (0, 0), float(rng.uniform(0.4, 1.1)))
+    if rng.random() < 0.35:
+        noise = rng.normal(0, rng.uniform(3, 9), size=out.shape)
+        out = np.clip(out.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    return out
 
 
 def region_mean(arr: np.ndarray, box: list[int]) -> tuple[int, int, int]:
