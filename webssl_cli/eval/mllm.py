@@ -79,10 +79,16 @@ class MLLM(nn.Module):
         self.tokens = tokens
         hidden = lm.get_input_embeddings().weight.shape[1]
         self.adapter = Adapter(vis_dim, hidden, adapter_depth)
+        self._token_cache: dict[str, list[int]] = {}  # prompts and answers repeat across steps
 
     # ---- sequences --------------------------------------------------------------------------
     def _ids(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False).input_ids)
+        ids = self._token_cache.get(text)
+        if ids is None:
+            ids = list(self.tokenizer(text, add_special_tokens=False).input_ids)
+            if len(self._token_cache) < 200_000:
+                self._token_cache[text] = ids
+        return ids
 
     def _layout(
         self, patches: Tensor, prompts: Sequence[str], answers: Sequence[str] | None, left_pad: bool
