@@ -87,8 +87,8 @@ def smooth_background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     tint = rng.uniform(0.3, 1.0, size=3).astype(np.float32)
     base = base * tint + rng.uniform(0, 80) * (1 - tint)
     # Fine grain so that flat regions do not look drawn.
-    base += rng.normal(0, rng.uniform(2, 10), size=base.shape).astype(np.float32)
-    return np.clip(base, 0, 255).astype(np.uint8)
+    base += rng.standard_normal(base.shape, dtype=np.float32) * np.float32(rng.uniform(2, 10))
+    return np.clip(base, 0, 255, out=base).astype(np.uint8)
 
 
 def add_texture(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -229,8 +229,9 @@ def camera(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.35:
         out = cv2.GaussianBlur(out, (0, 0), float(rng.uniform(0.4, 1.1)))
     if rng.random() < 0.35:
-        noise = rng.normal(0, rng.uniform(3, 9), size=out.shape)
-        out = np.clip(out.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+        noisy = out.astype(np.float32)
+        noisy += rng.standard_normal(out.shape, dtype=np.float32) * np.float32(rng.uniform(3, 9))
+        out = np.clip(noisy, 0, 255, out=noisy).astype(np.uint8)
     return out
 
 
