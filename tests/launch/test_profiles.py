@@ -23,7 +23,9 @@ def _check_golden(name: str, text: str) -> None:
     if os.environ.get("UPDATE_GOLDEN"):
         path.write_text(text)
     assert path.exists(), f"missing golden file {path}; run with UPDATE_GOLDEN=1"
-    assert text == path.read_text(), f"{name} differs from the golden file (UPDATE_GOLDEN=1 to accept)"
+    assert text == path.read_text(), (
+        f"{name} differs from the golden file (UPDATE_GOLDEN=1 to accept)"
+    )
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -33,7 +35,9 @@ def test_sbatch_golden(profile: str, job: str) -> None:
     kind, _, model = job.partition("-")
     dep = "afterok:100" if kind != "filter" else None
     params = slurm_parameters(prof, kind, model or None, job_name=f"webssl-{job}", dependency=dep)
-    text = sbatch_text(params, folder="/submitit", command="/venv/bin/python -u -m submitit.core._submit /submitit")
+    text = sbatch_text(
+        params, folder="/submitit", command="/venv/bin/python -u -m submitit.core._submit /submitit"
+    )
     _check_golden(f"{profile}.{job}.sbatch", text)
 
 
@@ -61,7 +65,9 @@ def test_bad_profiles() -> None:
     assert 'did you mean "partition"' in _err("partitoin: gpu\n")
     msg = _err("node: {gpus: 4}\ntrain:\n  default: {gpus_per_node: 8}\n")
     assert "gpus_per_node = 8 but a node has 4 GPUs" in msg
-    assert "p.yaml:2: node.gpuz: unknown field (did you mean \"gpus\"?)" in _err("max_nodes: 2\nnode: {gpuz: 8}\n")
+    assert 'p.yaml:2: node.gpuz: unknown field (did you mean "gpus"?)' in _err(
+        "max_nodes: 2\nnode: {gpuz: 8}\n"
+    )
     assert "train.default.nodez: unknown field" in _err("train:\n  default: {nodez: 1}\n")
     assert "unknown model size 'vit-huge'" in _err("train:\n  vit-huge: {nodes: 1}\n")
     assert "exceeds max_nodes" in _err("train:\n  default: {nodes: 4}\n")

@@ -706,17 +706,23 @@ def post_run(study_dir: Path, echo: Echo) -> None:
     """
     hooks: list[tuple[str, str, tuple[Any, ...]]] = [
         ("webssl_cli.results.ingest", "ingest_study", (study_dir,)),
+        ("webssl_cli.results.ingest", "ingest", (study_dir,)),
         ("webssl_cli.report.build", "build_report", (study_dir, study_dir / "report")),
     ]
+    done: set[str] = set()
     for module, fn, args in hooks:
+        if module in done:  # one ingest entry point is enough
+            continue
         try:
             func = getattr(importlib.import_module(module), fn)
         except (ImportError, AttributeError):
             continue
+        done.add(module)
         try:
             out = func(*args)
-            if out:
-                echo(f"{module.split('.')[1]}: {out}")
+            where = getattr(out, "db_path", None) or getattr(out, "out_dir", None) or out
+            if where:
+                echo(f"{module.split('.')[1]}: {str(where)[:200]}")
         except Exception as exc:
             echo(f"{module}.{fn} failed: {type(exc).__name__}: {exc}")
 
