@@ -67,6 +67,12 @@ def test_uid_locality_and_cosmetic_fields(write_study, tmp_path: Path) -> None:
     text += "cluster: some-other-cluster\ndescription: hello\ncomment: nothing\n"
     cosmetic = load_study(write_study(text, name="c.yaml"))
     assert {c.uid for c in cosmetic.cells} == set(uids.values())
+    # operational settings (how often to checkpoint, workers, FSDP vs DDP) are not identity
+    text = (
+        (tmp_path / "study.yaml").read_text()
+        + "train: {checkpoint_every: 7, metrics_every: 3, num_workers: 0, dist.strategy: fsdp}\n"
+    )
+    assert {c.uid for c in load_study(write_study(text, name="e.yaml")).cells} == set(uids.values())
     # a training setting is not cosmetic
     text = (tmp_path / "study.yaml").read_text() + "train: {base_lr: 0.01}\n"
     assert not {c.uid for c in load_study(write_study(text, name="d.yaml")).cells} & set(

@@ -108,9 +108,52 @@ def expand_partial(entry: dict[str, list[Any]]) -> list[dict[str, Any]]:
     ]
 
 
+# Training settings that change how a run executes, not what it computes: they do not enter
+# the uid, so checkpointing more often or moving to more GPUs never re-runs a finished cell.
+OPERATIONAL_TRAIN_FIELDS = frozenset(
+    {
+        "metrics_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "num_workers",
+        "threads",
+        "micro_batch",
+        "dist.strategy",
+        "dist.activation_checkpointing",
+        "dist.compile",
+        "dist.packed_crops",
+    }
+)
+# Bump when a TrainConfig default changes what a run computes (the recipe changed): every
+# uid changes with it. Adding a field whose default keeps the old behaviour needs no bump.
+RECIPE_VERSION = 1
+
+
+def flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def train_identity(train: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a resolved train config that define its result: those that differ
+    from TrainConfig's defaults, less the operational ones."""
+    flat, base = flatten(train), flatten(defaults)
+    return {
+        k: v
+        for k, v in flat.items()
+        if k not in OPERATIONAL_TRAIN_FIELDS and base.get(k, object()) != v
+    }
+
+
 def cell_uid(
     model: str, samples_seen: int, data_json: str, train_hash: str, evals_json: str
 ) -> str:
     """Hash of the cell's identity; ``data_json``/``evals_json`` are canonical JSON strings."""
-    text = f"{UID_VERSION}|{model}|{samples_seen}|{data_json}|{train_hash}|{evals_json}"
+    text = f"{UID_VERSION}|r{RECIPE_VERSION}|{model}|{samples_seen}|{data_json}|{train_hash}|{evals_json}"
     return hashlib.sha256(text.encode()).hexdigest()[:UID_LENGTH]

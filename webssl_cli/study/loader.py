@@ -414,6 +414,7 @@ def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     filter_json = {name: G.canonical_json(fdef) for name, fdef in filter_defs.items()}
     setting_axes = [k for k in axes if kinds[k] in ("train", "eval", "seed")]
     train_cache: dict[Any, tuple[dict[str, Any], str]] = {}
+    default_train = TrainConfig().model_dump(mode="json")
     cells: list[G.Cell] = []
     by_uid: dict[str, int] = {}
     loaded = LoadedStudy(
@@ -456,7 +457,10 @@ def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
                     raise UserError(f"--set {key}: {err['msg']}") from None
                 raise smap.error(origin, f"{key}: {err['msg']}") from None
             tdict = cfg.model_dump(mode="json")
-            cached = train_cache[tkey] = (tdict, G.short_hash(tdict, 16))
+            cached = train_cache[tkey] = (
+                tdict,
+                G.short_hash(G.train_identity(tdict, default_train), 16),
+            )
         eval_over: dict[str, dict[str, Any]] = {}
         for k, v in layered.items():
             if k.startswith("eval."):
