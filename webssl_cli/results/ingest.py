@@ -539,8 +539,8 @@ def ingest(
                     con.register("_good", pa.table({"uid": [g[0] for g in good]}))
                     inserted = con.execute(
                         "INSERT INTO train_metrics SELECT * FROM _m_long WHERE uid IN (SELECT uid FROM _good)"
-                    ).fetchone()
-                    rep.metric_rows = int(inserted[0]) if inserted else 0
+                    ).fetchall()
+                    rep.metric_rows = int(inserted[0][0]) if inserted else 0
                     con.unregister("_good")
             _insert_rows(con, "files", file_rows)
             con.execute("DELETE FROM studies WHERE kind = 'run'")

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import duckdb
+import matplotlib.image as mpimg
+from typer.testing import CliRunner
+
+from webssl_cli.cli import app
+from webssl_cli.report.build import build_report
+from webssl_cli.results.ingest import ingest
+from webssl_cli.results.synthetic import write_cell, write_study
+
+PLOTS = ("score_vs_params", "score_vs_samples", "filter_bars", "loss_curves", "fits")
+
+
+def test_report_files_exist_and_are_not_empty(tiny_report: Path) -> None:
+    md = (tiny_report / "report.md").read_text()
+    for section in (
+        "Scores per cell",
+        "model size × samples seen",
+        "model size × data filter",
+        "Scores per benchmark",
+        "Data filters",
+        "Scaling-law fits",
+        "Hold-out",
+        "Extrapolation",
+    ):
+        assert section in md, section
+    for name in PLOTS:
+        png, svg = tiny_report / f"{name}.png", tiny_report / f"{name}.svg"
+        assert png.stat().st_size > 20_000, name
+        img = mpimg.imread(png)
+        assert img.shape[0] > 300 and img.shape[1] > 500 and img.std() > 0.05  # rendered, not blank
+        assert svg.read_text().lstrip().startswith(("<?xml", "<svg"))
+        assert f"]({name}.png)" in md
+
+
+def test_html_is_self_contained(tiny_report: Path) -> None:
+    html = (tiny_report / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == len(PLOTS)
+    assert not re.search(r'(src|href)="(?!data:)', html)  # nothing to fetch
+    assert "<script" not in html
+    assert "<table>" in html and "Scores per cell" in html
+
+
+def test_fits_are_stored(tiny_report: Path, tiny_study: Path) -> None:
+    con = duckdb.connect(str(tiny_study / "results.duckdb"), read_only=True)
+    rows = con.execute("SELECT DISTINCT form FROM fits WHERE study = 'synthetic'").fetchall()
+    con.close()
+    assert {r[0] for r in rows} == {"params", "samples_seen", "joint"}
+
+
+def test_report_cli(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    write_study(root, models=("vit-pico", "vit-nano"), budgets=(10_000,), filters=("none",))
+    r = CliRunner().invoke(
+        app, ["report", str(root), "--out", str(tmp_path / "out"), "--bootstrap", "20"]
+    )
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out" / "report.html").stat().st_size > 10_000
+    r = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+
+
+def test_degrades_with_single_valued_axes(tmp_path: Path) -> None:
+    # one model, several budgets, one filter; one cell still running without evals
+    root = tmp_path / "s"
+    write_study(
+        root, models=("vit-nano",), budgets=(5_000, 10_000, 20_000, 40_000), filters=("light",)
+    )
+    cell = write_cell(root, "vit-micro", 5_000, "light", params=1_220_000, state="running")
+    for f in (cell / "eval").iterdir():
+        f.unlink()
+    ingest(root)
+    res = build_report(root, tmp_path / "out", n_boot=20)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert not (tmp_path / "out" / "filter_bars.png").exists()
+    assert (tmp_path / "out" / "score_vs_samples.png").exists()
+    assert any("data filter has a single value" in n for n in res.notes)
+    assert "running" in md
+    # four budgets: the samples-seen fit has intervals and a hold-out
+    f = next(f for f in res.fits if f.form == "samples_seen" and f.target == "Average")
+    assert f.ok and f.intervals() is not None and f.holdout is not None
+
+
+def test_probe_only_study(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    write_study(
+        root, models=("vit-test", "vit-pico", "vit-nano"), budgets=(10_000,), filters=("none",)
+    )
+    for vqa in root.glob("cells/*/eval/vqa.json"):
+        vqa.unlink()
+    ingest(root)
+    build_report(root, tmp_path / "out", n_boot=20)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "knn top1" in md and "| Average" not in md

@@ -1,0 +1,297 @@
+"""Assemble a study's report: read the database, fit, draw, write report.md + report.html.
+
+Scores are shown in percent: a score series (study × label) whose values all lie in [0, 1]
+is multiplied by 100, so our fractions and a paper's percentages share an axis.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from webssl_cli.report import plots
+from webssl_cli.report.fits import Fit, fit
+from webssl_cli.report.html import markdown, render
+from webssl_cli.report.tables import (
+    Table,
+    benchmark_table,
+    cell_table,
+    filter_table,
+    fit_tables,
+    fmt_count,
+    pivot_table,
+)
+
+_BASELINE_FILTERS = ("none", "full")
+
+
+@dataclass
+class ReportResult:
+    out_dir: Path
+    files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    fits: list[Fit] = field(default_factory=list)
+
+
+def _to_percent(scores: Any) -> Any:
+    import polars as pl
+
+    mx = scores.group_by(["study", "label"]).agg(pl.col("value").abs().max().alias("_mx"))
+    s = scores.join(mx, on=["study", "label"], how="left")
+    return s.with_columns(
+        pl.when(pl.col("_mx") <= 1.0)
+        .then(pl.col("value") * 100)
+        .otherwise(pl.col("value"))
+        .alias("value")
+    ).drop("_mx")
+
+
+def _main_filter(cells: Any) -> str | None:
+    counts = cells.group_by("data_filter").len().rows()
+    if not counts:
+        return None
+    return max(counts, key=lambda r: (r[1], r[0] in _BASELINE_FILTERS, str(r[0])))[0]
+
+
+def _pick_slice(
+    main: Any, vary: str, fixed: list[str], main_filter: str | None
+) -> dict[str, Any] | None:
+    """The combination of ``fixed`` axes with the most distinct ``vary`` values."""
+    import polars as pl
+
+    g = main.group_by(fixed).agg(pl.col(vary).n_unique().alias("k"))
+    if g.is_empty():
+        return None
+    rows = g.rows(named=True)
+    best = max(rows, key=lambda r: (r["k"], r.get("data_filter") == main_filter,
+                                    r.get("samples_seen") or 0, r.get("params") or 0))  # fmt: skip
+    return {k: best[k] for k in fixed}
+
+
+def _fits(main: Any, main_filter: str | None, n_boot: int, seed: int) -> list[Fit]:
+    import numpy as np
+    import polars as pl
+
+    out: list[Fit] = []
+    labels = plots.headline_labels(main)
+    for axis, fixed in (
+        ("params", ["samples_seen", "data_filter"]),
+        ("samples_seen", ["model", "params", "data_filter"]),
+    ):
+        sl = _pick_slice(main, axis, fixed, main_filter)
+        if sl is None:
+            continue
+        d = main
+        for k, v in sl.items():
+            d = d.filter(pl.col(k).is_null() if v is None else pl.col(k) == v)
+        desc = ", ".join(f"{k.replace('_', ' ')}={fmt_count(v) if k in ('samples_seen', 'params') else v}"
+                         for k, v in sl.items() if k != "params")  # fmt: skip
+        for lab in labels:
+            dl = d.filter(
+                (pl.col("label") == lab)
+                & pl.col(axis).is_not_null()
+                & pl.col("value").is_not_null()
+            )
+            if dl.is_empty():
+                continue
+            out.append(fit(axis, lab, dl[axis].to_numpy().astype(float)[:, None], dl["value"].to_numpy(),
+                           ceiling=100.0, slice_desc=desc, n_boot=n_boot, seed=seed))  # fmt: skip
+    # the joint law on the headline score, over every model × budget of the main filter
+    if labels:
+        lab = labels[0]
+        d = main.filter(
+            (pl.col("label") == lab)
+            & pl.col("params").is_not_null()
+            & pl.col("samples_seen").is_not_null()
+        )
+        if main_filter is not None:
+            d = d.filter(pl.col("data_filter") == main_filter)
+        if d.height:
+            X = np.c_[
+                d["params"].to_numpy().astype(float), d["samples_seen"].to_numpy().astype(float)
+            ]
+            out.append(fit("joint", lab, X, d["value"].to_numpy(), ceiling=100.0,
+                           slice_desc=f"data filter={main_filter}, all models × budgets", n_boot=n_boot, seed=seed))  # fmt: skip
+    return out
+
+
+def _store_fits(db: Path, study: str, fits: list[Fit]) -> str | None:
+    """Replace this study's rows in the ``fits`` table; a note instead if the DB is busy."""
+    import duckdb
+    import pyarrow as pa
+
+    rows: list[dict[str, Any]] = []
+    for f in fits:
+        base = {
+            "study": study,
+            "target": f.target,
+            "form": f.form,
+            "slice": f.slice,
+            "n_points": f.n,
+            "note": f.note,
+        }
+        if f.ok:
+            ivs = f.intervals() or {}
+            for k, v in f.estimate().items():
+                lo, hi = ivs.get(k, (None, None))
+                rows.append(base | {"param": k, "estimate": float(v), "lo": lo, "hi": hi})
+            if f.holdout is not None:
+                h = f.holdout
+                rows.append(base | {"param": "holdout_error", "estimate": h.error,
+                                    "lo": None if h.lo is None else h.lo - h.actual,
+                                    "hi": None if h.hi is None else h.hi - h.actual})  # fmt: skip
+        else:
+            rows.append(base | {"param": "-", "estimate": None, "lo": None, "hi": None})
+    try:
+        con = duckdb.connect(str(db))
+    except duckdb.Error as exc:
+        return f"fits not stored in the database ({' '.join(str(exc).split())[:120]})"
+    try:
+        con.execute("BEGIN TRANSACTION")
+        con.execute("DELETE FROM fits WHERE study = ?", [study])
+        if rows:
+            cols = [
+                "study",
+                "target",
+                "form",
+                "slice",
+                "param",
+                "estimate",
+                "lo",
+                "hi",
+                "n_points",
+                "note",
+            ]
+            con.register("_fits", pa.Table.from_pylist(rows).select(cols))
+            con.execute(f"INSERT INTO fits BY NAME SELECT {', '.join(cols)} FROM _fits")
+        con.execute("COMMIT")
+    finally:
+        con.close()
+    return None
+
+
+def build_report(study_dir: Path, out_dir: Path, n_boot: int = 200, seed: int = 0) -> ReportResult:
+    import polars as pl
+
+    from webssl_cli.results import queries
+    from webssl_cli.results.ingest import DB_NAME
+    from webssl_cli.rundir import atomic_write_text
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    res = ReportResult(out_dir)
+    with queries.connect(study_dir) as con:
+        studies = dict(con.execute("SELECT study, kind FROM studies").fetchall())
+        cells_all = queries.cells(con)
+        scores_all = _to_percent(queries.scores(con))
+        n_loss = con.execute("SELECT count(*) FROM train_metrics WHERE name = 'loss'").fetchall()
+        every = max(1, int(n_loss[0][0]) // 200_000)  # keep plots light for huge studies
+        curves = queries.curves(con, "loss", every=every)
+        fm = queries.final_metrics(con).filter(pl.col("name") == "loss")
+        fstats = pl.from_arrow(
+            con.sql("SELECT * FROM filter_stats ORDER BY filter_key").to_arrow_table()
+        )
+    runs = [s for s, k in studies.items() if k == "run"]
+    if not runs:
+        from webssl_cli.errors import UserError
+
+        raise UserError(
+            f"{study_dir}: the database holds no ingested cells; run `webssl results ingest` first"
+        )
+    study = max(runs, key=lambda s: cells_all.filter(pl.col("study") == s).height)
+    cells = cells_all.filter(pl.col("study") == study)
+    main = scores_all.filter(pl.col("study") == study)
+    refs = scores_all.filter(
+        pl.col("study").is_in([s for s, k in studies.items() if k == "reference"])
+    )
+    curves = curves.filter(pl.col("study") == study)
+    final_loss = dict(zip(fm["uid"].to_list(), fm["value"].to_list(), strict=True))
+    main_filter = _main_filter(cells)
+
+    blocks: list[Any] = []
+    states = ", ".join(f"{n} {s}" for s, n in sorted(cells.group_by("state").len().rows()))
+    axes_txt = "; ".join(
+        f"{name}: {', '.join(vals)}"
+        for name, vals in (
+            ("models", [str(m) for m in cells.sort("params", nulls_last=True)["model"].unique(maintain_order=True).to_list()]),
+            ("samples seen", [fmt_count(v) for v in sorted(cells["samples_seen"].drop_nulls().unique().to_list())]),
+            ("data filters", [str(v) for v in sorted(cells["data_filter"].drop_nulls().unique().to_list())]),
+        )
+    )  # fmt: skip
+    blocks.append(("p", f"{cells.height} cells ({states}). {axes_txt}."))
+    if not refs.is_empty():
+        blocks.append(
+            (
+                "p",
+                "Reference studies overlaid: "
+                + ", ".join(sorted(refs["study"].unique().to_list()))
+                + ".",
+            )
+        )
+    for axis, name in (
+        ("params", "model size"),
+        ("samples_seen", "samples seen"),
+        ("data_filter", "data filter"),
+    ):
+        if cells[axis].drop_nulls().n_unique() < 2:
+            res.notes.append(f"{name} has a single value: no curve along it")
+
+    blocks.append(("h2", "Tables"))
+    tables: list[Table | None] = [cell_table(cells, main, final_loss)]
+    labels = plots.headline_labels(main)
+    if labels:
+        head = labels[0]
+        tables.append(pivot_table(main.filter(pl.col("data_filter") == main_filter) if main_filter else main,
+                                  head, "model", "samples_seen", {"data_filter": main_filter} if main_filter else {},
+                                  f"{head}: model size × samples seen"))  # fmt: skip
+        if cells["data_filter"].n_unique() > 1:
+            top = cells["samples_seen"].max()
+            tables.append(pivot_table(main, head, "model", "data_filter", {"samples_seen": top},
+                                      f"{head}: model size × data filter"))  # fmt: skip
+    tables += [benchmark_table(cells, main), filter_table(fstats)]
+    blocks += [t for t in tables if t is not None]
+
+    blocks.append(("h2", "Plots"))
+    drawn = [
+        (plots.score_vs("params", main, refs, out_dir, main_filter, study), "Score vs model size, per samples-seen budget"),
+        (plots.score_vs("samples_seen", main, refs, out_dir, main_filter, study), "Score vs samples seen, per model"),
+        (plots.filter_bars(main, out_dir, study), "Scores per data filter, per category and benchmark"),
+        (plots.loss_curves(curves, out_dir, study), "Training loss curves"),
+    ]  # fmt: skip
+
+    blocks.append(("h2", "Scaling-law fits"))
+    fits = _fits(main, main_filter, n_boot, seed)
+    res.fits = fits
+    blocks += fit_tables(fits)
+    fp = plots.fit_plot(fits, out_dir, study)
+    drawn_fits = [
+        (fp, "Fitted saturating power laws with 95% intervals, hold-out and extrapolation")
+    ]
+    # images go under their headings: plots before the fit section
+    i = blocks.index(("h2", "Scaling-law fits"))
+    blocks[i:i] = [("img", p.name, cap) for p, cap in drawn if p is not None]
+    blocks += [("img", p.name, cap) for p, cap in drawn_fits if p is not None]
+    if res.notes:
+        blocks.append(("h2", "Notes"))
+        blocks += [("p", n + ".") for n in res.notes]
+
+    note = _store_fits(study_dir / DB_NAME, study, fits)
+    if note:
+        res.notes.append(note)
+    title = f"webssl report: {study}"
+    md, html_path = out_dir / "report.md", out_dir / "report.html"
+    atomic_write_text(md, markdown(title, blocks))
+    atomic_write_text(html_path, render(title, blocks, out_dir))
+    fit_rows = [{"target": f.target, "form": f.form, "slice": f.slice, "n": f.n, "note": f.note,
+                 "estimate": f.estimate() if f.ok else None, "interval": f.intervals() if f.ok else None}
+                for f in fits]  # fmt: skip
+    atomic_write_text(out_dir / "fits.json", json.dumps(fit_rows, indent=2, default=float) + "\n")
+    for p in (md, html_path, out_dir / "fits.json"):
+        p.chmod(0o644)  # a report is for sharing (atomic writes create 0600 temp files)
+    res.files = (
+        [md, html_path, out_dir / "fits.json"]
+        + sorted(out_dir.glob("*.png"))
+        + sorted(out_dir.glob("*.svg"))
+    )
+    return res

@@ -1,0 +1,290 @@
+"""Report plots (PNG + SVG). Each figure stands on its own: title, axis units, legend, log axes
+where scale is the point. Functions return the PNG path, or None when the study has nothing
+to show on that axis (e.g. a single samples-seen budget)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from webssl_cli.report.fits import Fit
+from webssl_cli.report.tables import fmt_count, label_order
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 130, "axes.grid": True, "grid.alpha": 0.3,
+                         "axes.spines.top": False, "axes.spines.right": False, "font.size": 9,
+                         "svg.hashsalt": "webssl", "svg.fonttype": "none"})  # fmt: skip
+    return plt
+
+
+def _save(fig: Any, out: Path, name: str) -> Path:
+    png = out / f"{name}.png"
+    fig.savefig(png, bbox_inches="tight")
+    fig.savefig(out / f"{name}.svg", bbox_inches="tight", metadata={"Date": None})
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return png
+
+
+def _log_x(ax: Any, values: Any = None) -> None:
+    """Log x axis labelled 10K / 1M / 2B, no crowded minor labels; ticks at the data's own
+    values when there are few of them within less than two decades (else one label in view)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    ax.set_xscale("log")
+    if values is not None:
+        v = sorted({float(x) for x in values if x is not None and x > 0})
+        if 1 < len(v) <= 8 and v[-1] / v[0] < 100:
+            ax.xaxis.set_major_locator(FixedLocator(v))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt_count(v)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _grid(n: int) -> tuple[int, int]:
+    cols = min(n, 3)
+    return math.ceil(n / cols), cols
+
+
+def _colors(n: int) -> list[Any]:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis"]
+    return [cmap(0.1 + 0.75 * i / max(1, n - 1)) for i in range(n)]
+
+
+def headline_labels(scores: Any) -> list[str]:
+    import polars as pl
+
+    s = scores.filter(pl.col("kind").is_in(["category", "probe"]))
+    return label_order(s["label"].unique().to_list())
+
+
+def score_vs(
+    axis: str, main: Any, refs: Any, out: Path, main_filter: str | None, study: str
+) -> Path | None:
+    """Score vs ``axis`` ('params' or 'samples_seen'): one panel per headline score, one line
+    per value of the other axis; references dashed grey."""
+    import polars as pl
+
+    other = "samples_seen" if axis == "params" else "model"
+    s = main if main_filter is None else main.filter(pl.col("data_filter") == main_filter)
+    if s[axis].drop_nulls().n_unique() < 2:
+        return None
+    labels = headline_labels(s)
+    if not labels:
+        return None
+    plt = _plt()
+    nr, nc = _grid(len(labels))
+    fig, axes = plt.subplots(nr, nc, figsize=(4.2 * nc, 3.3 * nr), squeeze=False)
+    groups = sorted(s[other].unique().to_list(), key=lambda v: _order(s, other, v))
+    colors = _colors(len(groups))
+    for ax, lab in zip(axes.flat, labels, strict=False):
+        d = s.filter(pl.col("label") == lab)
+        for g, col in zip(groups, colors, strict=True):
+            dg = d.filter(pl.col(other) == g).group_by(axis).agg(pl.col("value").mean()).sort(axis)
+            if dg.is_empty():
+                continue
+            name = fmt_count(g) + " samples" if other == "samples_seen" else str(g)
+            ax.plot(dg[axis], dg["value"], "o-", color=col, label=name, lw=1.6, ms=4)
+        if refs is not None and not refs.is_empty():
+            r = refs.filter(pl.col("label") == lab)
+            for (rs, rg), dr in r.group_by(["study", other]):
+                dr = dr.group_by(axis).agg(pl.col("value").mean()).sort(axis)
+                if dr.height:
+                    tag = fmt_count(rg) if other == "samples_seen" else rg
+                    ax.plot(
+                        dr[axis],
+                        dr["value"],
+                        "s--",
+                        color="0.55",
+                        ms=3,
+                        lw=1,
+                        label=f"{rs} ({tag})",
+                    )
+        _log_x(ax, s[axis].to_list())
+        ax.set_title(lab)
+        ax.set_xlabel("backbone parameters (log)" if axis == "params" else "samples seen (log)")
+        ax.set_ylabel("score (%)")
+    for ax in list(axes.flat)[len(labels) :]:
+        ax.axis("off")
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(6, len(names)), frameon=False,
+               bbox_to_anchor=(0.5, -0.02), title="samples seen" if other == "samples_seen" else "model")  # fmt: skip
+    what = "model size" if axis == "params" else "samples seen"
+    flt = f", filter = {main_filter}" if main_filter else ""
+    fig.suptitle(f"{study}: score vs {what}{flt}", fontsize=12)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return _save(fig, out, "score_vs_params" if axis == "params" else "score_vs_samples")
+
+
+def _order(s: Any, axis: str, v: Any) -> Any:
+    if axis == "model":
+        p = s.filter(s["model"] == v)["params"].to_list()
+        return (p[0] or 0) if p else 0
+    return (v is None, v)
+
+
+def filter_bars(main: Any, out: Path, study: str) -> Path | None:
+    """Per-filter bars per benchmark (and category) for the model/budget with the most filters."""
+    import polars as pl
+
+    if main["data_filter"].n_unique() < 2:
+        return None
+    combos = main.group_by(["model", "params", "samples_seen"]).agg(
+        pl.col("data_filter").n_unique().alias("k")
+    )
+    best = combos.sort(["k", "params", "samples_seen"], descending=True).row(0, named=True)
+    d = main.filter(
+        (pl.col("model") == best["model"]) & (pl.col("samples_seen") == best["samples_seen"])
+    )
+    d = d.filter(pl.col("kind").is_in(["category", "benchmark", "probe"]))
+    cats = [
+        x for x in label_order(d.filter(pl.col("kind") != "benchmark")["label"].unique().to_list())
+    ]
+    benches = sorted(d.filter(pl.col("kind") == "benchmark")["label"].unique().to_list(),
+                     key=lambda b: (label_order(cats).index(c) if (c := _cat(d, b)) in cats else 99, b))  # fmt: skip
+    labels = cats + benches
+    filters = sorted(
+        d["data_filter"].unique().to_list(),
+        key=lambda f: ({"none": 0, "full": 0, "light": 1, "heavy": 2}.get(f, 3), f),
+    )
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(labels) * len(filters) ** 0.5 + 2), 4.0))
+    width = 0.8 / len(filters)
+    colors = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860"]
+    for i, f in enumerate(filters):
+        df = d.filter(pl.col("data_filter") == f).group_by("label").agg(pl.col("value").mean())
+        vals = dict(zip(df["label"].to_list(), df["value"].to_list(), strict=True))
+        xs = [j + (i - (len(filters) - 1) / 2) * width for j in range(len(labels))]
+        ax.bar(
+            xs,
+            [vals.get(lab, float("nan")) for lab in labels],
+            width,
+            label=f,
+            color=colors[i % len(colors)],
+        )
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=40, ha="right")
+    if cats and benches:
+        ax.axvline(len(cats) - 0.5, color="0.5", lw=0.8, ls=":")
+    ax.set_ylabel("score (%)")
+    ax.set_title(
+        f"{study}: data filters, {best['model']} at {fmt_count(best['samples_seen'])} samples seen"
+    )
+    ax.legend(title="data filter", frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return _save(fig, out, "filter_bars")
+
+
+def _cat(d: Any, bench: str) -> Any:
+    c = d.filter(d["label"] == bench)["category"].to_list()
+    return c[0] if c else None
+
+
+def loss_curves(curves: Any, out: Path, study: str) -> Path | None:
+    """Training loss vs samples seen: one panel per data filter, colour = model, style = budget."""
+    import polars as pl
+
+    if curves is None or curves.is_empty():
+        return None
+    plt = _plt()
+    filters = sorted(curves["data_filter"].drop_nulls().unique().to_list()) or [None]
+    models = sorted(curves["model"].unique().to_list(), key=lambda m: _order(curves, "model", m))
+    budgets = sorted(curves["budget"].drop_nulls().unique().to_list())
+    colors = dict(zip(models, _colors(len(models)), strict=True))
+    styles = ["-", "--", ":", "-."]
+    fig, axes = plt.subplots(
+        1, len(filters), figsize=(4.6 * len(filters), 3.6), squeeze=False, sharey=True
+    )
+    for ax, f in zip(axes.flat, filters, strict=True):
+        d = curves if f is None else curves.filter(pl.col("data_filter") == f)
+        for _uid, dc in d.group_by(["uid"]):
+            r = dc.row(0, named=True)
+            bi = budgets.index(r["budget"]) if r["budget"] in budgets else 0
+            ax.plot(
+                dc["samples_seen"],
+                dc["value"],
+                color=colors[r["model"]],
+                ls=styles[bi % len(styles)],
+                lw=1.2,
+            )
+        ax.set_title(f"filter = {f}" if f is not None else "training loss")
+        ax.set_xlabel("samples seen (log)")
+        _log_x(ax, budgets)
+    axes.flat[0].set_ylabel("training loss (DINO + iBOT + KoLeo)")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colors[m], lw=2, label=m) for m in models]
+    if len(budgets) > 1:
+        handles += [Line2D([], [], color="0.3", ls=styles[i % len(styles)], label=f"budget {fmt_count(b)}")
+                    for i, b in enumerate(budgets)]  # fmt: skip
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=min(6, len(handles)),
+        frameon=False,
+        bbox_to_anchor=(0.5, -0.02),
+    )
+    fig.suptitle(f"{study}: training loss", fontsize=12)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return _save(fig, out, "loss_curves")
+
+
+def fit_plot(fits: list[Fit], out: Path, study: str) -> Path | None:
+    """Data, fitted saturating laws with 95% bands, the held-out point and the extrapolation."""
+    import numpy as np
+
+    fs = [f for f in fits if f.ok and f.form != "joint"]
+    if not fs:
+        return None
+    plt = _plt()
+    nr, nc = _grid(len(fs))
+    fig, axes = plt.subplots(nr, nc, figsize=(4.4 * nc, 3.4 * nr), squeeze=False)
+    for ax, f in zip(axes.flat, fs, strict=False):
+        x = f.X[:, 0]
+        grid = np.geomspace(x.min() / 1.5, x.max() * 10, 120)[:, None]
+        band = f.predict_interval(grid, observation=False)
+        if band is not None:
+            ax.fill_between(
+                grid[:, 0],
+                band[0],
+                band[1],
+                color="C0",
+                alpha=0.2,
+                lw=0,
+                label="95% interval (curve)",
+            )
+        ax.plot(grid[:, 0], f.predict(grid), "C0-", lw=1.5, label="fit")
+        ax.plot(x, f.y, "ko", ms=4, label="cells")
+        h = f.holdout
+        if h is not None:
+            ax.errorbar([h.x], [h.predicted], yerr=None if h.lo is None or h.hi is None else [[h.predicted - h.lo], [h.hi - h.predicted]],
+                        fmt="D", color="C3", ms=5, capsize=3, label="hold-out prediction")  # fmt: skip
+        ax.axvspan(x.max(), grid[-1, 0], color="0.9", zorder=0, label="extrapolation")
+        _log_x(ax)
+        ax.set_xlabel("backbone parameters (log)" if f.form == "params" else "samples seen (log)")
+        ax.set_ylabel("score (%)")
+        extra = "" if band is not None else " (no interval: too few points)"
+        ax.set_title(
+            f"{f.target} vs {'params' if f.form == 'params' else 'samples'}{extra}\n{f.slice}",
+            fontsize=9,
+        )
+    for ax in list(axes.flat)[len(fs) :]:
+        ax.axis("off")
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    fig.legend(
+        handles, names, loc="lower center", ncol=5, frameon=False, bbox_to_anchor=(0.5, -0.02)
+    )
+    fig.suptitle(
+        f"{study}: saturating power-law fits, score = " + r"$c - a\,(x/x_0)^{-\alpha}$", fontsize=12
+    )
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return _save(fig, out, "fits")
