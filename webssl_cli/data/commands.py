@@ -198,7 +198,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(
                 f"{out_dir}: kept {st['kept']} of {st['total']} ({st['fraction']:.3f}); "
                 f"skipped: {skipped}; processed {len(res['processed'])} shards, "
-                f"{len(res['already_done'])} already done"
+                f"{len(res['already_done'])} already done; "
+                f"{st.get('images_per_cpu_s') or 0:g} images per CPU-second"
             )
         if st is not None and st["total"] == 0:
             raise UserError(
