@@ -24,6 +24,7 @@ import importlib
 import importlib.util
 import os
 import socket
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -103,12 +104,20 @@ def run_stage(status_dir: Path, stage: str, body: Callable[[], Any]) -> Any:
             with contextlib.suppress(OSError, ValueError):
                 fields["requeues"] = int(read_json(marker).get("requeues", 0))
         cd.update_stage(stage, **fields)
+    t0 = time.time()
     try:
         result = body()
-    except Exception as exc:
+    except BaseException as exc:
         if lead:
-            cd.update_stage(stage, state="failed", error=error_line(exc), ended=now_iso())
-            _append_log(cd, stage, traceback.format_exc())
+            marker = _requeue_marker(cd, stage)
+            if isinstance(exc, SystemExit) and marker.exists() and marker.stat().st_mtime >= t0 - 1:
+                # submitit's USR2 handler checkpointed and requeued the job, then exited: the
+                # stage goes on in the next attempt (a trainer that records every exception
+                # as `failed` must not make it look finished).
+                cd.update_stage(stage, state="queued", error=None, note="requeued after USR2 (preemption or time limit)")
+            else:
+                cd.update_stage(stage, state="failed", error=error_line(exc), ended=now_iso())
+                _append_log(cd, stage, traceback.format_exc())
         raise
     if lead:
         state = result if result in ("done", "diverged") else "done"

@@ -69,6 +69,7 @@ class RunReport:
     failed: list[str] = field(default_factory=list)  # failed, retry limit reached
     blocked: list[str] = field(default_factory=list)  # an input failed for good
     driver_pid: int | None = None
+    followed: int = 0  # stages found in flight and followed to the end (--wait)
 
     @property
     def nothing_to_do(self) -> bool:
@@ -355,6 +356,7 @@ class Run:
                 # A job id submitted in an earlier round shows in squeue by now.
                 submitted_now.clear()
                 progress.update(decisions)
+                self.report.followed = max(self.report.followed, sum(d.action == "inflight" for d in decisions.values()))
                 active = [
                     d for d in decisions.values() if d.action in ("inflight", "submit", "wait")
                 ]
@@ -650,6 +652,9 @@ def _say_result(run: Run, echo: Echo) -> None:
     done_cells = {
         c for c in cells if all(run.by_key[k].cell != c or k in r.done for k in run.selected)
     }
+    if not r.submitted and not r.left_running and r.followed:
+        echo(f"followed {r.followed} stage(s) already in flight to the end: {len(done_cells)}/{len(cells)} cells done")
+        return
     if not r.submitted and not r.left_running:
         tail = ""
         if r.failed or r.blocked:

@@ -127,6 +127,12 @@ def driver_pid(study_dir: Path) -> int | None:
 def observe(entry: dict[str, Any], slurm: SlurmStates | None, study_dir: Path) -> Observed:
     """The real state of one stage given its status entry (see module docstring)."""
     state = entry.get("state", "pending")
+    if state == "failed" and entry.get("job"):
+        # A job may record `failed` and still go on: submitit requeues it after USR2 (under
+        # the same id). While the scheduler still has it, it is in flight.
+        alive = _alive_state(entry, slurm)
+        if alive is not None:
+            return Observed(alive, None, str(entry.get("executor")))
     if state in TERMINAL_STATES or state == "pending":
         return Observed(state, entry.get("error"))
     executor = entry.get("executor")
@@ -170,6 +176,19 @@ def observe(entry: dict[str, Any], slurm: SlurmStates | None, study_dir: Path) -
     if executor == "debug":
         return Observed("lost", "a debug run was interrupted", "debug")
     return Observed(state, entry.get("error"))
+
+
+def _alive_state(entry: dict[str, Any], slurm: SlurmStates | None) -> str | None:
+    job = str(entry["job"])
+    if entry.get("executor") == "slurm" and slurm is not None:
+        s = slurm.get(job)
+        if s in _SLURM_QUEUED:
+            return "queued"
+        if s == "RUNNING":
+            return "running"
+    if entry.get("executor") == "local" and job.isdigit() and pid_alive(int(job), "submitit"):
+        return "running"
+    return None
 
 
 def slurm_ids(entries: Iterable[dict[str, Any]]) -> list[str]:
