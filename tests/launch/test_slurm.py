@@ -211,7 +211,7 @@ def test_cancelled_job_shows_cancelled_within_30s(tmp_path: Path) -> None:
     )
     t0 = time.time()
     subprocess.run(["scancel", entry["job"]], check=True, timeout=10)
-    rows = wait_for(
+    wait_for(
         lambda: (
             (rows := P.collect(r.study_dir))
             and any(x.stage == "train" and x.state == "cancelled" for x in rows)

@@ -114,7 +114,18 @@ def run_stage(status_dir: Path, stage: str, body: Callable[[], Any]) -> Any:
                 # submitit's USR2 handler checkpointed and requeued the job, then exited: the
                 # stage goes on in the next attempt (a trainer that records every exception
                 # as `failed` must not make it look finished).
-                cd.update_stage(stage, state="queued", error=None, note="requeued after USR2 (preemption or time limit)")
+                cd.update_stage(
+                    stage,
+                    state="queued",
+                    error=None,
+                    note="requeued after USR2 (preemption or time limit)",
+                )
+            elif (
+                isinstance(exc, KeyboardInterrupt)
+                or cd.stage_status(stage).get("state") == "cancelled"
+            ):
+                # SIGINT is how a local job is cancelled; `study cancel` already said so.
+                cd.update_stage(stage, state="cancelled", ended=now_iso())
             else:
                 cd.update_stage(stage, state="failed", error=error_line(exc), ended=now_iso())
                 _append_log(cd, stage, traceback.format_exc())

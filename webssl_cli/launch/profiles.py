@@ -56,9 +56,9 @@ class GpuSpec(Frozen):
 class NodeSpec(Frozen):
     gpus: int = Field(default=0, ge=0)
     """GPUs per node the cluster has: no job may ask for more per node."""
-    cpus: int = Field(default=1, ge=1)
+    cpus: int = Field(default=128, ge=1)
     """CPU cores per node."""
-    mem_gb: float = Field(default=1.0, gt=0)
+    mem_gb: float = Field(default=1024.0, gt=0)
     """Memory per node in GB."""
 
 

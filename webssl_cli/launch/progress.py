@@ -148,7 +148,14 @@ def totals(rows: list[Row]) -> dict[str, Any]:
     for r in rows:
         if r.cell != "filter":
             cells.setdefault(r.cell, []).append(r.state)
-    out: dict[str, Any] = {"cells": len(cells), "done": 0, "running": 0, "queued": 0, "failed": 0, "pending": 0}
+    out: dict[str, Any] = {
+        "cells": len(cells),
+        "done": 0,
+        "running": 0,
+        "queued": 0,
+        "failed": 0,
+        "pending": 0,
+    }
     for states in cells.values():
         if all(s in ("done", "diverged") for s in states):
             out["done"] += 1

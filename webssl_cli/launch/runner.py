@@ -356,7 +356,9 @@ class Run:
                 # A job id submitted in an earlier round shows in squeue by now.
                 submitted_now.clear()
                 progress.update(decisions)
-                self.report.followed = max(self.report.followed, sum(d.action == "inflight" for d in decisions.values()))
+                self.report.followed = max(
+                    self.report.followed, sum(d.action == "inflight" for d in decisions.values())
+                )
                 active = [
                     d for d in decisions.values() if d.action in ("inflight", "submit", "wait")
                 ]
@@ -539,6 +541,7 @@ def resolve(study_path: str | Path, opts: RunOptions) -> tuple[Any, Profile, str
                 slurm_parameters(profile, kind, model)
             except ValueError as exc:
                 raise UserError(f"profile {profile.name!r}: {exc}") from None
+    select_nodes(loaded, build_dag(loaded), opts.only)  # a bad --only fails before any write
     check_writable(loaded.output_dir, loaded.path)
     return loaded, profile, executor
 
@@ -653,7 +656,9 @@ def _say_result(run: Run, echo: Echo) -> None:
         c for c in cells if all(run.by_key[k].cell != c or k in r.done for k in run.selected)
     }
     if not r.submitted and not r.left_running and r.followed:
-        echo(f"followed {r.followed} stage(s) already in flight to the end: {len(done_cells)}/{len(cells)} cells done")
+        echo(
+            f"followed {r.followed} stage(s) already in flight to the end: {len(done_cells)}/{len(cells)} cells done"
+        )
         return
     if not r.submitted and not r.left_running:
         tail = ""
