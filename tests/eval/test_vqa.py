@@ -18,7 +18,7 @@ pytest.importorskip("transformers")
 TINY = {
     "task": "vqa", "tokens": 4, "lm_width": 32, "lm_layers": 1, "lm_heads": 2, "adapter_depth": 2,
     "stage1_steps": 2, "stage1_batch": 8, "stage1_lr": 1e-3, "stage2_steps": 4, "stage2_batch": 8,
-    "stage2_lr": 1e-3, "max_questions": 4, "max_new_tokens": 3, "batch_size": 8,
+    "stage2_lr": 1e-3, "max_questions": 4, "max_new_tokens": 3, "batch_size": 8, "max_images": 120,
 }  # fmt: skip
 
 # Runs run_eval in a child process whose generation SIGKILLs the process after ``kill_after``
@@ -110,3 +110,19 @@ def test_vqa_eval_contract(tmp_path: Path, synth_shards: str, make_cell: Any) ->
     again = run_eval(cell, "vqa-tiny")
     assert again["details"]["generated_this_run"] == 0
     assert again["results"] == out["results"]
+
+
+def test_greedy_loop_matches_transformers_generate() -> None:
+    import torch
+
+    from webssl_cli.eval.mllm import MLLM, tiny_llama
+    from webssl_cli.eval.tokenizer import train_word_tokenizer
+
+    tok = train_word_tokenizer([f"what is shape {i} answer: word{i % 7} w{i % 3}" for i in range(50)])
+    torch.manual_seed(0)
+    model = MLLM(tiny_llama(len(tok), 32, 2, 2, 64), tok, vis_dim=8, tokens=4).eval()
+    patches = torch.randn(3, 16, 8)
+    prompts = ["what is shape 1", "what is shape 22 what is", "shape"]  # different lengths: left padding
+    ours = model.generate(patches, prompts, max_new_tokens=5)
+    ref = model.generate(patches, prompts, max_new_tokens=5, use_hf=True)
+    assert ours == ref and any(ours)

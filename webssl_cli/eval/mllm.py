@@ -9,6 +9,7 @@ Sequence layout (loss on the answer and [EOS] only)::
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -132,20 +133,54 @@ class MLLM(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, patches: Tensor, prompts: Sequence[str], max_new_tokens: int = 16
+        self,
+        patches: Tensor,
+        prompts: Sequence[str],
+        max_new_tokens: int = 16,
+        use_hf: bool = False,
     ) -> list[str]:
+        """Greedy answers. Our loop (KV cache, left padding, positions from the mask) avoids
+        ``generate``'s per-call overhead, which dominates at this model size; ``use_hf`` runs
+        transformers' ``generate`` instead (a test checks the two agree)."""
         emb, mask, _ = self._layout(patches, prompts, None, left_pad=True)
         tok = self.tokenizer
-        out = self.lm.generate(
-            inputs_embeds=emb,
-            attention_mask=mask,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+        eos = tok.eos_token_id
+        pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+        if use_hf:
+            out = self.lm.generate(
+                inputs_embeds=emb, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                num_beams=1, eos_token_id=eos, pad_token_id=pad,
+            )  # fmt: skip
+            return [s.strip() for s in tok.batch_decode(out, skip_special_tokens=True)]
+        pos = (mask.cumsum(-1) - 1).clamp_min(0)
+        res = self.lm(inputs_embeds=emb, attention_mask=mask, position_ids=pos, use_cache=True)
+        # transformers 5.x names the KV cache ``cache``; 4.x ``past_key_values``
+        cache_kw = (
+            "cache"
+            if "cache" in inspect.signature(self.lm.forward).parameters
+            else "past_key_values"
         )
-        return [s.strip() for s in tok.batch_decode(out, skip_special_tokens=True)]
+        past, nxt = getattr(res, cache_kw), res.logits[:, -1].argmax(-1)  # (B,)
+        done = torch.zeros_like(nxt, dtype=torch.bool)
+        tokens = []
+        for _ in range(max_new_tokens):
+            nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+            tokens.append(nxt)
+            done |= nxt == eos
+            if bool(done.all()) or len(tokens) == max_new_tokens:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            pos = pos[:, -1:] + 1
+            res = self.lm(
+                input_ids=nxt[:, None],
+                attention_mask=mask,
+                position_ids=pos,
+                use_cache=True,
+                **{cache_kw: past},
+            )
+            past, nxt = getattr(res, cache_kw), res.logits[:, -1].argmax(-1)
+        out_ids = torch.stack(tokens, dim=1)
+        return [s.strip() for s in tok.batch_decode(out_ids, skip_special_tokens=True)]
 
 
 def train_stage(
