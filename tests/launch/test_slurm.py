@@ -229,3 +229,45 @@ def test_cancelled_job_shows_cancelled_within_30s(tmp_path: Path) -> None:
         timeout=30,
     )
     print(f"cancelled shown after {took:.1f}s")
+
+
+def test_filter_arrays_throttled_and_split_at_max_array_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fake stages (jobs inherit the environment): 10 shards, 4 per task -> 3 array tasks,
+    # MaxArraySize 2 -> two arrays, then the merge job; training waits on the merge (afterok).
+    from tests.launch.conftest import FAKE
+
+    monkeypatch.setenv("WEBSSL_STAGE_IMPL", str(FAKE))
+    monkeypatch.setenv("FAKE_SHARDS", "10")
+    profile = tmp_path / "array-profile.yaml"
+    base = (Path(__file__).resolve().parents[2] / "slurm" / "local.yaml").read_text().splitlines()
+    keep = [
+        ln
+        for ln in base
+        if not ln.startswith(("filter_shards_per_task:", "max_array_size:", "array_throttle:"))
+    ]
+    profile.write_text(
+        "\n".join(keep) + "\nfilter_shards_per_task: 4\nmax_array_size: 2\narray_throttle: 1\n"
+    )
+    study = write(tmp_path, "arrays", samples="[64]", filters="[light]")
+    study.write_text(
+        study.read_text().replace(
+            "    broken: {source: missing}",
+            "    broken: {source: missing}\n    light: {source: synth-labelled, filter: light, classifier: label}",
+        )
+    )
+    r = run_study(study, opts(profile=str(profile)))
+    assert not r.failed, r
+    fdir = next((r.study_dir / "filters").iterdir())
+    fst = CellDir(fdir).stage_status("filter")
+    assert fst["state"] == "done" and len(fst["array_jobs"]) == 2 and fst["shard_groups"] == 3
+    assert sorted(p.name for p in fdir.glob("shard-*.done")) == sorted(
+        f"shard-{i}.done" for i in range(10)
+    )
+    sub = Path(fst["log"]).parent
+    first = (sub / f"{fst['array_jobs'][0]}_submission.sh").read_text()
+    assert "#SBATCH --array=0-1%1" in first
+    merge = (sub / f"{fst['job']}_submission.sh").read_text()
+    assert f"afterok:{fst['array_jobs'][0]}:{fst['array_jobs'][1]}" in merge
+    assert all(e["state"] == "done" for e in all_stages(r.study_dir).values())

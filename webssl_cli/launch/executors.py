@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -30,6 +31,10 @@ from webssl_cli.errors import UserError
 from webssl_cli.launch.profiles import Profile, Resources, check_safe
 
 STAGE_KINDS = ("filter", "train", "eval")
+LOCAL_TIMEOUT_MIN = 7 * 24 * 60
+_DEPENDENCY = re.compile(
+    r"^(afterok|afterany|afternotok)(:[0-9_]+)+(,(afterok|afterany|afternotok)(:[0-9_]+)+)*$"
+)
 
 
 def stage_resources(profile: Profile, kind: str, model: str | None = None) -> Resources:
@@ -97,11 +102,6 @@ def slurm_parameters(
     if profile.setup:
         params["setup"] = list(profile.setup)
     return params
-
-
-_DEPENDENCY = __import__("re").compile(
-    r"^(afterok|afterany|afternotok)(:[0-9_]+)+(,(afterok|afterany|afternotok)(:[0-9_]+)+)*$"
-)
 
 
 def sbatch_text(
@@ -186,10 +186,10 @@ def make_executor(
         return QuietDebugExecutor(folder)
     if name == "local":
         ex = submitit.LocalExecutor(folder, max_num_timeout=profile.max_timeouts)
+        # No time limit on this machine: a local job runs until it is done (a week is the
+        # controller's bound). USR2 sent to the job still checkpoints and requeues it.
         ex.update_parameters(
-            timeout_min=res.time_min,
-            gpus_per_node=res.gpus_per_node,
-            signal_delay_s=min(profile.signal_delay_s, max(5, res.time_min * 60 // 4)),
+            timeout_min=LOCAL_TIMEOUT_MIN, gpus_per_node=res.gpus_per_node, signal_delay_s=60
         )
         return ex
     if name == "slurm":

@@ -40,7 +40,7 @@ _REAL = {
     "train_cell": "webssl_cli.train.loop",
     "run_eval": "webssl_cli.eval.run",
     "run_filter_shards": "webssl_cli.data.filtering",
-    "list_shards": "webssl_cli.data.filtering",
+    "list_shards": "webssl_cli.data.shards",
 }
 
 
