@@ -107,3 +107,11 @@ def test_ingest_cli(study_dir: Path) -> None:
     assert "12 cells updated" in r.output
     r = runner.invoke(app, ["results", "ingest", str(study_dir)])
     assert "0 of" in r.output
+
+
+def test_study_yaml_resolves_to_its_output_dir() -> None:
+    paper = Path(__file__).resolve().parents[2] / "studies" / "webssl-paper.yaml"
+    if not paper.exists():
+        pytest.skip("no example study file")
+    pytest.importorskip("webssl_cli.study.loader")
+    assert queries.resolve_study_dir(paper).name == "webssl-paper"

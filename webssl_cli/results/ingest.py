@@ -32,6 +32,8 @@ _RUN_KINDS = ("cell", "status", "metrics", "eval", "filter")
 _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
             "UINTEGER", "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL")  # fmt: skip
 _METRIC_KEYS = ("step", "samples_seen", "time")
+_EMPTY_LONG = ("SELECT NULL::VARCHAR AS uid, NULL::BIGINT AS step, NULL::BIGINT AS samples_seen, "
+               "NULL::DOUBLE AS time, NULL::VARCHAR AS name, NULL::DOUBLE AS value WHERE false")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -300,7 +302,7 @@ def _read_metrics(con: Any, paths: list[str], table: str) -> None:
 
 
 def _load_metrics(con: Any, files: dict[str, str]) -> dict[str, str]:
-    """Bulk-read ``{abspath: uid}`` into temp table ``_m_long``; returns ``{abspath: why}`` of bad files."""
+    """Bulk-read ``{abspath: uid}``; temp view ``_m_long`` melts them. Returns ``{abspath: why}`` of bad files."""
     bad: dict[str, str] = {}
     paths = sorted(files)
     try:
@@ -319,10 +321,7 @@ def _load_metrics(con: Any, files: dict[str, str]) -> dict[str, str]:
         if good:
             _read_metrics(con, good, "_m_raw")
     if len(bad) == len(paths):
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE _m_long (uid VARCHAR, step BIGINT, samples_seen BIGINT,"
-            " time DOUBLE, name VARCHAR, value DOUBLE)"
-        )
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _m_long AS {_EMPTY_LONG}")
         return bad
     cols = {r[0]: str(r[1]) for r in con.execute("DESCRIBE _m_raw").fetchall()}
     metric_cols = [
@@ -342,26 +341,22 @@ def _load_metrics(con: Any, files: dict[str, str]) -> dict[str, str]:
     )
     import pyarrow as pa
 
-    con.register(
-        "_m_files",
-        pa.table({"filename": list(files), "uid": list(files.values())}),
-    )
+    con.register("_m_files_arrow", pa.table({"filename": list(files), "uid": list(files.values())}))
+    con.execute("CREATE OR REPLACE TEMP TABLE _m_files AS SELECT * FROM _m_files_arrow")
+    con.unregister("_m_files_arrow")
     if metric_cols:
         values = ", ".join(f"{q(c)}::DOUBLE AS {q(c)}" for c in metric_cols)
+        # A view: the melt streams straight into train_metrics inside the transaction
+        # (no 1M-row intermediate table).
         con.execute(
-            "CREATE OR REPLACE TEMP TABLE _m_long AS "
+            "CREATE OR REPLACE TEMP VIEW _m_long AS "
             "SELECT f.uid, u.step, u.samples_seen, u.time, u.name, u.value FROM ("
             f"UNPIVOT (SELECT filename, {keys}, {values} FROM _m_raw) "
             f"ON {', '.join(q(c) for c in metric_cols)} INTO NAME name VALUE value"
             ") u JOIN _m_files f USING (filename)"
         )
     else:
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE _m_long (uid VARCHAR, step BIGINT, samples_seen BIGINT,"
-            " time DOUBLE, name VARCHAR, value DOUBLE)"
-        )
-    con.unregister("_m_files")
-    con.execute("DROP TABLE IF EXISTS _m_raw")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _m_long AS {_EMPTY_LONG}")
     return bad
 
 
@@ -408,16 +403,20 @@ def _delete_keys(con: Any, table: str, key_cols: list[str], keys: set[tuple[Any,
 
 
 def ingest(
-    study_dir: str | os.PathLike[str], db_path: str | os.PathLike[str] | None = None
+    study_dir: str | os.PathLike[str],
+    db_path: str | os.PathLike[str] | None = None,
+    threads: int | None = None,
 ) -> IngestReport:
-    """Bring ``results.duckdb`` up to date with the run directories under ``study_dir``."""
+    """Bring ``results.duckdb`` up to date with the run directories under ``study_dir``.
+
+    ``threads`` caps DuckDB's threads (benchmarks use 1); default: DuckDB's own choice."""
     import duckdb
 
     t0 = time.perf_counter()
     study = Path(study_dir).resolve()
     db = Path(db_path) if db_path else study / DB_NAME
     rep = IngestReport(study_dir=study, db_path=db)
-    con = duckdb.connect(str(db))
+    con = duckdb.connect(str(db), config={"threads": threads} if threads else {})
     try:
         create_schema(con)
         known = {
@@ -553,7 +552,9 @@ def ingest(
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        con.execute("DROP TABLE IF EXISTS _m_long")
+        con.execute("DROP VIEW IF EXISTS _m_long")
+        con.execute("DROP TABLE IF EXISTS _m_raw")
+        con.execute("DROP TABLE IF EXISTS _m_files")
         rep.files_read = len(file_rows)
         rep.files_removed = len(removed)
         rep.cells_updated = len(

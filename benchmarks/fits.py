@@ -1,0 +1,95 @@
+"""Do the scaling-law fits recover known parameters, and do their intervals cover the truth?
+
+    .venv/bin/python benchmarks/fits.py [--datasets 100] [--boot 200]
+
+Synthetic data from known laws with Gaussian noise:
+- saturating: score = 80 − 20·(x/x₀)^−0.4 + N(0, 0.5²), x log-spaced over 1e5..1e9, with 8 points
+  and with 4 points (few);
+- joint: error = 10 + 15·(N/N₀)^−0.35 + 8·(D/D₀)^−0.5, 4 × 4 grid, 1% multiplicative noise.
+Prints, per parameter, how often the 95% bootstrap interval covers the true value (nominal 95%),
+the median interval width, and the hold-out (largest scale) prediction error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from webssl_cli.report.fits import fit
+
+TRUE_SAT = {"c": 80.0, "a": 20.0, "alpha": 0.4}
+TRUE_JOINT = {"E": 10.0, "A": 15.0, "B": 8.0, "alpha": 0.35, "beta": 0.5}
+
+
+def saturating(n: int, datasets: int, boot: int) -> None:
+    cover = {k: 0 for k in TRUE_SAT}
+    widths: dict[str, list[float]] = {k: [] for k in TRUE_SAT}
+    hold, hold_in, done = [], 0, 0
+    for s in range(datasets):
+        x = np.geomspace(1e5, 1e9, n)
+        x0 = np.exp(np.mean(np.log(x)))
+        y = 80 - 20 * (x / x0) ** -0.4 + np.random.default_rng(s).normal(0, 0.5, n)
+        f = fit("params", "t", x[:, None], y, ceiling=100.0, n_boot=boot, seed=s)
+        iv = f.intervals()
+        if iv is None:
+            continue
+        done += 1
+        for k, true in TRUE_SAT.items():
+            cover[k] += iv[k][0] <= true <= iv[k][1]
+            widths[k].append(iv[k][1] - iv[k][0])
+        if f.holdout is not None:
+            hold.append(abs(f.holdout.error))
+            hold_in += bool(f.holdout.inside)
+    print(f"saturating law, {n} points, {done} datasets with intervals:")
+    for k in TRUE_SAT:
+        print(f"  {k:6s} true {TRUE_SAT[k]:<5g} coverage {100 * cover[k] / max(1, done):5.1f}%   "
+              f"median 95% width {statistics.median(widths[k]) if widths[k] else float('nan'):.3g}")  # fmt: skip
+    if hold:
+        print(f"  hold-out of the largest x: median |error| {statistics.median(hold):.2f} points, "
+              f"inside its predictive interval {100 * hold_in / len(hold):.0f}% of {len(hold)}")  # fmt: skip
+
+
+def joint(datasets: int, boot: int) -> None:
+    cover = {k: 0 for k in TRUE_JOINT}
+    N = np.repeat(np.geomspace(1e5, 1e8, 4), 4)
+    D = np.tile(np.geomspace(1e4, 1e7, 4), 4)
+    n0, d0 = np.exp(np.mean(np.log(N))), np.exp(np.mean(np.log(D)))
+    err = 10 + 15 * (N / n0) ** -0.35 + 8 * (D / d0) ** -0.5
+    done = 0
+    hold = []
+    for s in range(datasets):
+        score = 100 - err * np.exp(np.random.default_rng(1000 + s).normal(0, 0.01, len(N)))
+        f = fit("joint", "t", np.c_[N, D], score, ceiling=100.0, n_boot=boot, seed=s)
+        iv = f.intervals()
+        if iv is None:
+            continue
+        done += 1
+        for k, true in TRUE_JOINT.items():
+            cover[k] += iv[k][0] <= true <= iv[k][1]
+        if f.holdout is not None:
+            hold.append(abs(f.holdout.error))
+    print(f"joint law (Huber on log error), 16 points, {done} datasets:")
+    print(
+        "  coverage: " + ", ".join(f"{k} {100 * v / max(1, done):.0f}%" for k, v in cover.items())
+    )
+    if hold:
+        print(f"  hold-out (largest N·D): median |error| {statistics.median(hold):.2f} points")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--datasets", type=int, default=100)
+    ap.add_argument("--boot", type=int, default=200)
+    args = ap.parse_args()
+    t0 = time.process_time()
+    saturating(8, args.datasets, args.boot)
+    saturating(4, args.datasets, args.boot)
+    joint(max(10, args.datasets // 4), max(50, args.boot // 2))
+    print(f"cpu {time.process_time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
