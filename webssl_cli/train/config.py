@@ -48,6 +48,15 @@ class DistConfig(Frozen):
     """Recompute block activations in the backward pass to save memory."""
     compile: bool = False
     """Wrap the blocks in torch.compile."""
+    data_lanes: int | None = Field(None, ge=1)
+    """Independent sample streams the global batch is drawn from, batch_size / lanes images
+    each; a rank reads lanes / world size of them. Fixed, it makes the global batch the same
+    images at any world size (resume on more or fewer GPUs). None: gcd(batch_size, 64)."""
+    koleo_group: int | None = Field(None, ge=2)
+    """Images per KoLeo nearest-neighbour set. DINOv2 computes KoLeo per rank (None: per
+    micro-batch); a fixed group makes the loss independent of the world size and accumulation."""
+    packed_crops: bool = True
+    """Run global and local crops through the student's blocks in one packed pass."""
 
 
 class TrainConfig(Frozen):

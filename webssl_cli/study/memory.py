@@ -1,0 +1,207 @@
+"""GPU memory of one training rank, estimated from the model spec and the train config.
+
+Pure python (no torch), so ``webssl study plan`` can flag cells that cannot fit the cluster
+profile's GPUs and say what would make them fit. Bytes per rank, in five parts:
+
+- states: student parameters, gradients and AdamW's two moments (fp32 each), and the teacher's
+  parameters (fp32). Under FSDP2 all four are sharded over the ``gpus`` ranks; under DDP each
+  rank holds them whole (DDP's gradients are views into its all-reduce buckets).
+- gathered: FSDP2 unshards a block at a time in compute precision (bf16 on GPU, fp32 on CPU):
+  the current block and the prefetched next, with their unsharded gradients in backward,
+  and one head (the largest unit at 131,072 prototypes).
+- activations: what the student's forward saves for backward on the rank's micro-batch (all
+  crops): per token and block, the fp32 residual inputs of the two norms (8 D bytes) and, in
+  compute precision, the norm outputs, qkv, attention output, LayerScale inputs (8 D values)
+  and the FFN's gate, up, activation and product (4 H values for SwiGLU, 2 H for MLP). With
+  activation checkpointing only each block's fp32 input is kept, plus one block recomputed.
+- logits: the heads' prototype scores in fp32 — student logits and their log-softmax for every
+  crop's CLS token and every masked patch token of the micro-batch — and the teacher's targets
+  for the rank's whole step (every micro-batch: Sinkhorn-Knopp normalises over the step).
+- reserve: CUDA context, allocator fragmentation and workspaces (``RESERVE_BYTES`` + 5%).
+
+Checked on CPU against measured allocations for the test/small sizes (states within 10%;
+tests/train/test_memory.py and benchmarks/gpu_train_step.py print both).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from webssl_cli.study.compute import expected_masked_tokens, heads_params
+from webssl_cli.study.registry import ModelSpec
+from webssl_cli.train.config import TrainConfig
+
+AUTO_FSDP_PARAMS = 1_000_000_000
+"""'auto' strategy: FSDP2 from this many backbone parameters (Web-DINO 1B and up), DDP below."""
+RESERVE_BYTES = 2 * 1024**3  # CUDA context + cuBLAS/NCCL workspaces, about 1.5-2 GiB on H100
+GiB = 1024**3
+
+
+def resolve_strategy(strategy: str, backbone_params: int) -> str:
+    """'ddp' | 'fsdp' for a configured strategy ('auto' | 'ddp' | 'fsdp')."""
+    if strategy == "auto":
+        return "fsdp" if backbone_params >= AUTO_FSDP_PARAMS else "ddp"
+    return strategy
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    strategy: str
+    gpus: int  # ranks the states are sharded over (FSDP2) or replicated on (DDP)
+    micro_batch: int  # images per rank per forward pass
+    accumulation: int  # micro-batches per optimiser step
+    params: int  # student parameters (backbone + heads)
+    param_bytes: int  # student parameters on this rank
+    grad_bytes: int  # gradients (+ DDP buckets)
+    optimizer_bytes: int  # AdamW exp_avg + exp_avg_sq
+    teacher_bytes: int
+    gathered_bytes: int  # FSDP2 unsharded units in flight
+    activation_bytes: int
+    logits_bytes: int
+    reserve_bytes: int
+    activation_checkpointing: bool
+
+    @property
+    def states_bytes(self) -> int:
+        """Parameters + gradients + optimiser state (what a CPU run can measure exactly)."""
+        return self.param_bytes + self.grad_bytes + self.optimizer_bytes
+
+    @property
+    def total_bytes(self) -> int:
+        return (
+            self.states_bytes + self.teacher_bytes + self.gathered_bytes
+            + self.activation_bytes + self.logits_bytes + self.reserve_bytes
+        )  # fmt: skip
+
+
+def tokens_per_image(spec: ModelSpec, cfg: TrainConfig) -> int:
+    """Student tokens per image: 2 global crops + the local crops, CLS included."""
+    c = cfg.crops
+    return 2 * (spec.n_patches(c.global_size) + 1) + c.n_local * (spec.n_patches(c.local_size) + 1)
+
+
+def block_activation_bytes_per_token(spec: ModelSpec, act_bytes: int) -> int:
+    d, h = spec.width, spec.ffn_hidden
+    ffn_values = 4 * h if spec.ffn == "swiglu" else 2 * h
+    return 8 * d + act_bytes * (8 * d + ffn_values)
+
+
+def estimate_memory(
+    spec: ModelSpec,
+    cfg: TrainConfig,
+    gpus: int,
+    *,
+    micro_batch: int | None = None,
+    strategy: str | None = None,
+    activation_checkpointing: bool | None = None,
+    act_bytes: int = 2,
+    reserve: bool = True,
+) -> MemoryEstimate:
+    """Memory of one rank of a ``gpus``-rank run of ``spec`` with ``cfg``.
+
+    ``act_bytes``: bytes per value in compute precision (2 on GPU with bf16, 4 on CPU fp32).
+    ``micro_batch``/``strategy``/``activation_checkpointing`` default to the config's.
+    """
+    gpus = max(gpus, 1)
+    per_rank = max(cfg.batch_size // gpus, 1)
+    mb = micro_batch or cfg.micro_batch or per_rank
+    mb = min(mb, per_rank)
+    accumulation = -(-per_rank // mb)
+    ac = (
+        cfg.dist.activation_checkpointing
+        if activation_checkpointing is None
+        else activation_checkpointing
+    )
+    backbone, heads = spec.backbone_params(), heads_params(spec, cfg)
+    n = backbone + heads
+    strat = resolve_strategy(strategy or cfg.dist.strategy, backbone)
+    shard = gpus if strat == "fsdp" else 1
+    param = 4 * -(-n // shard)
+    grads = param  # fp32; DDP's gradients are views into its buckets (gradient_as_bucket_view)
+    optim = 2 * param
+    teacher = param
+    gathered = 0
+    if strat == "fsdp":
+        biggest_head = max(
+            h.bottleneck * h.n_prototypes + h.hidden * h.bottleneck
+            for h in (cfg.dino_head, cfg.ibot_head)
+        )
+        gathered = act_bytes * (4 * spec.block_params() + 2 * biggest_head)
+    tokens = mb * tokens_per_image(spec, cfg)
+    per_token = block_activation_bytes_per_token(spec, act_bytes)
+    if ac:
+        acts = tokens * 4 * spec.width * spec.depth + tokens * per_token
+    else:
+        acts = tokens * per_token * spec.depth
+    masked = expected_masked_tokens(spec, cfg) * 2  # per image, both global crops
+    crops = 2 + cfg.crops.n_local
+    k_dino, k_ibot = cfg.dino_head.n_prototypes, cfg.ibot_head.n_prototypes
+    student_logits = 4 * 2 * mb * (crops * k_dino + masked * k_ibot)  # logits + log-softmax
+    teacher_targets = 4 * per_rank * (2 * k_dino + masked * k_ibot)  # the whole step's targets
+    logits = int(student_logits + teacher_targets)
+    res = int(RESERVE_BYTES + 0.05 * (param + grads + optim + teacher + acts)) if reserve else 0
+    return MemoryEstimate(
+        strat, gpus, mb, accumulation, n, param, grads, optim, teacher, int(gathered),
+        int(acts), logits, res, ac,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Fit:
+    fits: bool
+    estimate: MemoryEstimate
+    fix: str  # "" when it fits
+
+
+def check_fit(
+    spec: ModelSpec, cfg: TrainConfig, gpus: int, gpu_memory_gb: float, max_gpus: int | None = None
+) -> Fit:
+    """Does a rank fit ``gpu_memory_gb``? If not, the cheapest change that makes it fit:
+    activation checkpointing, then a smaller micro-batch (accumulating to the same global
+    batch), then FSDP2 instead of DDP, then more GPUs."""
+    est = estimate_memory(spec, cfg, gpus)
+    budget = gpu_memory_gb * 1e9
+    if gpu_memory_gb <= 0 or est.total_bytes <= budget:
+        return Fit(True, est, "")
+
+    def fits(**kw: object) -> MemoryEstimate | None:
+        e = estimate_memory(spec, cfg, kw.pop("gpus", gpus), **kw)  # type: ignore[arg-type]
+        return e if e.total_bytes <= budget else None
+
+    strat = est.strategy
+    if not est.activation_checkpointing and fits(activation_checkpointing=True):
+        return Fit(False, est, "set train.dist.activation_checkpointing: true")
+    for ac in (est.activation_checkpointing, True):
+        mb = est.micro_batch // 2
+        while mb >= 1:
+            if fits(activation_checkpointing=ac, micro_batch=mb):
+                extra = (
+                    " and train.dist.activation_checkpointing: true"
+                    if ac and not est.activation_checkpointing
+                    else ""
+                )
+                return Fit(
+                    False,
+                    est,
+                    f"set train.micro_batch: {mb}{extra} (accumulates to the same batch)",
+                )
+            mb //= 2
+    if strat == "ddp" and fits(strategy="fsdp", activation_checkpointing=True, micro_batch=1):
+        return Fit(
+            False,
+            est,
+            "set train.dist.strategy: fsdp (with activation checkpointing and a smaller micro-batch)",
+        )
+    g = gpus * 2
+    while g <= (max_gpus or 1 << 16):
+        e = fits(gpus=g, strategy="fsdp", activation_checkpointing=True)
+        if e is not None:
+            return Fit(
+                False,
+                est,
+                f"use {g} GPUs with train.dist.strategy: fsdp and activation checkpointing (micro-batch {e.micro_batch})",
+            )
+        g *= 2
+    return Fit(
+        False, est, "does not fit on any GPU count of this cluster; use GPUs with more memory"
+    )

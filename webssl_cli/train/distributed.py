@@ -1,0 +1,341 @@
+"""Process groups and model parallelism: who am I, how do I talk to the others, how is the
+model spread over us.
+
+- Rank, world size and rendezvous come from torchrun's variables (``RANK``, ``WORLD_SIZE``,
+  ``MASTER_ADDR``...) or, under SLURM (one task per GPU, as submitit launches them), from
+  ``SLURM_PROCID`` / ``SLURM_NTASKS`` / ``SLURM_LOCALID`` / ``SLURM_JOB_NODELIST``, with the
+  master port drawn from the job id exactly as submitit's ``TorchDistributedEnvironment`` does.
+- NCCL on CUDA, gloo on CPU.
+- Strategies: 'ddp' (replicated student, gradients all-reduced) or 'fsdp' (FSDP2
+  ``fully_shard`` per transformer block and per head, then the root; bf16 parameters with fp32
+  reductions on CUDA). 'auto' picks FSDP2 from ``AUTO_FSDP_PARAMS`` backbone parameters.
+- The teacher is sharded like the student; its EMA runs on the local shards with ``_foreach``
+  ops (no all-gather), because both are sharded identically.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from webssl_cli.study.memory import resolve_strategy
+from webssl_cli.train.ssl_model import SSLModel
+
+__all__ = ["resolve_strategy"]
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+    source: str = "single"  # "torchrun" | "slurm" | "single"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def first_host(nodelist: str) -> str:
+    """First host of a SLURM node list: 'gpu[003-005,9],cpu1' -> 'gpu003'."""
+    m = re.match(r"^([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
+    if not m:
+        raise ValueError(f"cannot parse SLURM node list {nodelist!r}")
+    prefix, ranges = m.group(1), m.group(2)
+    if not ranges:
+        return prefix
+    return prefix + ranges.split(",")[0].split("-")[0]
+
+
+def slurm_master_port(job_id: str) -> int:
+    """The port submitit's TorchDistributedEnvironment picks for a job (same seed, same range)."""
+    return random.Random(job_id).randint(20000, 60000)
+
+
+def detect_env(environ: Mapping[str, str] | None = None) -> DistEnv:
+    """The process's place in the job: torchrun's variables first, then SLURM's, else single."""
+    env = os.environ if environ is None else environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return DistEnv(
+            rank=int(env["RANK"]),
+            world_size=int(env["WORLD_SIZE"]),
+            local_rank=int(env.get("LOCAL_RANK", "0")),
+            master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
+            master_port=int(env.get("MASTER_PORT", "29500")),
+            source="torchrun",
+        )
+    ntasks = int(env.get("SLURM_NTASKS", env.get("SLURM_STEP_NUM_TASKS", "1")) or 1)
+    if "SLURM_PROCID" in env and ntasks > 1:
+        job_id = env.get("SLURM_ARRAY_JOB_ID", env.get("SLURM_JOB_ID", "0"))
+        if "SLURM_ARRAY_TASK_ID" in env:
+            job_id = f"{job_id}_{env['SLURM_ARRAY_TASK_ID']}"
+        nodelist = env.get("SLURM_JOB_NODELIST", env.get("SLURM_NODELIST", "127.0.0.1"))
+        return DistEnv(
+            rank=int(env["SLURM_PROCID"]),
+            world_size=ntasks,
+            local_rank=int(env.get("SLURM_LOCALID", "0")),
+            master_addr=env.get("MASTER_ADDR") or first_host(nodelist),
+            master_port=int(env.get("MASTER_PORT") or slurm_master_port(job_id)),
+            source="slurm",
+        )
+    return DistEnv()
+
+
+def init_process_group(env: DistEnv, device: torch.device) -> None:
+    """Join the job's process group (NCCL on CUDA, gloo on CPU); a no-op when already joined.
+
+    A single process gets a one-rank group too, so the same code path (collectives,
+    torch.distributed.checkpoint) runs at every world size.
+    """
+    if dist.is_initialized():
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    port = env.master_port
+    if env.world_size == 1 and env.source == "single":
+        port = free_port()  # nobody to meet: any free port, never a clash with other jobs
+    dist.init_process_group(
+        backend="nccl" if device.type == "cuda" else "gloo",
+        init_method=f"tcp://{env.master_addr}:{port}",
+        rank=env.rank,
+        world_size=env.world_size,
+        timeout=timedelta(minutes=30),
+    )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def device_for(env: DistEnv, requested: torch.device) -> torch.device:
+    """One process per GPU: CUDA device ``local_rank`` on GPU machines, else the CPU."""
+    if requested.type == "cuda":
+        return torch.device("cuda", env.local_rank % max(torch.cuda.device_count(), 1))
+    return requested
+
+
+def world() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def all_reduce_sum(x: Tensor) -> Tensor:
+    """Sum over ranks (a copy); the ``reduce`` hook of Sinkhorn-Knopp and the EMA centre."""
+    if world() == 1:
+        return x
+    y = x.clone()
+    dist.all_reduce(y)
+    return y
+
+
+def all_reduce_mean(values: list[float], device: torch.device) -> list[float]:
+    """Means over ranks of a few scalars (metrics), in one collective."""
+    if world() == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return (t / world()).tolist()
+
+
+# ---- the student and teacher as root modules ------------------------------------------------
+# FSDP2 determines its root by the first module whose forward runs, and DDP synchronises only
+# through its own forward: each side's whole forward therefore is one module call.
+
+
+class StudentStep(nn.Module):
+    """The student's forward on all crops: CLS of the global crops, DINO logits of every crop
+    (2 globals, then the locals), iBOT logits of the masked global patch tokens."""
+
+    def __init__(self, model: SSLModel, packed: bool = True) -> None:
+        super().__init__()
+        self.model = model
+        self.packed = packed
+
+    def forward(
+        self, g: Tensor, loc: Tensor | None, masks: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        bb = self.model.backbone
+        if loc is not None and self.packed:  # one pass: globals and locals share token-wise layers
+            s, sl = bb.forward_features_list([g, loc], [masks, None])
+        else:
+            s = bb.forward_features(g, masks=masks)
+            sl = bb.forward_features(loc) if loc is not None else None
+        cls_g = s["x_norm_clstoken"]  # (2B, D)
+        assert cls_g is not None and s["x_norm_patchtokens"] is not None
+        cls = cls_g if sl is None else torch.cat([cls_g, sl["x_norm_clstoken"]])  # type: ignore[list-item]
+        dino = self.model.dino_head(cls)  # ((2+L)B, K)
+        ibot = self.model.ibot_head(s["x_norm_patchtokens"][masks])  # (M, K)
+        return cls_g, dino, ibot
+
+
+class TeacherStep(nn.Module):
+    """The teacher's forward on the unmasked global crops: DINO logits (2B, K) and iBOT logits
+    of the patch tokens the student sees masked (M, K)."""
+
+    def __init__(self, model: SSLModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, g: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+        t = self.model.backbone.forward_features(g)
+        assert t["x_norm_clstoken"] is not None and t["x_norm_patchtokens"] is not None
+        dino = self.model.dino_head(t["x_norm_clstoken"])
+        ibot = self.model.ibot_head(t["x_norm_patchtokens"][masks])
+        return dino, ibot
+
+
+@dataclass
+class Parallel:
+    """The wrapped models of a run and how they are spread."""
+
+    student: SSLModel  # the parameters (sharded DTensors under FSDP2); optimiser and EMA use it
+    teacher: SSLModel
+    student_step: nn.Module  # call these for the forward passes
+    teacher_step: nn.Module
+    strategy: str  # "ddp" | "fsdp"
+    sharded: bool
+
+    def reshard_teacher(self) -> None:
+        """FSDP2 keeps the root's parameters gathered after forward (it expects a backward);
+        the teacher has none, so free them, and its EMA sees the same shards as the student."""
+        if self.sharded:
+            self.teacher_step.reshard()  # type: ignore[operator]
+
+    def no_sync(self, last_micro_batch: bool) -> Any:
+        """Skip gradient synchronisation on all but the last micro-batch of a step."""
+        import contextlib
+
+        if self.strategy == "fsdp":
+            self.student_step.set_requires_gradient_sync(last_micro_batch)  # type: ignore[operator]
+            return contextlib.nullcontext()
+        if not last_micro_batch and hasattr(self.student_step, "no_sync"):
+            return self.student_step.no_sync()  # type: ignore[operator]
+        return contextlib.nullcontext()
+
+
+def parallelize(
+    student: SSLModel,
+    teacher: SSLModel,
+    strategy: str,
+    device: torch.device,
+    *,
+    activation_checkpointing: bool = False,
+    compile_blocks: bool = False,
+    packed: bool = True,
+) -> Parallel:
+    """Wrap student and teacher for ``strategy`` ('ddp' | 'fsdp') over the default group.
+
+    Call before building the optimiser: FSDP2 replaces the parameters by sharded DTensors.
+    """
+    student.backbone.grad_checkpointing = activation_checkpointing
+    if compile_blocks:
+        for m in (student, teacher):
+            for blk in m.backbone.blocks:
+                blk.compile()
+    s_step: nn.Module = StudentStep(student, packed)
+    t_step: nn.Module = TeacherStep(teacher)
+    if strategy == "fsdp":
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        mesh = init_device_mesh(device.type, (world(),))
+        mp = (
+            MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+            if device.type == "cuda"
+            else MixedPrecisionPolicy()
+        )
+        for model, root in ((student, s_step), (teacher, t_step)):
+            for blk in model.backbone.blocks:
+                fully_shard(blk, mesh=mesh, mp_policy=mp)
+            fully_shard(model.dino_head, mesh=mesh, mp_policy=mp)
+            fully_shard(model.ibot_head, mesh=mesh, mp_policy=mp)
+            fully_shard(root, mesh=mesh, mp_policy=mp)
+        return Parallel(student, teacher, s_step, t_step, "fsdp", True)
+    if strategy != "ddp":
+        raise ValueError(f"unknown strategy {strategy!r}; valid: ddp, fsdp")
+    if world() > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        s_step = DDP(
+            s_step,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            broadcast_buffers=False,
+            gradient_as_bucket_view=True,  # gradients live in the buckets: no second copy
+        )
+    return Parallel(student, teacher, s_step, t_step, "ddp", False)
+
+
+def local(t: Tensor) -> Tensor:
+    """The local shard of a DTensor (a view: in-place ops update the parameter), else ``t``."""
+    from torch.distributed.tensor import DTensor
+
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+@torch.no_grad()
+def sharded_ema(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+    """teacher = m * teacher + (1 - m) * student on each rank's local shards, no all-gather."""
+    t = [local(p) for p in teacher.parameters()]
+    s = [local(p.detach()) for p in student.parameters()]
+    if len(t) != len(s):
+        raise ValueError("teacher and student have different parameter lists")
+    torch._foreach_mul_(t, momentum)
+    torch._foreach_add_(t, s, alpha=1.0 - momentum)
+
+
+@torch.no_grad()
+def clip_grad_norm(params: list[nn.Parameter], max_norm: float, sharded: bool) -> Tensor:
+    """Clip the gradients of ``params`` to a global L2 norm of ``max_norm``; returns the norm.
+
+    On sharded parameters the squared norms of the local shards are summed over ranks, so the
+    norm is the full model's, as unsharded clipping would compute it.
+    """
+    grads = [local(p.grad) for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    sq = torch.stack([n.float() ** 2 for n in torch._foreach_norm(grads)]).sum()
+    if sharded:
+        sq = all_reduce_sum(sq)
+    norm = sq.sqrt()
+    coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    torch._foreach_mul_(grads, coef.to(grads[0].device))
+    return norm
+
+
+def state_bytes(module: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
+    """Bytes this rank holds for ``module``'s parameters and gradients and the optimiser's state
+    (local shards under FSDP2; each storage counted once)."""
+    storages: dict[int, int] = {}
+
+    def add(t: Tensor | None) -> None:
+        if isinstance(t, Tensor):
+            st = local(t).untyped_storage()
+            storages[st.data_ptr()] = st.nbytes()
+
+    for p in module.parameters():
+        add(p)
+        add(p.grad)
+    if optimizer is not None:
+        for st in optimizer.state.values():
+            for v in st.values():
+                add(v)
+    return sum(storages.values())
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak allocated accelerator memory of this process (0 on CPU, where it is not tracked)."""
+    return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else 0
