@@ -73,3 +73,45 @@ def test_run_eval_unknown_name_is_user_error(
     cell = make_cell(tmp_path, synth_shards, [{"task": "knn"}])
     with pytest.raises(UserError, match="no eval named 'vqa'"):
         run_eval(cell, "vqa")
+
+
+def test_imagefolder_probe(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from webssl_cli.eval.features import load_labelled
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("val", 2)):
+        for cls, colour in (("red", (220, 20, 20)), ("blue", (20, 20, 220))):
+            d = tmp_path / "imgs" / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                arr = np.clip(np.array(colour) + rng.integers(-20, 20, (16, 16, 3)), 0, 255).astype(
+                    np.uint8
+                )
+                Image.fromarray(arr).save(d / f"{i}.png")
+    train, val = load_labelled(str(tmp_path / "imgs"))
+    assert (len(train), len(val)) == (12, 4) and train.class_names == {0: "blue", 1: "red"}
+    assert sorted(set(val.labels)) == [0, 1]
+
+
+def test_cli_eval_run(tmp_path: Path, synth_shards: str, make_cell: Any) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from webssl_cli.eval.commands import register
+
+    app = typer.Typer()
+    register(app)
+    cell = make_cell(
+        tmp_path, synth_shards, [{"task": "knn", "name": "knn-small", "max_images": 200}]
+    )
+    res = CliRunner().invoke(app, ["run", str(cell), "--task", "knn-small"])
+    assert res.exit_code == 0, res.output
+    assert "synth-labelled\t-\ttop1\t" in res.output
+    assert (
+        json.loads((cell / "eval" / "knn-small.json").read_text())["settings"]["max_images"] == 200
+    )
+    res = CliRunner().invoke(app, ["run", str(tmp_path), "--task", "knn"])
+    assert res.exit_code == 2 and "no cell.json" in res.output

@@ -118,11 +118,17 @@ def test_greedy_loop_matches_transformers_generate() -> None:
     from webssl_cli.eval.mllm import MLLM, tiny_llama
     from webssl_cli.eval.tokenizer import train_word_tokenizer
 
-    tok = train_word_tokenizer([f"what is shape {i} answer: word{i % 7} w{i % 3}" for i in range(50)])
+    tok = train_word_tokenizer(
+        [f"what is shape {i} answer: word{i % 7} w{i % 3}" for i in range(50)]
+    )
     torch.manual_seed(0)
     model = MLLM(tiny_llama(len(tok), 32, 2, 2, 64), tok, vis_dim=8, tokens=4).eval()
     patches = torch.randn(3, 16, 8)
-    prompts = ["what is shape 1", "what is shape 22 what is", "shape"]  # different lengths: left padding
+    prompts = [
+        "what is shape 1",
+        "what is shape 22 what is",
+        "shape",
+    ]  # different lengths: left padding
     ours = model.generate(patches, prompts, max_new_tokens=5)
     ref = model.generate(patches, prompts, max_new_tokens=5, use_hf=True)
     assert ours == ref and any(ours)
