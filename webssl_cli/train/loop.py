@@ -99,7 +99,12 @@ def train_step(state: State, batch: Batch, it: int) -> dict[str, float]:
         "grad_norm": float(norms[0]),  # the backbone's (dino/iBOT heads: *_grad_norm)
         "dino_head_grad_norm": float(norms[1]),
         "ibot_head_grad_norm": float(norms[2]),
+        # Collapse monitors: per-image entropy of the targets (low = confident) and the entropy
+        # of their batch mean (low = every image on the same few prototypes).
         "teacher_entropy": float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean()),
+        "teacher_marginal_entropy": float(
+            -(p.mean((0, 1)) * p.mean((0, 1)).clamp_min(1e-12).log()).sum()
+        ),
         "masked_tokens": float(masks.sum()),
     }
 
