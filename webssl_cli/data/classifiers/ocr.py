@@ -32,7 +32,10 @@ MIN_BOX_H = 5  # px at the detector's scale: smaller marks are not readable text
 # A line of text is elongated; a big near-square blob (a ring, a cross, a logo) that the
 # detector takes for one giant glyph is not readable text unless it is small like a digit.
 MIN_ASPECT = 1.4
-MAX_SQUARE_SIDE = 0.12  # of the image's short side
+MAX_SQUARE_SIDE = 0.12  # of the image's short side...
+MAX_SQUARE_PX = 24  # ...and in pixels at the detector's scale (a digit, not a ring's hole)
+# A text line is at most this thick (of the short side); thicker "lines" are groups of shapes.
+MAX_THICKNESS = 0.3
 LIGHT_MIN_BOXES = 1
 HEAVY_THRESHOLD = 0.5
 
@@ -138,10 +141,10 @@ def features(det: Detection, rgb: np.ndarray | None = None) -> dict[str, float]:
     h, w = det.shape
     if len(geo):
         long_side, short_side = geo[:, 4], geo[:, 5]
-        textlike = (long_side >= MIN_ASPECT * short_side) | (
-            short_side <= MAX_SQUARE_SIDE * min(h, w)
-        )
-        geo = geo[textlike & (short_side >= MIN_BOX_H)]
+        digit = short_side <= min(MAX_SQUARE_SIDE * min(h, w), MAX_SQUARE_PX)
+        textlike = (long_side >= MIN_ASPECT * short_side) | digit
+        thick_ok = (short_side >= MIN_BOX_H) & (short_side <= MAX_THICKNESS * min(h, w))
+        geo = geo[textlike & thick_ok]
     n = len(geo)
     feats: dict[str, float] = {"boxes": float(n)}
     if n == 0:
