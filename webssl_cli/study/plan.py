@@ -5,7 +5,10 @@ JSON output (stable, documented in the README)::
     {"study": str, "cluster": str, "peak_tflops": float, "mfu": float,
      "cells": [{"uid", "model", "params", "head_params", "samples_seen", "data_filter",
                 "batch_size", "iterations", "flops_per_sample", "flops", "gpu_hours",
-                "checkpoint_bytes", "stages": [str], "axes": {...}}],
+                "checkpoint_bytes", "stages": [str], "axes": {...},
+                "gpus", "strategy", "micro_batch", "accumulation", "memory_bytes",
+                "memory_parts": {params, grads, optimizer, teacher, gathered, activations,
+                                 logits, reserve}, "memory_fits": bool | null, "memory_fix": str}],
      "totals": {"cells", "flops", "gpu_hours", "checkpoint_bytes"}}
 """
 
@@ -18,6 +21,7 @@ from typing import Any
 
 from webssl_cli.study.compute import estimate
 from webssl_cli.study.loader import LoadedStudy
+from webssl_cli.study.memory import plan_memory
 from webssl_cli.study.registry import get_model
 from webssl_cli.study.units import format_count
 from webssl_cli.train.config import TrainConfig
@@ -43,6 +47,23 @@ def cluster_speed(loaded: LoadedStudy) -> tuple[float, float]:
     return float(peak), float(mfu)
 
 
+def cluster_memory(loaded: LoadedStudy) -> tuple[float, dict[str, int], int]:
+    """(GPU memory in GB, GPUs per training job by model, most GPUs a job may use) from the
+    cluster profile; memory 0 when unknown (the fit check is then skipped)."""
+    try:
+        from webssl_cli.launch.profiles import load_profile
+
+        profile = load_profile(loaded.study.cluster)
+    except Exception:  # noqa: BLE001 - a bad profile is reported by cluster_speed
+        return 0.0, {}, 1
+    gpus = {
+        m: (r.nodes * max(r.gpus_per_node, 1))
+        for m in {c.model for c in loaded.cells}
+        for r in [profile.train_resources(m)]
+    }
+    return profile.gpu.memory_gb, gpus, profile.max_nodes * max(profile.node.gpus, 1)
+
+
 def plan_rows(
     loaded: LoadedStudy, peak_tflops: float | None = None, mfu: float | None = None
 ) -> dict[str, Any]:
@@ -54,6 +75,8 @@ def plan_rows(
     # (model, train config) and scale by samples; 100,000 cells plan in about a second.
     cfg_cache: dict[int, TrainConfig] = {}
     per_sample: dict[tuple[str, int], Any] = {}
+    gpu_memory_gb, gpus_of, max_gpus = cluster_memory(loaded)
+    memory: dict[tuple[str, int], dict[str, Any]] = {}  # per (model, train config), like compute
     eval_stages = [f"eval/{n}" for n in loaded.eval_names]
     stages_of = {
         name: ([f"filter:{j.key}"] if (j := loaded.filter_for_name(name)) else [])
@@ -69,6 +92,11 @@ def plan_rows(
         if unit is None:
             unit = per_sample[(cell.model, id(cell.train))] = estimate(
                 get_model(cell.model), cfg, cfg.batch_size, peak_tflops=peak_tflops, mfu=mfu
+            )
+        mem = memory.get((cell.model, id(cell.train)))
+        if mem is None:
+            mem = memory[(cell.model, id(cell.train))] = plan_memory(
+                get_model(cell.model), cfg, gpus_of.get(cell.model, 1), gpu_memory_gb, max_gpus
             )
         iterations = -(-cell.samples_seen // cfg.batch_size)
         scale = iterations / unit.iterations  # unit: one step
@@ -90,6 +118,7 @@ def plan_rows(
                 "checkpoint_bytes": est.checkpoint_bytes,
                 "stages": stages,
                 "axes": cell.axes,
+                **mem,
             }
         )
     totals = {
@@ -117,6 +146,13 @@ def _extra_axes(plan: dict[str, Any]) -> list[str]:
     return names
 
 
+def _num(x: float) -> str:
+    """Readable at every scale: 3 significant digits when small, thousands separators when large."""
+    if x == 0:
+        return "0"
+    return f"{x:,.1f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
 def to_table(plan: dict[str, Any]) -> str:
     from tabulate import tabulate
 
@@ -129,9 +165,11 @@ def to_table(plan: dict[str, Any]) -> str:
         "filter",
         *extra,
         "iters",
-        "PFLOP",
+        "FLOPs",
         "GPU-h",
         "ckpt GB",
+        "GPUs",
+        "GB/GPU",
         "stages",
     ]
     body = []
@@ -145,9 +183,11 @@ def to_table(plan: dict[str, Any]) -> str:
                 r["data_filter"],
                 *[r["axes"].get(k, "") for k in extra],
                 format_count(r["iterations"]),
-                f"{r['flops'] / 1e15:,.4g}",
-                f"{r['gpu_hours']:,.1f}",
-                f"{r['checkpoint_bytes'] / 1e9:,.1f}",
+                f"{r['flops']:.3g}",
+                _num(r["gpu_hours"]),
+                _num(r["checkpoint_bytes"] / 1e9),
+                r["gpus"],
+                f"{r['memory_bytes'] / 1e9:,.1f}" + ("!" if r["memory_fits"] is False else ""),
                 " > ".join(r["stages"]),
             ]
         )
@@ -161,14 +201,32 @@ def to_table(plan: dict[str, Any]) -> str:
             "",
             *[""] * len(extra),
             "",
-            f"{t['flops'] / 1e15:,.4g}",
-            f"{t['gpu_hours']:,.1f}",
-            f"{t['checkpoint_bytes'] / 1e9:,.1f}",
+            f"{t['flops']:.3g}",
+            _num(t["gpu_hours"]),
+            _num(t["checkpoint_bytes"] / 1e9),
+            "",
+            "",
             "",
         ]
     )
     note = f"GPU-hours at {plan['mfu']:.0%} of {plan['peak_tflops']:g} TFLOP/s per GPU (cluster profile {plan['cluster']!r})."
-    return tabulate(body, headers=headers, disable_numparse=True) + "\n" + note
+    return tabulate(body, headers=headers, disable_numparse=True) + "\n" + note + _memory_note(plan)
+
+
+def _memory_note(plan: dict[str, Any]) -> str:
+    """One line per model and config whose estimate exceeds the GPU memory, with the fix."""
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in plan["cells"]:
+        if r["memory_fits"] is False:
+            seen.setdefault((r["model"], r["memory_fix"]), r)
+    lines = [
+        f"\n! {m}: {r['memory_bytes'] / 1e9:,.0f} GB per GPU estimated on {r['gpus']} GPUs "
+        f"({r['strategy']}, micro-batch {r['micro_batch']}) does not fit; {fix}"
+        for (m, fix), r in seen.items()
+    ]
+    return "".join(lines) + (
+        "\nGB/GPU: estimated peak per GPU (webssl_cli/study/memory.py)." if plan["cells"] else ""
+    )
 
 
 def to_json(plan: dict[str, Any]) -> str:
@@ -192,6 +250,12 @@ def to_csv(plan: dict[str, Any]) -> str:
         "flops",
         "gpu_hours",
         "checkpoint_bytes",
+        "gpus",
+        "strategy",
+        "micro_batch",
+        "memory_bytes",
+        "memory_fits",
+        "memory_fix",
         "stages",
     ]
     writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
