@@ -265,3 +265,23 @@ def test_debug_executor_runs_in_process_without_pdb(fake_stages, write_study, mo
     st = stages(r.study_dir)
     assert sorted(e["state"] for e in st.values()) == ["done", "done", "failed"]
     assert len(r.failed) == 1
+
+
+def test_status_never_hangs_when_slurm_does_not_answer(tmp_path, monkeypatch):
+    # squeue/sacct that hang: the state reads "unknown" after the timeout, nothing blocks.
+    from webssl_cli.launch import state as S
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("squeue", "sacct"):
+        (bin_dir / name).write_text("#!/bin/sh\nsleep 60\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(S, "SCHED_TIMEOUT_S", 1.0)
+    cd = CellDir(tmp_path / "study" / "cells" / "abc")
+    cd.write_spec({"uid": "abc", "axes": {"model": "vit-test"}, "evals": []})
+    cd.update_stage("train", state="running", executor="slurm", job="123", job_ids=["123"])
+    t0 = time.time()
+    rows = P.collect(tmp_path / "study")
+    assert time.time() - t0 < 5
+    assert rows[0].state == "unknown" and "did not answer" in rows[0].error

@@ -90,6 +90,12 @@ def _eta(entry: dict[str, Any]) -> float | None:
     return max(0.0, (float(target) - float(seen)) / float(rate))
 
 
+def _error(state: str, entry: dict[str, Any], obs: S.Observed) -> str | None:
+    if state == "unknown":
+        return obs.error
+    return entry.get("error") if state in ("failed", "cancelled", "diverged") else None
+
+
 def collect(study_dir: Path) -> list[Row]:
     targets = _stage_targets(study_dir)
     entries = [CellDir(d).stage_status(stage) for _, _, d, stage in targets]
@@ -119,9 +125,7 @@ def collect(study_dir: Path) -> list[Row]:
                 images_per_s=entry.get("images_per_s"),
                 eta_s=_eta(entry),
                 job=entry.get("job"),
-                error=entry.get("error")
-                if state in ("failed", "cancelled", "diverged", "unknown")
-                else None,
+                error=_error(state, entry, obs),
             )
         )
     return rows

@@ -595,6 +595,18 @@ def run_study(
         echo(
             f"a local run of this study is in progress (driver pid {live}); `webssl study status {study_dir}` follows it"
         )
+        if opts.wait:  # attach: follow the driver until it is done
+            from webssl_cli.launch.progress import collect, totals
+
+            last = ""
+            while S.driver_pid(study_dir) is not None:
+                t = totals(collect(study_dir))
+                line = f"cells {t['done']}/{t['cells']} done, {t['running']} running, {t['queued']} queued, {t['failed']} failed"
+                if line != last and opts.progress:
+                    echo(line)
+                last = line
+                time.sleep(opts.poll_s)
+            report.driver_pid = None
         return report
     write_cells(loaded)
     prepare_sources(loaded, echo)
