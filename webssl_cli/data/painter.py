@@ -85,10 +85,10 @@ def smooth_background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     coarse = rng.uniform(0, 255, size=(g, g, 3)).astype(np.float32)
     base = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
     tint = rng.uniform(0.3, 1.0, size=3).astype(np.float32)
-    base = base * tint + rng.uniform(0, 80) * (1 - tint)
+    base = (base * tint + np.float32(rng.uniform(0, 80)) * (1 - tint)).astype(np.float32)
     # Fine grain so that flat regions do not look drawn.
-    base += rng.standard_normal(base.shape, dtype=np.float32) * np.float32(rng.uniform(2, 10))
-    return np.clip(base, 0, 255, out=base).astype(np.uint8)
+    grain = rng.standard_normal(base.shape, dtype=np.float32) * np.float32(rng.uniform(2, 10))
+    return np.clip(base + grain, 0, 255).astype(np.uint8)
 
 
 def add_texture(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray:

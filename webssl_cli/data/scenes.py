@@ -126,10 +126,11 @@ def scene_text(rng: np.random.Generator, w: int, h: int) -> tuple[Image.Image, d
         elif rng.random() < 0.5:
             word = word.capitalize()
         # Readable sizes: cap height from ~6% to ~17% of the short side (13-38 px at 224 px).
-        fnt = P.font(pick(rng, P.FONT_FILES), max(9, int(s * rng.uniform(0.06, 0.17))))
+        family = str(pick(rng, P.FONT_FILES))
+        fnt = P.font(family, max(9, int(s * rng.uniform(0.06, 0.17))))
         tw, th = P.text_size(fnt, word)
         if tw >= w - 4:
-            fnt = P.font(fnt.path.rsplit("/", 1)[-1], int(fnt.size * (w - 8) / (tw + 1)))
+            fnt = P.font(family, int(fnt.size * (w - 8) / (tw + 1)))
             tw, th = P.text_size(fnt, word)
         angle = float(rng.uniform(-30, 30)) if rng.random() < 0.5 else 0.0
         # Words do not overlap each other (overlapping words are not readable).

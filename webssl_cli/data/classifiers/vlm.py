@@ -66,7 +66,7 @@ class VlmClassifier:
             self.processor = AutoProcessor.from_pretrained(path)
             self.model = (
                 AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)
-                .to(self.device)
+                .to(self.device)  # type: ignore[arg-type]
                 .eval()
             )
         except (OSError, ValueError, ImportError) as exc:
