@@ -144,7 +144,7 @@ def test_preempted_training_requeues_and_ends_with_the_same_weights(
     ref_weights = CellDir(ref_cell).backbone_export.read_text()
 
     monkeypatch.setenv("FAKE_STEPS", "8")
-    monkeypatch.setenv("FAKE_STEP_S", "0.4")
+    monkeypatch.setenv("FAKE_STEP_S", "0.25")
     monkeypatch.setenv("FAKE_STEPS_REF", "3")
     study = write_study(**{"samples_seen: [1K, 2K]": "samples_seen: [1K]"})
     r = run_study(study, opts(wait=False))  # detached local driver
