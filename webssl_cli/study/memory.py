@@ -205,3 +205,30 @@ def check_fit(
     return Fit(
         False, est, "does not fit on any GPU count of this cluster; use GPUs with more memory"
     )
+
+
+def plan_memory(
+    spec: ModelSpec, cfg: TrainConfig, gpus: int, gpu_memory_gb: float, max_gpus: int | None = None
+) -> dict[str, object]:
+    """The plan's memory fields of a cell: estimate per GPU, parts, fit and the fix."""
+    fit = check_fit(spec, cfg, gpus, gpu_memory_gb, max_gpus)
+    e = fit.estimate
+    return {
+        "gpus": e.gpus,
+        "strategy": e.strategy,
+        "micro_batch": e.micro_batch,
+        "accumulation": e.accumulation,
+        "memory_bytes": e.total_bytes,
+        "memory_parts": {
+            "params": e.param_bytes,
+            "grads": e.grad_bytes,
+            "optimizer": e.optimizer_bytes,
+            "teacher": e.teacher_bytes,
+            "gathered": e.gathered_bytes,
+            "activations": e.activation_bytes,
+            "logits": e.logits_bytes,
+            "reserve": e.reserve_bytes,
+        },  # fmt: skip
+        "memory_fits": None if gpu_memory_gb <= 0 else fit.fits,
+        "memory_fix": fit.fix,
+    }

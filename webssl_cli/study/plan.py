@@ -6,9 +6,10 @@ JSON output (stable, documented in the README)::
      "cells": [{"uid", "model", "params", "head_params", "samples_seen", "data_filter",
                 "batch_size", "iterations", "flops_per_sample", "flops", "gpu_hours",
                 "checkpoint_bytes", "stages": [str], "axes": {...},
-                "gpus", "strategy", "micro_batch", "accumulation", "memory_bytes",
-                "memory_parts": {params, grads, optimizer, teacher, gathered, activations,
-                                 logits, reserve}, "memory_fits": bool | null, "memory_fix": str}],
+                "memory": {"gpus", "strategy", "micro_batch", "accumulation", "memory_bytes",
+                           "memory_parts": {params, grads, optimizer, teacher, gathered,
+                                            activations, logits, reserve},
+                           "memory_fits": bool | null, "memory_fix": str}}],
      "totals": {"cells", "flops", "gpu_hours", "checkpoint_bytes"}}
 """
 
@@ -118,7 +119,7 @@ def plan_rows(
                 "checkpoint_bytes": est.checkpoint_bytes,
                 "stages": stages,
                 "axes": cell.axes,
-                **mem,
+                "memory": mem,  # shared by the cells of one (model, config): one key a row
             }
         )
     totals = {
@@ -186,8 +187,9 @@ def to_table(plan: dict[str, Any]) -> str:
                 f"{r['flops']:.3g}",
                 _num(r["gpu_hours"]),
                 _num(r["checkpoint_bytes"] / 1e9),
-                r["gpus"],
-                f"{r['memory_bytes'] / 1e9:,.1f}" + ("!" if r["memory_fits"] is False else ""),
+                r["memory"]["gpus"],
+                f"{r['memory']['memory_bytes'] / 1e9:,.1f}"
+                + ("!" if r["memory"]["memory_fits"] is False else ""),
                 " > ".join(r["stages"]),
             ]
         )
@@ -216,9 +218,9 @@ def to_table(plan: dict[str, Any]) -> str:
 def _memory_note(plan: dict[str, Any]) -> str:
     """One line per model and config whose estimate exceeds the GPU memory, with the fix."""
     seen: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in plan["cells"]:
-        if r["memory_fits"] is False:
-            seen.setdefault((r["model"], r["memory_fix"]), r)
+    for row in plan["cells"]:
+        if row["memory"]["memory_fits"] is False:
+            seen.setdefault((row["model"], row["memory"]["memory_fix"]), row["memory"])
     lines = [
         f"\n! {m}: {r['memory_bytes'] / 1e9:,.0f} GB per GPU estimated on {r['gpus']} GPUs "
         f"({r['strategy']}, micro-batch {r['micro_batch']}) does not fit; {fix}"
@@ -250,19 +252,15 @@ def to_csv(plan: dict[str, Any]) -> str:
         "flops",
         "gpu_hours",
         "checkpoint_bytes",
-        "gpus",
-        "strategy",
-        "micro_batch",
-        "memory_bytes",
-        "memory_fits",
-        "memory_fix",
         "stages",
     ]
-    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+    mem_fields = ["gpus", "strategy", "micro_batch", "memory_bytes", "memory_fits", "memory_fix"]
+    writer = csv.DictWriter(out, fieldnames=fields + mem_fields, lineterminator="\n")
     writer.writeheader()
     for r in plan["cells"]:
         row = {k: r[k] for k in fields if k in r and k not in extra}
         row.update({k: r["axes"].get(k, "") for k in extra})
         row["stages"] = " > ".join(r["stages"])
+        row.update({k: r["memory"][k] for k in mem_fields})
         writer.writerow(row)
     return out.getvalue()
