@@ -184,7 +184,7 @@ def _alive_state(entry: dict[str, Any], slurm: SlurmStates | None) -> str | None
         s = slurm.get(job)
         if s in _SLURM_QUEUED:
             return "queued"
-        if s == "RUNNING":
+        if s in _SLURM_RUNNING:  # COMPLETING too: a requeue passes through it
             return "running"
     if entry.get("executor") == "local" and job.isdigit() and pid_alive(int(job), "submitit"):
         return "running"
