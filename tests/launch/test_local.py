@@ -285,3 +285,31 @@ def test_status_never_hangs_when_slurm_does_not_answer(tmp_path, monkeypatch):
     rows = P.collect(tmp_path / "study")
     assert time.time() - t0 < 5
     assert rows[0].state == "unknown" and "did not answer" in rows[0].error
+
+
+def test_jobs_run_from_the_code_snapshot_with_a_clean_environment(
+    fake_stages, write_study, monkeypatch
+):
+    # As if `study run` were called from inside a SLURM job: nothing of it reaches the jobs.
+    monkeypatch.setenv("SLURM_JOB_ID", "999")
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    monkeypatch.setenv("FAKE_FAIL_MODEL", "vit-test")
+    study = write_study(**{"samples_seen: [1K, 2K]": "samples_seen: [1K]"})
+    r = run_study(study, opts(retries=0))
+    cell = next((r.study_dir / "cells").iterdir())
+    tb = (cell / "logs" / "train.error.log").read_text()
+    assert f"{r.study_dir}/.launch/code/" in tb  # the job imported the snapshot
+    assert os.environ["SLURM_JOB_ID"] == "999"  # restored in this process
+
+
+def test_submission_env_cleans_and_restores(tmp_path, monkeypatch):
+    from webssl_cli.launch.executors import submission_env
+
+    monkeypatch.setenv("SLURM_JOB_ID", "1")
+    monkeypatch.setenv("SBATCH_PARTITION", "x")
+    cwd = os.getcwd()
+    with submission_env(tmp_path):
+        assert "SLURM_JOB_ID" not in os.environ and "SBATCH_PARTITION" not in os.environ
+        assert os.environ["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path)
+        assert os.getcwd() == str(tmp_path)
+    assert os.environ["SLURM_JOB_ID"] == "1" and os.getcwd() == cwd
