@@ -189,8 +189,10 @@ class Block(nn.Module):
             return [self.forward(x) for x in xs]  # type: ignore[misc]
         shapes = [x.shape for x in xs]
         flat = torch.cat([x.reshape(-1, x.shape[-1]) for x in xs])  # (T, D)
-        flat = flat + self.ls1(self.attn.forward_packed(self.norm1(flat), shapes))
-        flat = flat + self.ls2(self.mlp(self.norm2(flat)))
+        flat = _residual(
+            flat, lambda t: self.attn.forward_packed(self.norm1(t), shapes), self.ls1, 0.0, False
+        )
+        flat = _residual(flat, self._ffn_branch, self.ls2, 0.0, False)  # same ops as per crop
         parts = flat.split([int(s[0] * s[1]) for s in shapes])
         return [p.view(s) for p, s in zip(parts, shapes, strict=True)]
 
