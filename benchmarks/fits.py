@@ -27,7 +27,7 @@ TRUE_JOINT = {"E": 10.0, "A": 15.0, "B": 8.0, "alpha": 0.35, "beta": 0.5}
 def saturating(n: int, datasets: int, boot: int) -> None:
     cover = {k: 0 for k in TRUE_SAT}
     widths: dict[str, list[float]] = {k: [] for k in TRUE_SAT}
-    hold, hold_in, done = [], 0, 0
+    hold, hold_in, hold_iv, done = [], 0, 0, 0
     for s in range(datasets):
         x = np.geomspace(1e5, 1e9, n)
         x0 = np.exp(np.mean(np.log(x)))
@@ -42,14 +42,19 @@ def saturating(n: int, datasets: int, boot: int) -> None:
             widths[k].append(iv[k][1] - iv[k][0])
         if f.holdout is not None:
             hold.append(abs(f.holdout.error))
-            hold_in += bool(f.holdout.inside)
+            if f.holdout.inside is not None:
+                hold_iv += 1
+                hold_in += f.holdout.inside
     print(f"saturating law, {n} points, {done} datasets with intervals:")
     for k in TRUE_SAT:
         print(f"  {k:6s} true {TRUE_SAT[k]:<5g} coverage {100 * cover[k] / max(1, done):5.1f}%   "
               f"median 95% width {statistics.median(widths[k]) if widths[k] else float('nan'):.3g}")  # fmt: skip
     if hold:
-        print(f"  hold-out of the largest x: median |error| {statistics.median(hold):.2f} points, "
-              f"inside its predictive interval {100 * hold_in / len(hold):.0f}% of {len(hold)}")  # fmt: skip
+        inside = (f"inside its predictive interval {100 * hold_in / hold_iv:.0f}% of {hold_iv}" if hold_iv
+                  else "no interval (an exact fit to the remaining points)")  # fmt: skip
+        print(
+            f"  hold-out of the largest x: median |error| {statistics.median(hold):.2f} points, {inside}"
+        )
 
 
 def joint(datasets: int, boot: int) -> None:

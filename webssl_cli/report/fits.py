@@ -278,7 +278,7 @@ def fit(
         if len(thetas) >= max(20, n_boot // 2):
             out.boot, out.boot_sigma = np.array(thetas), np.array(sigmas)
             if df < 3:
-                out.note = f"few points (n={len(y)} for {p} parameters): wide intervals"
+                out.note = f"few points (n={len(y)} for {p} parameters, {df} degree(s) of freedom): intervals widened accordingly"
         else:
             out.note = "bootstrap refits failed: no intervals"
     if at:

@@ -11,6 +11,8 @@ from typing import Any
 from webssl_cli.report.fits import Fit
 from webssl_cli.report.tables import fmt_count, label_order
 
+_MAX_LINES = 8
+
 
 def _plt() -> Any:
     import matplotlib
@@ -85,6 +87,11 @@ def score_vs(
     nr, nc = _grid(len(labels))
     fig, axes = plt.subplots(nr, nc, figsize=(4.2 * nc, 3.3 * nr), squeeze=False)
     groups = sorted(s[other].unique().to_list(), key=lambda v: _order(s, other, v))
+    shown = ""
+    if len(groups) > _MAX_LINES:  # a readable legend: evenly spaced lines, both extremes kept
+        keep = sorted({round(i * (len(groups) - 1) / (_MAX_LINES - 1)) for i in range(_MAX_LINES)})
+        shown = f" ({len(keep)} of {len(groups)} {'budgets' if other == 'samples_seen' else 'models'} shown)"
+        groups = [groups[i] for i in keep]
     colors = _colors(len(groups))
     for ax, lab in zip(axes.flat, labels, strict=False):
         d = s.filter(pl.col("label") == lab)
@@ -120,7 +127,7 @@ def score_vs(
                bbox_to_anchor=(0.5, -0.02), title="samples seen" if other == "samples_seen" else "model")  # fmt: skip
     what = "model size" if axis == "params" else "samples seen"
     flt = f", filter = {main_filter}" if main_filter else ""
-    fig.suptitle(f"{study}: score vs {what}{flt}", fontsize=12)
+    fig.suptitle(f"{study}: score vs {what}{flt}{shown}", fontsize=12)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return _save(fig, out, "score_vs_params" if axis == "params" else "score_vs_samples")
 
@@ -209,13 +216,9 @@ def loss_curves(curves: Any, out: Path, study: str) -> Path | None:
         for _uid, dc in d.group_by(["uid"]):
             r = dc.row(0, named=True)
             bi = budgets.index(r["budget"]) if r["budget"] in budgets else 0
-            ax.plot(
-                dc["samples_seen"],
-                dc["value"],
-                color=colors[r["model"]],
-                ls=styles[bi % len(styles)],
-                lw=1.2,
-            )
+            few = len(budgets) <= len(styles)  # else: solid, translucent, no budget legend
+            ax.plot(dc["samples_seen"], dc["value"], color=colors[r["model"]], ls=styles[bi] if few else "-",
+                    lw=1.2, alpha=1.0 if few else 0.4)  # fmt: skip
         ax.set_title(f"filter = {f}" if f is not None else "training loss")
         ax.set_xlabel("samples seen (log)")
         _log_x(ax, budgets)
@@ -223,7 +226,7 @@ def loss_curves(curves: Any, out: Path, study: str) -> Path | None:
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=colors[m], lw=2, label=m) for m in models]
-    if len(budgets) > 1:
+    if 1 < len(budgets) <= len(styles):
         handles += [Line2D([], [], color="0.3", ls=styles[i % len(styles)], label=f"budget {fmt_count(b)}")
                     for i, b in enumerate(budgets)]  # fmt: skip
     fig.legend(

@@ -153,7 +153,16 @@ TABLE_NAMES = (
 
 
 def create_schema(con: object) -> None:
-    """Create every table and view if absent and record the schema version."""
+    """Create every table and view if absent and record the schema version.
+
+    A database already at this version is left untouched (no write on a no-op ingest)."""
+    have = con.execute(  # type: ignore[attr-defined]
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'meta' AND schema_name = 'main'"
+    ).fetchall()
+    if have[0][0]:
+        version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()  # type: ignore[attr-defined]
+        if version and version[0][0] == str(SCHEMA_VERSION):
+            return
     con.execute(TABLES_SQL)  # type: ignore[attr-defined]
     con.execute(  # type: ignore[attr-defined]
         "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
