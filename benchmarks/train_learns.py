@@ -68,7 +68,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/webssl-learns"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--train", default="{}", help='TrainConfig overrides as JSON, e.g. \'{"batch_size": 32}\'')
+    ap.add_argument(
+        "--train", default="{}", help="TrainConfig overrides as JSON, e.g. '{\"batch_size\": 32}'"
+    )
     args = ap.parse_args()
     shutil.rmtree(args.out, ignore_errors=True)
     spec = get_model(args.model)
