@@ -74,3 +74,10 @@ def test_joint_law_recovers_exponents() -> None:
     assert iv["beta"][0] <= 0.5 <= iv["beta"][1]
     assert f.estimate()["E"] == pytest.approx(10, rel=0.3)
     assert f.holdout is not None and abs(f.holdout.error) < 1.5
+
+
+def test_no_bootstrap_means_no_intervals() -> None:
+    x, y = synth(6, seed=5)
+    f = fit("params", "t", x[:, None], y, ceiling=100.0, n_boot=0)
+    assert f.ok and f.intervals() is None and "no bootstrap" in f.note
+    assert f.predict_interval(x[:, None]) is None

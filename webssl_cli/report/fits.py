@@ -259,7 +259,9 @@ def fit(
     if at:
         out.extra["at_bound"] = at
     df = len(y) - p
-    if df < 1:
+    if n_boot <= 0:
+        out.note = "no bootstrap requested: no intervals"
+    elif df < 1:
         out.note = (
             f"too few points for intervals (n={len(y)} for {p} parameters): exact fit, no intervals"
         )

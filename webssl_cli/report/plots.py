@@ -221,7 +221,7 @@ def loss_curves(curves: Any, out: Path, study: str) -> Path | None:
                     lw=1.2, alpha=1.0 if few else 0.4)  # fmt: skip
         ax.set_title(f"filter = {f}" if f is not None else "training loss")
         ax.set_xlabel("samples seen (log)")
-        _log_x(ax, budgets)
+        _log_x(ax)
     axes.flat[0].set_ylabel("training loss (DINO + iBOT + KoLeo)")
     from matplotlib.lines import Line2D
 
