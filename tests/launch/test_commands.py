@@ -148,6 +148,7 @@ def test_launch_imports_no_torch():
         "import sys\n"
         "import webssl_cli.launch.commands, webssl_cli.launch.runner, webssl_cli.launch.jobs, webssl_cli.launch.dag\n"
         "import webssl_cli.launch.state, webssl_cli.launch.progress, webssl_cli.launch.executors, webssl_cli.launch.snapshot\n"
+        "import webssl_cli.launch.cancel, webssl_cli.launch.driver, webssl_cli.launch.selection\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from webssl_cli.launch import progress as P
-from webssl_cli.launch.runner import RunOptions, cancel_study, run_study
+from webssl_cli.launch.cancel import cancel_study
+from webssl_cli.launch.runner import RunOptions, run_study
 from webssl_cli.rundir import CellDir
 
 pytestmark = pytest.mark.timeout(120)

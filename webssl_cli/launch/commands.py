@@ -146,8 +146,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def cancel(study: StudyArg, only: OnlyOpt = None) -> None:
         """Cancel the queued and running jobs of a study (all, or the cells --only selects)."""
+        from webssl_cli.launch.cancel import cancel_study
         from webssl_cli.launch.progress import study_dir_of
-        from webssl_cli.launch.runner import cancel_study
 
         n = cancel_study(study_dir_of(study), list(only or []))
         typer.echo(

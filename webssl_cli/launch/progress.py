@@ -54,7 +54,7 @@ def study_dir_of(arg: str | Path) -> Path:
     raise UserError(f"{p}: no such study file or directory")
 
 
-def _stage_targets(study_dir: Path) -> list[tuple[str, str, Path, str]]:
+def stage_targets(study_dir: Path) -> list[tuple[str, str, Path, str]]:
     """(cell uid or 'filter', axes text, status dir, stage) for every stage of the study."""
     out: list[tuple[str, str, Path, str]] = []
     try:
@@ -97,7 +97,7 @@ def _error(state: str, entry: dict[str, Any], obs: S.Observed) -> str | None:
 
 
 def collect(study_dir: Path) -> list[Row]:
-    targets = _stage_targets(study_dir)
+    targets = stage_targets(study_dir)
     entries = [CellDir(d).stage_status(stage) for _, _, d, stage in targets]
     slurm = (
         S.SlurmStates(S.slurm_ids(entries))

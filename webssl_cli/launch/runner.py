@@ -15,22 +15,19 @@ failures, then ingests the results and writes the report when those commands exi
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from webssl_cli.errors import UserError, did_you_mean
+from webssl_cli.errors import UserError
 from webssl_cli.launch import state as S
+from webssl_cli.launch.cancel import cancel_study
 from webssl_cli.launch.dag import Node, array_chunks, build_dag, shard_groups
+from webssl_cli.launch.driver import spawn_driver
 from webssl_cli.launch.executors import (
     check_local_resources,
     make_executor,
@@ -38,6 +35,7 @@ from webssl_cli.launch.executors import (
     submission_env,
 )
 from webssl_cli.launch.profiles import Profile, load_profile
+from webssl_cli.launch.selection import select_nodes
 from webssl_cli.launch.snapshot import record_run, snapshot_code
 from webssl_cli.rundir import CellDir, atomic_write_text, now_iso
 
@@ -382,139 +380,6 @@ class Run:
         return decisions
 
 
-def select_nodes(loaded: Any, nodes: list[Node], only: list[str]) -> set[str]:
-    """Node keys selected by --only (uid, uid prefix or axis=value; all when empty)."""
-    if not only:
-        return {n.key for n in nodes}
-    cells = loaded.cells
-    chosen: set[str] = set()
-    for item in only:
-        if "=" in item:
-            axis, _, value = item.partition("=")
-            axis = axis.strip()
-            axes = sorted({a for c in cells for a in c.axes})
-            if axis not in axes:
-                raise UserError(
-                    f"--only {item}: unknown axis {axis!r}{did_you_mean(axis, axes)}; axes: {', '.join(axes)}"
-                )
-            hit = {c.uid for c in cells if _axis_match(c.axes.get(axis), value.strip())}
-        else:
-            hit = {c.uid for c in cells if c.uid.startswith(item.strip())}
-        if not hit:
-            raise UserError(
-                f"--only {item}: matches no cell of the study (give a uid, a uid prefix or axis=value)"
-            )
-        chosen |= hit
-    keys = {n.key for n in nodes if n.cell in chosen}
-    for n in nodes:  # the filters the chosen cells train on
-        if n.key in keys:
-            keys.update(n.deps)
-    return {k for k in keys if k in {n.key for n in nodes}}
-
-
-def _axis_match(value: Any, text: str) -> bool:
-    if str(value) == text:
-        return True
-    try:
-        from webssl_cli.study.units import parse_count
-
-        return bool(value == parse_count(text))
-    except Exception:
-        pass
-    try:
-        from webssl_cli.study.registry import resolve_model_name
-
-        return bool(value == resolve_model_name(text))
-    except Exception:
-        return False
-
-
-def cancel_study(study_dir: Path, only: list[str] | None = None) -> int:
-    """Cancel the queued/running stages of a study (or of the cells ``only`` selects) and mark
-    them cancelled; stops a local driver first so that it cannot submit more. Returns how many."""
-    from webssl_cli.launch.progress import _stage_targets
-
-    targets = _stage_targets(study_dir)
-    if only:
-        chosen = _select_uids(study_dir, sorted({c for c, *_ in targets if c != "filter"}), only)
-        targets = [t for t in targets if t[0] in chosen]
-    else:
-        drv = S.driver_pid(study_dir)
-        if drv is not None and drv != os.getpid():
-            with contextlib.suppress(OSError):
-                os.kill(drv, signal.SIGTERM)
-            # Let it die before reading states: it must not submit anything after this.
-            deadline = time.time() + 10
-            while S.pid_alive(drv) and time.time() < deadline:
-                time.sleep(0.1)
-    entries = [CellDir(d).stage_status(stage) for _, _, d, stage in targets]
-    slurm = (
-        S.SlurmStates(S.slurm_ids(entries))
-        if any(e.get("executor") == "slurm" for e in entries)
-        else None
-    )
-    slurm_jobs: list[str] = []
-    n = 0
-    for (_, _, d, stage), e in zip(targets, entries, strict=True):
-        obs = S.observe(e, slurm, study_dir)
-        waiting = (
-            obs.source == "driver" and e.get("state") == "queued"
-        )  # its driver was just stopped
-        if obs.state not in ("queued", "running", "unknown") and not waiting:
-            continue
-        job = e.get("job")
-        if e.get("executor") == "slurm" and job:
-            slurm_jobs.append(str(job))
-            slurm_jobs += [str(j) for j in e.get("array_jobs") or []]
-        elif e.get("executor") == "local" and job:
-            _kill_local(int(job))
-        CellDir(d).update_stage(
-            stage, state="cancelled", error="cancelled by `webssl study cancel`", ended=now_iso()
-        )
-        n += 1
-    if slurm_jobs:
-        try:
-            subprocess.run(
-                ["scancel", *slurm_jobs],
-                capture_output=True,
-                timeout=S.SCHED_TIMEOUT_S,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise UserError(f"scancel did not answer: {exc}") from None
-    return n
-
-
-def _select_uids(study_dir: Path, uids: list[str], only: list[str]) -> set[str]:
-    chosen: set[str] = set()
-    for item in only:
-        if "=" in item:
-            axis, _, value = item.partition("=")
-            hit = set()
-            for uid in uids:
-                try:
-                    axes = CellDir.of(study_dir, uid).read_spec().get("axes", {})
-                except (OSError, ValueError):
-                    continue
-                if axis.strip() in axes and _axis_match(axes[axis.strip()], value.strip()):
-                    hit.add(uid)
-        else:
-            hit = {u for u in uids if u.startswith(item.strip())}
-        if not hit:
-            raise UserError(
-                f"--only {item}: matches no cell of the study (give a uid, a uid prefix or axis=value)"
-            )
-        chosen |= hit
-    return chosen
-
-
-def _kill_local(pid: int) -> None:
-    # The submitit controller kills its tasks on SIGINT (then SIGKILL after a grace period).
-    if S.pid_alive(pid, "submitit"):
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGINT)
-
-
 # ---- entry points -----------------------------------------------------------------------------
 
 
@@ -632,7 +497,7 @@ def run_study(
         study_dir,
         loaded.path,
         profile.model_dump(mode="json"),
-        {"study": str(Path(study_path).absolute()), **_opts_json(opts), "executor": executor},
+        {"study": str(Path(study_path).absolute()), **opts_json(opts), "executor": executor},
     )
     pid_file = study_dir / ".launch" / "driver.pid"
     own_pid_file = executor == "local"
@@ -656,7 +521,7 @@ def run_study(
     return run.report
 
 
-def _opts_json(opts: RunOptions) -> dict[str, Any]:
+def opts_json(opts: RunOptions) -> dict[str, Any]:
     d = asdict(opts)
     return {k: v for k, v in d.items() if k not in ("progress",)}
 
@@ -688,38 +553,6 @@ def _say_result(run: Run, echo: Echo) -> None:
     echo(f"{run.executor}: " + ", ".join(parts) + f" — `webssl study status {run.study_dir}`")
 
 
-def spawn_driver(run: Run, study_path: str | Path, opts: RunOptions) -> int:
-    """Start a detached local driver that carries the run on after this command returns."""
-    study_dir = run.study_dir
-    launch = study_dir / ".launch"
-    launch.mkdir(parents=True, exist_ok=True)
-    args = {
-        **_opts_json(opts),
-        "study": str(Path(study_path).absolute()),
-        "executor": "local",
-        "wait": True,
-        "force": False,
-        "progress": False,
-        "post_hooks": True,
-    }
-    spec = launch / "driver.json"
-    atomic_write_text(spec, json.dumps(args, indent=2) + "\n")
-    log = open(launch / "driver.log", "ab")  # noqa: SIM115 (handed to the child)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "webssl_cli.launch.runner", str(spec)],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env={**os.environ, "WEBSSL_DRIVER": "1"},
-    )
-    log.close()
-    # The child writes the pid file itself; write it here too so that a second `study run`
-    # right away sees the run in progress.
-    atomic_write_text(launch / "driver.pid", f"{proc.pid} webssl\n")
-    return proc.pid
-
-
 def post_run(study_dir: Path, echo: Echo) -> None:
     """Ingest results and write the report, when those packages provide the entry points.
 
@@ -747,26 +580,3 @@ def post_run(study_dir: Path, echo: Echo) -> None:
                 echo(f"{module.split('.')[1]}: {str(where)[:200]}")
         except Exception as exc:
             echo(f"{module}.{fn} failed: {type(exc).__name__}: {exc}")
-
-
-def _drive(spec_path: str) -> int:
-    """Entry point of the detached local driver (``python -m webssl_cli.launch.runner SPEC``)."""
-    args = json.loads(Path(spec_path).read_text())
-    study = args.pop("study")
-    args.pop("executor", None)
-    opts = RunOptions(**{k: v for k, v in args.items() if k in RunOptions.__dataclass_fields__})
-    opts.executor = "local"
-
-    def echo(msg: str) -> None:
-        print(f"[{now_iso()}] {msg}", flush=True)
-
-    try:
-        run_study(study, opts, echo)
-    except UserError as exc:
-        echo(f"error: {exc.message}")
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_drive(sys.argv[1]))

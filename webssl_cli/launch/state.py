@@ -115,6 +115,19 @@ def pid_alive(pid: int, expect: str | None = None) -> bool:
     return True
 
 
+def local_job_alive(pid: int) -> bool:
+    """A local submitit job (its controller process) is alive. Right after the fork, before the
+    exec, its command line is still ours: a child of this process counts as alive too."""
+    if pid_alive(pid, "submitit"):
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return fields[0] not in ("Z", "X") and int(fields[1]) == os.getpid()
+    except (OSError, IndexError, ValueError):
+        return False
+
+
 def driver_pid(study_dir: Path) -> int | None:
     """The pid of the live local driver of this study, or None."""
     try:
@@ -170,7 +183,7 @@ def observe(entry: dict[str, Any], slurm: SlurmStates | None, study_dir: Path) -
             )
         return Observed("unknown", f"SLURM state {s}", "slurm")
     if executor == "local":
-        if pid_alive(int(job), "submitit"):
+        if local_job_alive(int(job)):
             return Observed(state, None, "local")
         return Observed("lost", f"local job {job} exited without recording a result", "local")
     if executor == "debug":
@@ -186,7 +199,7 @@ def _alive_state(entry: dict[str, Any], slurm: SlurmStates | None) -> str | None
             return "queued"
         if s in _SLURM_RUNNING:  # COMPLETING too: a requeue passes through it
             return "running"
-    if entry.get("executor") == "local" and job.isdigit() and pid_alive(int(job), "submitit"):
+    if entry.get("executor") == "local" and job.isdigit() and local_job_alive(int(job)):
         return "running"
     return None
 
