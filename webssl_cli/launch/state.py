@@ -20,6 +20,20 @@ from typing import Any
 from webssl_cli.rundir import TERMINAL_STATES, CellDir, now_iso
 
 SCHED_TIMEOUT_S = 10.0
+LOST_AFTER_S = 120.0  # a submitted job SLURM has never reported for this long is lost
+
+
+def _age_s(iso: str | None) -> float:
+    import datetime as _dt
+
+    if not iso:
+        return float("inf")
+    try:
+        t = _dt.datetime.fromisoformat(iso)
+    except ValueError:
+        return float("inf")
+    return (_dt.datetime.now(_dt.timezone.utc) - t).total_seconds()
+
 
 # SLURM job states -> our states.
 _SLURM_QUEUED = {
@@ -71,15 +85,17 @@ class SlurmStates:
         self.ids = sorted({j for j in job_ids if j})
         self.states: dict[str, str] = {}
         self.answered = True
+        self.squeue_ok = True
         if self.ids:
             self._query()
 
     def _query(self) -> None:
         out = _run(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(self.ids)])
         if out is None:
-            # squeue refuses the whole list when one id is no longer known: ask per id below.
-            out = ""
-        for line in out.splitlines():
+            # squeue refuses the whole list when one id is no longer known: list ours instead.
+            out = _run(["squeue", "-h", "-r", "-o", "%i|%T", "--me"])
+        self.squeue_ok = out is not None
+        for line in (out or "").splitlines():
             jid, _, state = line.strip().partition("|")
             if jid:
                 self.states[jid] = state.strip()
@@ -162,6 +178,10 @@ def observe(entry: dict[str, Any], slurm: SlurmStates | None, study_dir: Path) -
             return Observed("unknown", "SLURM did not answer (squeue/sacct timed out)", "slurm")
         s = slurm.get(job)
         if s is None:
+            # Not in squeue nor (yet) in sacct: accounting records a new job asynchronously,
+            # and squeue may have failed under load. Only an old job is really lost.
+            if not slurm.squeue_ok or _age_s(entry.get("submitted")) < LOST_AFTER_S:
+                return Observed("unknown", f"SLURM does not report job {job} (yet)", "slurm")
             return Observed("lost", f"SLURM does not know job {job}", "slurm")
         if s in _SLURM_QUEUED:
             return Observed("queued", None, "slurm")
