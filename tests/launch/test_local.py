@@ -314,3 +314,19 @@ def test_submission_env_cleans_and_restores(tmp_path, monkeypatch):
         assert os.environ["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path)
         assert os.getcwd() == str(tmp_path)
     assert os.environ["SLURM_JOB_ID"] == "1" and os.getcwd() == cwd
+
+
+def test_a_job_slurm_does_not_report_is_lost_only_when_old(tmp_path, monkeypatch):
+    from webssl_cli.launch import state as S
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("squeue", "sacct"):  # answer, but know nothing
+        (bin_dir / name).write_text("#!/bin/sh\nexit 0\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    slurm = S.SlurmStates(["7"])
+    fresh = {"state": "queued", "executor": "slurm", "job": "7", "submitted": S.now_iso()}
+    assert S.observe(fresh, slurm, tmp_path).state == "unknown"
+    old = {**fresh, "submitted": "2020-01-01T00:00:00+00:00"}
+    assert S.observe(old, slurm, tmp_path).state == "lost"
