@@ -115,3 +115,37 @@ def test_cli_eval_run(tmp_path: Path, synth_shards: str, make_cell: Any) -> None
     )
     res = CliRunner().invoke(app, ["run", str(tmp_path), "--task", "knn"])
     assert res.exit_code == 2 and "no cell.json" in res.output
+
+
+def test_knn_and_linear_share_cached_features(
+    tmp_path: Path, synth_shards: str, make_cell: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import webssl_cli.eval.features as F
+    from webssl_cli.eval.run import run_eval
+
+    evals = [
+        {"task": "knn", "max_images": 150},
+        {"task": "linear", "max_images": 150, "lrs": [0.1], "epochs": 1},
+    ]
+    cell = make_cell(tmp_path, synth_shards, evals)
+    run_eval(cell, "knn")
+    assert len(list((cell / "eval").glob(".features-*.pt"))) == 1
+    calls: list[int] = []
+    orig = F.extract
+    monkeypatch.setattr(F, "extract", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    out = run_eval(cell, "linear")
+    assert calls == [] and out["details"]["n_train"] + out["details"]["n_val"] == 150
+
+
+def test_baseline_encoder_override(tmp_path: Path, synth_shards: str, make_cell: Any) -> None:
+    """An eval may name another encoder (here an HF Dinov2 export) in place of the cell's."""
+    from webssl_cli.eval.encoders import export_hf
+    from webssl_cli.eval.run import run_eval
+
+    donor = make_cell(tmp_path / "donor", synth_shards, [], model="vit-test")
+    hf = export_hf(donor / "train" / "teacher_backbone.pt", tmp_path / "hf")
+    cell = make_cell(
+        tmp_path / "c", synth_shards, [{"task": "knn", "max_images": 100, "encoder": str(hf)}]
+    )
+    out = run_eval(cell, "knn")
+    assert out["settings"]["encoder"] == "hf" and out["settings"]["threads"] is None

@@ -20,6 +20,8 @@ class _EvalBase(Frozen):
     """Images per forward pass of the frozen encoder."""
     image_size: int | None = Field(None, ge=8)
     """Resize side for evaluation images; None: the model's global crop size."""
+    threads: int | None = Field(None, ge=1)
+    """CPU threads for torch; None: the cell's ``train.threads``, else torch's default."""
     encoder: str | None = None
     """None: the cell's trained teacher (train/teacher_backbone.pt). Otherwise a baseline to
     evaluate in its place: a Hugging Face Dinov2Model directory, a teacher_backbone.pt, or

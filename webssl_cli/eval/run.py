@@ -9,6 +9,7 @@ Reads ``cell.json`` (the eval config under ``evals`` whose stage name is ``name`
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import socket
 import time
@@ -19,7 +20,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from webssl_cli.errors import UserError
 from webssl_cli.eval.config import EvalConfig, KnnEval, LinearEval, VqaEval
-from webssl_cli.rundir import CellDir, atomic_write_json, now_iso
+from webssl_cli.rundir import CellDir, atomic_write_bytes, atomic_write_json, now_iso
 
 
 def eval_config(
@@ -81,13 +82,19 @@ def _run(
 ) -> dict[str, Any]:
     import torch
 
-    from webssl_cli.eval.encoders import load_own
+    from webssl_cli.eval.encoders import load_encoder, load_own
 
-    if not cell.backbone_export.exists():
+    threads = cfg.threads or (spec.get("train") or {}).get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+    if cfg.encoder is not None:
+        encoder = load_encoder(cfg.encoder)
+    elif not cell.backbone_export.exists():
         raise UserError(
             f"{cell.backbone_export}: missing; the train stage writes it (run it first)"
         )
-    encoder = load_own(cell.backbone_export)
+    else:
+        encoder = load_own(cell.backbone_export)
     size = image_size_for(cfg, spec, encoder)
     settings = {
         **cfg.model_dump(mode="json"),
@@ -103,19 +110,18 @@ def _run(
     details: dict[str, Any] = {}
     categories: dict[str, float] = {}
     timings: dict[str, float] = {}
-    with torch.inference_mode(False):
-        if isinstance(cfg, (KnnEval, LinearEval)):
-            results, details, timings = _probe(cfg, spec, encoder, size)
-        else:
-            from webssl_cli.eval.vqa import run_vqa
+    if isinstance(cfg, (KnnEval, LinearEval)):
+        results, details, timings = _probe(cfg, spec, encoder, size, cell)
+    else:
+        from webssl_cli.eval.vqa import run_vqa
 
-            out = run_vqa(cell.eval_dir / f"{name}.cache", cfg, encoder, spec, size, shash)
-            results, categories, timings, details = (
-                out["results"],
-                out["categories"],
-                out["timings"],
-                out["details"],
-            )
+        out = run_vqa(cell.eval_dir / f"{name}.cache", cfg, encoder, spec, size, shash)
+        results, categories, timings, details = (
+            out["results"],
+            out["categories"],
+            out["timings"],
+            out["details"],
+        )
     timings["total_s"] = time.time() - t0
     doc = {
         "task": cfg.task,
@@ -135,24 +141,46 @@ def _run(
 
 
 def _probe(
-    cfg: KnnEval | LinearEval, spec: dict[str, Any], encoder: Any, size: int
+    cfg: KnnEval | LinearEval, spec: dict[str, Any], encoder: Any, size: int, cell: CellDir
 ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, float]]:
     import torch
 
     from webssl_cli.eval.features import extract, load_labelled, resolve_source
 
     t = time.time()
-    train, val = load_labelled(resolve_source(cfg.dataset, spec), cfg.max_images)
-    n_blocks = max(cfg.n_last_blocks) if isinstance(cfg, LinearEval) else 1
-    ftr = extract(encoder, train.images, size, n_blocks=n_blocks, batch_size=cfg.batch_size)
-    fva = extract(encoder, val.images, size, n_blocks=n_blocks, batch_size=cfg.batch_size)
-    ytr, yva = torch.tensor(train.labels), torch.tensor(val.labels)
+    source = resolve_source(cfg.dataset, spec)
+    # kNN and linear of one cell share features: the last 4 blocks are kept (DINOv2's largest
+    # setting), cached under eval/ keyed by everything they depend on.
+    n_blocks = max(4, *cfg.n_last_blocks) if isinstance(cfg, LinearEval) else 4
+    ckpt = Path(cfg.encoder) if cfg.encoder else cell.backbone_export
+    stat = ckpt.stat() if ckpt.exists() else None
+    key = settings_hash({"source": source, "max_images": cfg.max_images, "size": size, "n_blocks": n_blocks,
+                         "encoder": str(cfg.encoder or ckpt), "mtime": stat.st_mtime_ns if stat else 0,
+                         "bytes": stat.st_size if stat else 0})  # fmt: skip
+    cache = cell.eval_dir / f".features-{key}.pt"
+    if cache.exists():
+        blob = torch.load(cache, weights_only=False)
+        ftr, fva, ytr, yva, names = (
+            blob["train"],
+            blob["val"],
+            blob["ytr"],
+            blob["yva"],
+            blob["names"],
+        )
+    else:
+        train, val = load_labelled(source, cfg.max_images)
+        ftr = extract(encoder, train.images, size, n_blocks=n_blocks, batch_size=cfg.batch_size)
+        fva = extract(encoder, val.images, size, n_blocks=n_blocks, batch_size=cfg.batch_size)
+        ytr, yva, names = torch.tensor(train.labels), torch.tensor(val.labels), train.class_names
+        buf = io.BytesIO()
+        torch.save({"train": ftr, "val": fva, "ytr": ytr, "yva": yva, "names": names}, buf)
+        atomic_write_bytes(cache, buf.getvalue())
     timings = {"features_s": time.time() - t}
     t = time.time()
     details: dict[str, Any] = {
-        "n_train": len(train),
-        "n_val": len(val),
-        "n_classes": len(set(train.labels) | set(val.labels)),
+        "n_train": len(ytr),
+        "n_val": len(yva),
+        "n_classes": len(set(ytr.tolist()) | set(yva.tolist())),
     }
     if isinstance(cfg, KnnEval):
         from webssl_cli.eval.knn import knn_top1
