@@ -115,7 +115,9 @@ def _run(
     else:
         from webssl_cli.eval.vqa import run_vqa
 
-        out = run_vqa(cell.eval_dir / f"{name}.cache", cfg, encoder, spec, size, shash)
+        # The cache also depends on the encoder's weights: a retrained cell starts afresh.
+        cache_key = settings_hash({"settings": shash, "weights": _weights_id(cfg, cell)})
+        out = run_vqa(cell.eval_dir / f"{name}.cache", cfg, encoder, spec, size, cache_key)
         results, categories, timings, details = (
             out["results"],
             out["categories"],
@@ -153,10 +155,8 @@ def _probe(
     # setting), cached under eval/ keyed by everything they depend on.
     n_blocks = max(4, *cfg.n_last_blocks) if isinstance(cfg, LinearEval) else 4
     ckpt = Path(cfg.encoder) if cfg.encoder else cell.backbone_export
-    stat = ckpt.stat() if ckpt.exists() else None
     key = settings_hash({"source": source, "max_images": cfg.max_images, "size": size, "n_blocks": n_blocks,
-                         "encoder": str(cfg.encoder or ckpt), "mtime": stat.st_mtime_ns if stat else 0,
-                         "bytes": stat.st_size if stat else 0})  # fmt: skip
+                         "encoder": str(cfg.encoder or ckpt), "weights": _weights_id(cfg, cell)})  # fmt: skip
     cache = cell.eval_dir / f".features-{key}.pt"
     if cache.exists():
         blob = torch.load(cache, weights_only=False)
@@ -209,3 +209,11 @@ def _probe(
         details,
         timings,
     )
+
+
+def _weights_id(cfg: Any, cell: CellDir) -> str:
+    """Identity of the encoder's weights for caches: path, size and mtime of its file(s)."""
+    path = Path(cfg.encoder) if cfg.encoder else cell.backbone_export
+    files = sorted(path.glob("*")) if path.is_dir() else [path]
+    parts = [f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.exists()]
+    return settings_hash({"files": parts or [str(cfg.encoder)]})
