@@ -102,12 +102,13 @@ def main() -> None:
             file=sys.stderr,
         )
     random_cell = make_cell(work / "random", shards, args.model, evals, train_cfg, 0)
-    torch.manual_seed(0)
-    save_own(
-        build_backbone(spec, layerscale=spec.layerscale),
-        spec,
-        random_cell / "train" / "teacher_backbone.pt",
-    )
+    if not (random_cell / "train" / "teacher_backbone.pt").exists():  # caches key on this file
+        torch.manual_seed(0)
+        save_own(
+            build_backbone(spec, layerscale=spec.layerscale),
+            spec,
+            random_cell / "train" / "teacher_backbone.pt",
+        )
 
     outs = {}
     for label, cell in (("trained", trained), ("random", random_cell)):
