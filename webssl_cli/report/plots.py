@@ -101,22 +101,21 @@ def score_vs(
                 continue
             name = fmt_count(g) + " samples" if other == "samples_seen" else str(g)
             ax.plot(dg[axis], dg["value"], "o-", color=col, label=name, lw=1.6, ms=4)
+        xs = d[axis].to_list()
         if refs is not None and not refs.is_empty():
             r = refs.filter(pl.col("label") == lab)
-            for (rs, rg), dr in r.group_by(["study", other]):
+            groups_r = sorted(
+                r.group_by(["study", other]),
+                key=lambda g: (str(g[0][0]), _order(r, other, g[0][1])),
+            )
+            for k, ((rs, rg), dr) in enumerate(groups_r):
                 dr = dr.group_by(axis).agg(pl.col("value").mean()).sort(axis)
                 if dr.height:
                     tag = fmt_count(rg) if other == "samples_seen" else rg
-                    ax.plot(
-                        dr[axis],
-                        dr["value"],
-                        "s--",
-                        color="0.55",
-                        ms=3,
-                        lw=1,
-                        label=f"{rs} ({tag})",
-                    )
-        _log_x(ax, s[axis].to_list())
+                    ax.plot(dr[axis], dr["value"], "s^vDP"[k % 5] + "--", color="0.5", ms=4, lw=1,
+                            label=f"{rs} ({tag})")  # fmt: skip
+                    xs += dr[axis].to_list()
+        _log_x(ax, xs)
         ax.set_title(lab)
         ax.set_xlabel("backbone parameters (log)" if axis == "params" else "samples seen (log)")
         ax.set_ylabel("score (%)")
@@ -128,7 +127,7 @@ def score_vs(
     what = "model size" if axis == "params" else "samples seen"
     flt = f", filter = {main_filter}" if main_filter else ""
     fig.suptitle(f"{study}: score vs {what}{flt}{shown}", fontsize=12)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.75 / fig.get_figheight(), 1, 1))
     return _save(fig, out, "score_vs_params" if axis == "params" else "score_vs_samples")
 
 
@@ -196,48 +195,59 @@ def _cat(d: Any, bench: str) -> Any:
     return c[0] if c else None
 
 
+def _spread(values: list[Any], k: int) -> list[Any]:
+    """At most ``k`` evenly spaced items, first and last kept."""
+    if len(values) <= k:
+        return values
+    return [values[i] for i in sorted({round(n * (len(values) - 1) / (k - 1)) for n in range(k)})]
+
+
 def loss_curves(curves: Any, out: Path, study: str) -> Path | None:
-    """Training loss vs samples seen: one panel per data filter, colour = model, style = budget."""
+    """Training loss vs samples seen: a panel per data filter (rows) × budget (columns), one
+    line per model (colour). Large studies show at most 4 × 4 evenly spaced panels."""
     import polars as pl
+    from matplotlib.ticker import FuncFormatter
 
     if curves is None or curves.is_empty():
         return None
     plt = _plt()
-    filters = sorted(curves["data_filter"].drop_nulls().unique().to_list()) or [None]
+    filters = sorted(curves["data_filter"].drop_nulls().unique().to_list(),
+                     key=lambda f: ({"none": 0, "full": 0, "light": 1, "heavy": 2}.get(f, 3), f)) or [None]  # fmt: skip
+    budgets = sorted(curves["budget"].drop_nulls().unique().to_list()) or [None]
+    shown_f, shown_b = _spread(filters, 4), _spread(budgets, 4)
     models = sorted(curves["model"].unique().to_list(), key=lambda m: _order(curves, "model", m))
-    budgets = sorted(curves["budget"].drop_nulls().unique().to_list())
     colors = dict(zip(models, _colors(len(models)), strict=True))
-    styles = ["-", "--", ":", "-."]
+    nr, nc = len(shown_f), len(shown_b)
     fig, axes = plt.subplots(
-        1, len(filters), figsize=(4.6 * len(filters), 3.6), squeeze=False, sharey=True
+        nr, nc, figsize=(3.6 * nc + 0.8, 2.7 * nr + 0.9), squeeze=False, sharey=True
     )
-    for ax, f in zip(axes.flat, filters, strict=True):
-        d = curves if f is None else curves.filter(pl.col("data_filter") == f)
-        for _uid, dc in d.group_by(["uid"]):
-            r = dc.row(0, named=True)
-            bi = budgets.index(r["budget"]) if r["budget"] in budgets else 0
-            few = len(budgets) <= len(styles)  # else: solid, translucent, no budget legend
-            ax.plot(dc["samples_seen"], dc["value"], color=colors[r["model"]], ls=styles[bi] if few else "-",
-                    lw=1.2, alpha=1.0 if few else 0.4)  # fmt: skip
-        ax.set_title(f"filter = {f}" if f is not None else "training loss")
-        ax.set_xlabel("samples seen (log)")
-        _log_x(ax)
-    axes.flat[0].set_ylabel("training loss (DINO + iBOT + KoLeo)")
+    for r, f in enumerate(shown_f):
+        for c, b in enumerate(shown_b):
+            ax = axes[r][c]
+            d = curves
+            if f is not None:
+                d = d.filter(pl.col("data_filter") == f)
+            if b is not None:
+                d = d.filter(pl.col("budget") == b)
+            for _uid, dc in d.group_by(["uid"]):
+                m = dc["model"][0]
+                ax.plot(dc["samples_seen"], dc["value"], color=colors[m], lw=1.3)
+            ax.set_title(f"filter = {f}, budget = {fmt_count(b)}", fontsize=9)
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt_count(v)))
+            if r == nr - 1:
+                ax.set_xlabel("samples seen")
+            if c == 0:
+                ax.set_ylabel("training loss")
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=colors[m], lw=2, label=m) for m in models]
-    if 1 < len(budgets) <= len(styles):
-        handles += [Line2D([], [], color="0.3", ls=styles[i % len(styles)], label=f"budget {fmt_count(b)}")
-                    for i, b in enumerate(budgets)]  # fmt: skip
-    fig.legend(
-        handles=handles,
-        loc="lower center",
-        ncol=min(6, len(handles)),
-        frameon=False,
-        bbox_to_anchor=(0.5, -0.02),
-    )
-    fig.suptitle(f"{study}: training loss", fontsize=12)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.legend(handles=handles, loc="lower center", ncol=min(6, len(handles)), frameon=False,
+               bbox_to_anchor=(0.5, 0.0), title="model")  # fmt: skip
+    more = ""
+    if len(shown_f) < len(filters) or len(shown_b) < len(budgets):
+        more = f" ({len(shown_f)} of {len(filters)} filters × {len(shown_b)} of {len(budgets)} budgets shown)"
+    fig.suptitle(f"{study}: training loss (DINO + iBOT + KoLeo){more}", fontsize=12)
+    fig.tight_layout(rect=(0, 0.7 / (2.7 * nr + 0.9), 1, 1))
     return _save(fig, out, "loss_curves")
 
 
@@ -289,5 +299,5 @@ def fit_plot(fits: list[Fit], out: Path, study: str) -> Path | None:
     fig.suptitle(
         f"{study}: saturating power-law fits, score = " + r"$c - a\,(x/x_0)^{-\alpha}$", fontsize=12
     )
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.45 / fig.get_figheight(), 1, 1))
     return _save(fig, out, "fits")
