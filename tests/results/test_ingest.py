@@ -167,3 +167,45 @@ def test_wrong_shapes_are_bad_files(tmp_path: Path, bad: str) -> None:
     (cell / "status.json").write_text(bad)
     rep = ingest(root)
     assert len(rep.skipped) == 1 and "status.json" in rep.skipped[0]
+
+
+def test_a_removed_cell_disappears(study_dir: Path) -> None:
+    import shutil
+
+    ingest(study_dir)
+    cell = sorted((study_dir / "cells").iterdir())[0]
+    shutil.rmtree(cell)
+    rep = ingest(study_dir)
+    assert rep.files_removed == 5
+    con = duckdb.connect(str(study_dir / "results.duckdb"), read_only=True)
+    for table in (
+        "cell_specs",
+        "jobs",
+        "train_metrics",
+        "eval_results",
+        "eval_categories",
+        "files",
+    ):
+        assert con.execute(
+            f"SELECT count(*) FROM {table} WHERE uid = ?", [cell.name]
+        ).fetchall() == [(0,)], table
+    con.close()
+
+
+def test_database_held_by_another_writer_is_a_user_error(study_dir: Path) -> None:
+    from webssl_cli.errors import UserError
+
+    ingest(study_dir)
+    code = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); time.sleep(30)"
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", code, str(study_dir / "results.duckdb")],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with pytest.raises(UserError, match="another"):
+            ingest(study_dir)
+    finally:
+        holder.kill()
+        holder.wait()

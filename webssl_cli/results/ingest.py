@@ -416,7 +416,15 @@ def ingest(
     study = Path(study_dir).resolve()
     db = Path(db_path) if db_path else study / DB_NAME
     rep = IngestReport(study_dir=study, db_path=db)
-    con = duckdb.connect(str(db), config={"threads": threads} if threads else {})
+    try:
+        con = duckdb.connect(str(db), config={"threads": threads} if threads else {})
+    except duckdb.Error as exc:
+        from webssl_cli.errors import UserError
+
+        raise UserError(
+            f"{db}: cannot open for writing ({' '.join(str(exc).split())[:160]}); "
+            "is another `webssl results ingest` or `report` running? Retry when it ends"
+        ) from None
     try:
         create_schema(con)
         known = {
