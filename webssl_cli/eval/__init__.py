@@ -1,0 +1,16 @@
+"""Evaluations of a trained encoder (the ``eval/<name>`` stages of a cell).
+
+config.py      typed eval configs (knn, linear, vqa); pure pydantic
+run.py         run_eval(cell_dir, name): the job entry point, writes eval/<name>.json
+encoders.py    frozen encoders: our checkpoints, HF Dinov2Model dirs (both namings), export, timm
+features.py    labelled image sets (ImageFolder / webdataset) and features once per image
+knn.py         temperature-weighted k-NN on cosine similarity (k=20, T=0.07)
+linear.py      the DINOv2 linear protocol (last 1/4 blocks x avgpool x lr grid, best on val)
+metrics.py     VQA accuracy, ANLS, relaxed accuracy, multiple choice, MME, category scores
+benchmarks.py  the benchmark JSONL format, converters (VQA/TextVQA JSON, VLMEvalKit TSV), scoring
+synth_vqa.py   the synthetic VQA suite from data.synth ground truth, LLaVA-format training data
+tokenizer.py   a word-level tokenizer trained on the fly for the tiny LM
+mllm.py        adapter + causal LM, the two training stages, greedy generation
+vqa.py         the VQA evaluation: suite -> features -> stages -> cached answers -> scores
+commands.py    `webssl eval run | export | convert`
+"""
