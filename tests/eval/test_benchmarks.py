@@ -110,4 +110,33 @@ def test_export_command(tmp_path: Path) -> None:
     x = torch.randn(1, 3, 32, 32)
     assert torch.allclose(enc(x)[0], model.forward_features(x)["x_norm_clstoken"], atol=1e-5)
     res = CliRunner().invoke(_app(), ["export", str(tmp_path / "nope"), str(tmp_path / "hf2")])
-    assert res.exit_code == 2 and "no such checkpoint" in res.output
+    assert res.exit_code == 2 and "no such checkpoint" in " ".join(res.output.split())
+
+
+def test_benchmark_directory_suite(tmp_path: Path) -> None:
+    """A suite directory: *.jsonl questions plus LLaVA-format train/stage{1,2}.json."""
+    from webssl_cli.eval.vqa import load_directory
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "img.png").write_bytes(PNG)
+    (tmp_path / "train" / "a.png").write_bytes(PNG)
+    q = B.Question("t1", "TextVQA", "OCR & Chart", "img.png", "what?", ["x"])
+    B.write_jsonl(
+        tmp_path / "textvqa.jsonl",
+        [q, B.Question("t2", "TextVQA", "OCR & Chart", "img.png", "why?", ["y"])],
+    )
+    conv = [
+        {
+            "id": "c",
+            "image": "a.png",
+            "conversations": [
+                {"from": "human", "value": "<image>\nQ?"},
+                {"from": "gpt", "value": "A"},
+            ],
+        }
+    ]
+    (tmp_path / "train" / "stage2.json").write_text(json.dumps(conv))
+    images, s1, s2, test, chance = load_directory(tmp_path, max_questions=1)
+    assert [t.id for t in test] == ["t1"] and s1 == [] and chance == {}
+    assert s2 == [(str((tmp_path / "train" / "a.png").resolve()), "Q?", "A")]
+    assert images[test[0].image] == PNG and images[s2[0][0]] == PNG

@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
 
         if not (cell_dir / "cell.json").exists():
             raise UserError(
-                f"{cell_dir}: no cell.json; give a cell directory (<study>/cells/<uid>)"
+                f"no cell.json in {cell_dir}; give a cell directory (<study>/cells/<uid>)"
             )
         out = run_eval(cell_dir, task)
         for r in out["results"]:
@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
         ckpt = source / "train" / "teacher_backbone.pt" if source.is_dir() else source
         if not ckpt.exists():
             raise UserError(
-                f"{ckpt}: no such checkpoint; give a cell directory or a teacher_backbone.pt"
+                f"no such checkpoint: {ckpt}; give a cell directory or a teacher_backbone.pt"
             )
         if naming not in ("legacy", "current"):
             raise UserError(f"--naming: {naming!r} is not one of legacy, current")
