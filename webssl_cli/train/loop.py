@@ -246,6 +246,14 @@ def cell_shards(spec: dict[str, Any]) -> list[str]:
 
 def train_cell(cell_dir: Path, *, progress: Progress | None = None) -> str:
     """Job entry point: train the cell in ``cell_dir``; returns "done" or "diverged"."""
+    from webssl_cli.train import dist_checkpoint, distributed
+
+    if distributed.detect_env().world_size > 1 or dist_checkpoint.list_checkpoints(
+        CellDir(cell_dir).checkpoints_dir
+    ):  # one rank of a multi-process job, or a cell a multi-process job checkpointed
+        from webssl_cli.train.dist_loop import train_cell_distributed
+
+        return train_cell_distributed(cell_dir, progress=progress)
     run = CellDir(cell_dir)
     spec = run.read_spec()
     try:
