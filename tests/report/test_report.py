@@ -96,3 +96,21 @@ def test_probe_only_study(tmp_path: Path) -> None:
     build_report(root, tmp_path / "out", n_boot=20)
     md = (tmp_path / "out" / "report.md").read_text()
     assert "knn top1" in md and "| Average" not in md
+
+
+def test_reference_studies_appear_in_tables(tmp_path: Path) -> None:
+    from webssl_cli.results.reference import import_reference
+
+    root = tmp_path / "s"
+    write_study(
+        root, models=("vit-pico", "vit-nano", "vit-micro"), budgets=(10_000,), filters=("none",)
+    )
+    ingest(root)
+    csv = tmp_path / "ref.csv"
+    csv.write_text(
+        "model,samples_seen,MME,MMBench,SQA,ChartQA,MMVP\n1B,2B,1500,60,70,30,40\n7B,2B,1600,65,72,40,45\n"
+    )
+    import_reference(csv, "paper", root)
+    build_report(root, tmp_path / "out", n_boot=10)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "### Reference: paper" in md and "6.45B" in md

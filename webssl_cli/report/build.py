@@ -250,6 +250,13 @@ def build_report(study_dir: Path, out_dir: Path, n_boot: int = 200, seed: int = 
             tables.append(pivot_table(main, head, "model", "data_filter", {"samples_seen": top},
                                       f"{head}: model size × data filter"))  # fmt: skip
     tables += [benchmark_table(cells, main), filter_table(fstats)]
+    for ref in sorted(refs["study"].unique().to_list()):
+        t = cell_table(
+            cells_all.filter(pl.col("study") == ref), refs.filter(pl.col("study") == ref), {}
+        )
+        t.title = f"Reference: {ref}"
+        t.note = "Imported published numbers; categories recomputed with the paper's aggregation."
+        tables.append(t)
     blocks += [t for t in tables if t is not None]
 
     blocks.append(("h2", "Plots"))
