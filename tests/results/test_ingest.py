@@ -209,3 +209,23 @@ def test_database_held_by_another_writer_is_a_user_error(study_dir: Path) -> Non
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_metric_written_as_text_in_one_file_survives(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    a = write_cell(root, "vit-pico", 1000, "none", params=1e5, steps=2)
+    b = write_cell(root, "vit-nano", 1000, "none", params=4e5, steps=2)
+    (a / "train" / "metrics.jsonl").write_text(
+        '{"step": 1, "samples_seen": 10, "loss": "NaN", "lr": 0.1}\n'
+    )
+    (b / "train" / "metrics.jsonl").write_text(
+        '{"step": 1, "samples_seen": 10, "loss": 2.5, "lr": 0.1, "tag": "x"}\n'
+    )
+    rep = ingest(root)
+    assert rep.skipped == []
+    con = duckdb.connect(str(root / "results.duckdb"), read_only=True)
+    rows = dict(con.execute("SELECT uid || ':' || name, value FROM train_metrics").fetchall())
+    con.close()
+    assert rows[f"{b.name}:loss"] == 2.5 and rows[f"{a.name}:lr"] == 0.1
+    assert rows[f"{a.name}:loss"] != rows[f"{a.name}:loss"]  # NaN
+    assert not any(k.endswith(":tag") for k in rows)

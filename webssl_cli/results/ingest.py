@@ -327,7 +327,9 @@ def _load_metrics(con: Any, files: dict[str, str]) -> dict[str, str]:
     metric_cols = [
         c
         for c, t in cols.items()
-        if c not in _METRIC_KEYS and c != "filename" and t.split("(")[0] in _NUMERIC
+        if c not in _METRIC_KEYS
+        and c != "filename"
+        and t.split("(")[0] in (*_NUMERIC, "VARCHAR", "JSON")
     ]
 
     def q(c: str) -> str:
@@ -345,7 +347,14 @@ def _load_metrics(con: Any, files: dict[str, str]) -> dict[str, str]:
     con.execute("CREATE OR REPLACE TEMP TABLE _m_files AS SELECT * FROM _m_files_arrow")
     con.unregister("_m_files_arrow")
     if metric_cols:
-        values = ", ".join(f"{q(c)}::DOUBLE AS {q(c)}" for c in metric_cols)
+        # Text columns: a metric one file wrote as a string ("NaN") makes the whole batch's
+        # column VARCHAR; TRY_CAST keeps its numbers, and true text becomes NULL, which UNPIVOT drops.
+        values = ", ".join(
+            f"TRY_CAST({q(c)} AS DOUBLE) AS {q(c)}"
+            if cols[c] in ("VARCHAR", "JSON")
+            else f"{q(c)}::DOUBLE AS {q(c)}"
+            for c in metric_cols
+        )
         # A view: the melt streams straight into train_metrics inside the transaction
         # (no 1M-row intermediate table).
         con.execute(
