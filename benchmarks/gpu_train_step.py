@@ -10,6 +10,15 @@ Targets: 300M >= 200 images/s, 1B >= 60 images/s per GPU.
     python benchmarks/gpu_train_step.py                   # on a GPU machine
     python benchmarks/gpu_train_step.py --dry-run         # CPU self-check: tiny model, 2 steps
     python benchmarks/gpu_train_step.py --models webdino-300m --batch 128 --json out.json
+
+Multi-GPU modes (``run_distributed``): one process per GPU through ``train.distributed``
+(NCCL on CUDA, gloo on CPU), the distributed step of ``train.dist_loop`` (global Sinkhorn,
+micro-batches, sharded EMA); prints images/s, MFU and peak memory per GPU next to the
+estimate of ``study.memory``:
+
+    python benchmarks/gpu_train_step.py --ranks 8 --strategy fsdp --models webdino-1b
+    python benchmarks/gpu_train_step.py --ranks 8 --strategy ddp --models webdino-300m --micro-batch 48
+    python benchmarks/gpu_train_step.py --ranks 2 --strategy fsdp --dry-run   # CPU, 2 gloo ranks
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import math
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -111,6 +121,130 @@ def bench(
     return out
 
 
+def _dist_rank(rank: int, world: int, port: int, name: str, cfg_json: str, spec_json: str | None,
+               warmup: int, steps: int, out_dir: str) -> None:  # fmt: skip
+    """One rank of ``run_distributed``: a few distributed steps on synthetic batches."""
+    import dataclasses
+    import os
+
+    from webssl_cli.study.memory import resolve_strategy
+    from webssl_cli.study.registry import ModelSpec
+    from webssl_cli.train.dist_data import RankBatch, micro_batches_for
+    from webssl_cli.train.dist_loop import DistState, dist_train_step
+    from webssl_cli.train.distributed import (
+        DistEnv,
+        device_for,
+        init_process_group,
+        parallelize,
+        state_bytes,
+    )
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    cfg = TrainConfig.model_validate_json(cfg_json)
+    spec = ModelSpec(**json.loads(spec_json)) if spec_json else get_model(name)
+    env = DistEnv(rank=rank, world_size=world, local_rank=rank, master_port=port, source="torchrun")
+    device = device_for(env, dev.pick_device())
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    init_process_group(env, device)
+    torch.manual_seed(0)
+    student, teacher = build_models(spec, cfg, device)
+    student.train()
+    strategy = resolve_strategy(cfg.dist.strategy, spec.backbone_params())
+    par = parallelize(student, teacher, strategy, device,
+                      activation_checkpointing=cfg.dist.activation_checkpointing, compile_blocks=cfg.dist.compile)  # fmt: skip
+    fused = {"fused": True} if device.type == "cuda" else {}
+    opt = torch.optim.AdamW(param_groups(student, cfg), lr=0.0, betas=(0.9, 0.999), **fused)
+    mb, accum = micro_batches_for(cfg, world)
+    state = DistState(par, opt, Centers(), cfg, spec, Schedules(cfg, 10_000), device,
+                      dev.autocast_dtype(device, cfg.dtype), 0, rank, world, mb, accum,
+                      cfg.dist.koleo_group or mb)  # fmt: skip
+    full = synthetic_batch(cfg, torch.device("cpu"))
+    per_rank = cfg.batch_size // world
+    sl = slice(rank * per_rank, (rank + 1) * per_rank)
+    rb = RankBatch(full.globals_u8[:, sl], full.locals_u8[:, sl], {}, {})
+    it = 2000
+    for _ in range(warmup):
+        m = dist_train_step(state, rb, it)
+        it += 1
+    dev.synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    torch.distributed.barrier()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        m = dist_train_step(state, rb, it)
+        it += 1
+    dev.synchronize(device)
+    dt = (time.perf_counter() - t0) / steps
+    out = {"rank": rank, "step_s": dt, "loss": m["loss"], "strategy": strategy, "micro_batch": mb,
+           "accumulation": accum, "state_bytes": state_bytes(student, opt),
+           "peak_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+           "spec": dataclasses.asdict(spec)}  # fmt: skip
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+        json.dump(out, f)
+    torch.distributed.destroy_process_group()
+
+
+def run_distributed(name: str, cfg: TrainConfig, world: int, warmup: int, steps: int, dry_run: bool,
+                    spec=None) -> dict:  # fmt: skip
+    """``world`` ranks on this machine (one per GPU); per-GPU throughput and memory vs estimate."""
+    import dataclasses
+    import socket
+    import tempfile
+
+    import torch.multiprocessing as tmp
+
+    from webssl_cli.study.memory import estimate_memory
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec_json = json.dumps(dataclasses.asdict(spec)) if spec is not None else None
+    with tempfile.TemporaryDirectory() as out_dir:
+        tmp.spawn(_dist_rank, args=(world, port, name, cfg.model_dump_json(), spec_json, warmup, steps, out_dir),
+                  nprocs=world, join=True)  # fmt: skip
+        ranks = [json.loads(Path(out_dir, f"rank{r}.json").read_text()) for r in range(world)]
+    spec = spec or get_model(name)
+    cuda = ranks[0]["peak_bytes"] is not None
+    est = estimate_memory(
+        spec, cfg, world, strategy=ranks[0]["strategy"], act_bytes=2 if cuda else 4
+    )
+    dt = max(r["step_s"] for r in ranks)
+    fps = flops_per_sample(spec, cfg)
+    ips = cfg.batch_size / dt
+    return {
+        "model": spec.name, "ranks": world, "strategy": ranks[0]["strategy"], "global_batch": cfg.batch_size,
+        "micro_batch": ranks[0]["micro_batch"], "accumulation": ranks[0]["accumulation"], "step_s": dt,
+        "images_per_s": ips, "images_per_s_per_gpu": ips / world, "mfu": ips / world * fps / PEAK,
+        "loss": ranks[0]["loss"], "finite": all(math.isfinite(r["loss"]) for r in ranks),
+        "state_bytes_per_gpu": [r["state_bytes"] for r in ranks], "state_bytes_estimate": est.states_bytes,
+        "peak_bytes_per_gpu": [r["peak_bytes"] for r in ranks] if cuda else None,
+        "peak_bytes_estimate": est.total_bytes,
+        "estimate_parts": {k: getattr(est, k) for k in ("param_bytes", "grad_bytes", "optimizer_bytes", "teacher_bytes",
+                                                         "gathered_bytes", "activation_bytes", "logits_bytes", "reserve_bytes")},
+    }  # fmt: skip
+
+
+def print_distributed(r: dict) -> bool:
+    """Print one multi-GPU result; True when its self-checks pass (finite loss; states within
+    10% of the estimate)."""
+    gib = 2**30
+    mib = 2**20
+    states = ", ".join(f"{b / mib:.2f}" for b in r["state_bytes_per_gpu"])
+    ratio = max(abs(b / r["state_bytes_estimate"] - 1) for b in r["state_bytes_per_gpu"])
+    print(f"{r['model']:14s} {r['ranks']} ranks {r['strategy']}: global batch {r['global_batch']} "
+          f"(micro {r['micro_batch']} x {r['accumulation']} per rank), {r['step_s'] * 1e3:.1f} ms/step, "
+          f"{r['images_per_s_per_gpu']:.1f} images/s/GPU, MFU {r['mfu'] * 100:.1f}%, loss {r['loss']:.3f}")  # fmt: skip
+    print(f"  params+grads+AdamW per GPU: measured [{states}] MiB, estimate {r['state_bytes_estimate'] / mib:.2f} MiB "
+          f"(worst {ratio:+.1%})")  # fmt: skip
+    if r["peak_bytes_per_gpu"]:
+        peaks = ", ".join(f"{b / gib:.1f}" for b in r["peak_bytes_per_gpu"])
+        print(f"  peak allocated per GPU: [{peaks}] GiB, estimate {r['peak_bytes_estimate'] / gib:.1f} GiB "
+              f"(incl. {r['estimate_parts']['reserve_bytes'] / gib:.1f} GiB reserve)")  # fmt: skip
+    return r["finite"] and ratio < 0.10
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -123,7 +257,14 @@ def main() -> int:
     ap.add_argument("--compile", action="store_true", help="torch.compile each block")
     ap.add_argument("--dry-run", action="store_true", help="CPU self-check with a tiny model")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--ranks", type=int, default=0, help="multi-GPU mode: processes (one per GPU)")
+    ap.add_argument(
+        "--strategy", choices=["auto", "ddp", "fsdp"], help="multi-GPU mode: DDP or FSDP2"
+    )
+    ap.add_argument("--micro-batch", type=int, help="multi-GPU mode: images per rank per pass")
     args = ap.parse_args()
+    if args.ranks or args.strategy:
+        return main_distributed(args)
 
     device = torch.device("cpu") if args.dry_run else dev.pick_device()
     if device.type != "cuda" and not args.dry_run:
@@ -162,6 +303,43 @@ def main() -> int:
                                                    if r["meets_target"] is not None else ""))  # fmt: skip
     if args.dry_run:
         print("dry run: the step runs and the loss is finite" if ok else "dry run FAILED")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0 if ok else 1
+
+
+def main_distributed(args: argparse.Namespace) -> int:
+    """The multi-GPU / FSDP2 mode of ``main``: ``--batch`` is per GPU, the global batch is
+    ranks x batch (accumulated over micro-batches of ``--micro-batch``)."""
+    world = args.ranks or 1
+    if not args.dry_run and torch.cuda.device_count() < world:
+        print(
+            f"{world} ranks need {world} GPUs, found {torch.cuda.device_count()}; use --dry-run on CPU",
+            file=sys.stderr,
+        )
+        return 2
+    results, ok = [], True
+    for name in args.models:
+        per_gpu = args.batch or DEFAULT_BATCH.get(name, 32)
+        dist = {"strategy": args.strategy or "auto", "compile": args.compile,
+                "activation_checkpointing": args.grad_ckpt}  # fmt: skip
+        cfg = TrainConfig(batch_size=per_gpu * world, micro_batch=args.micro_batch, dist=dist)
+        spec = None
+        if args.dry_run:  # CPU, gloo: a shrunk model, as in the one-GPU dry run
+            spec = replace(get_model(name), width=64, depth=2, heads=2, ffn_hidden=176, img_size=28)
+            head = {"n_prototypes": 256, "bottleneck": 32, "hidden": 64}
+            cfg = cfg.model_copy(update={"batch_size": 4 * world, "micro_batch": args.micro_batch or 2,
+                                         "dino_head": cfg.dino_head.model_copy(update=head),
+                                         "ibot_head": cfg.ibot_head.model_copy(update=head),
+                                         "crops": cfg.crops.model_copy(update={"global_size": 28, "local_size": 14})})  # fmt: skip
+        r = run_distributed(name, cfg, world, 1 if args.dry_run else args.warmup,
+                            2 if args.dry_run else args.steps, args.dry_run, spec)  # fmt: skip
+        ok = print_distributed(r) and ok
+        results.append(r)
+    if args.dry_run:
+        print("dry run: distributed steps run, losses finite, state memory within 10% of the estimate"
+              if ok else "dry run FAILED")  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
