@@ -26,6 +26,7 @@ from conftest import make_cell
 from dist_worker import launch
 
 from webssl_cli.rundir import CellDir
+from webssl_cli.study.memory import estimate_memory
 from webssl_cli.study.registry import get_model
 from webssl_cli.train.config import TrainConfig
 from webssl_cli.train.dist_loop import train_distributed
@@ -109,7 +110,18 @@ def test_ddp_two_ranks_with_resume_match_one_rank(tmp_path, shards, ref6):
 
 def test_fsdp_checkpoint_of_two_ranks_resumes_on_one(tmp_path, shards, ref6):
     cell = _cell(tmp_path / "fsdp", shards, 6, "fsdp")
+    cfg = json.loads((cell / "cell.json").read_text())
+    cfg["train"]["dist"]["activation_checkpointing"] = True  # recomputation: same numbers
+    (cell / "cell.json").write_text(json.dumps(cfg))
     launch(2, cell, 3)  # FSDP2 over 2 ranks for 3 steps, then the job ends
+    # memory: rank 0's local shards of parameters, gradients and AdamW state vs the estimate
+    line = json.loads(CellDir(cell).metrics_jsonl.read_text().splitlines()[2])
+    est = estimate_memory(get_model("vit-test"), TrainConfig.model_validate(cfg["train"]), 2,
+                          strategy="fsdp", act_bytes=4, reserve=False)  # fmt: skip
+    print(
+        f"FSDP2 rank 0 states: measured {line['state_bytes']:,.0f} B, estimated {est.states_bytes:,} B"
+    )
+    assert line["world_size"] == 2 and abs(est.states_bytes / line["state_bytes"] - 1) < 0.10
     meta = json.loads((CellDir(cell).checkpoints_dir / "dcp-00000003" / "meta.json").read_text())
     assert meta["world_size"] == 2 and meta["strategy"] == "fsdp"
     assert sorted(meta["data"]) == ["0", "1"]  # every lane's position, from both ranks

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -252,6 +253,9 @@ def parallelize(
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+        # Our blocks return views (the packed pass splits one tensor per crop size) and nothing
+        # modifies them in place, which is the case FSDP2 warns about.
+        warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
         mesh = init_device_mesh(device.type, (world(),))
         mp = (
             MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
