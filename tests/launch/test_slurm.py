@@ -236,9 +236,7 @@ def test_filter_arrays_throttled_and_split_at_max_array_size(
 ) -> None:
     # Fake stages (jobs inherit the environment): 10 shards, 4 per task -> 3 array tasks,
     # MaxArraySize 2 -> two arrays, then the merge job; training waits on the merge (afterok).
-    from tests.launch.conftest import FAKE
-
-    monkeypatch.setenv("WEBSSL_STAGE_IMPL", str(FAKE))
+    monkeypatch.setenv("WEBSSL_STAGE_IMPL", str(Path(__file__).parent / "fake_stages.py"))
     monkeypatch.setenv("FAKE_SHARDS", "10")
     profile = tmp_path / "array-profile.yaml"
     base = (Path(__file__).resolve().parents[2] / "slurm" / "local.yaml").read_text().splitlines()
