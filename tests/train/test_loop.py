@@ -143,3 +143,16 @@ def test_filtered_cell_reads_filtered_sources_and_repeats(tmp_path, shards, monk
     assert train_cell(cell) == "done"
     last = json.loads(CellDir(cell).metrics_jsonl.read_text().splitlines()[-1])
     assert last["data_epochs"] >= 6  # 48 samples from an 8-sample subset: it repeats
+
+
+def test_resume_drops_a_metrics_line_cut_by_a_kill(tmp_path, shards):
+    cell = make_cell(tmp_path / "cut", shards, samples=48, checkpoint_every=2)
+    cfg = TrainConfig.model_validate(json.loads((cell / "cell.json").read_text())["train"])
+    run = CellDir(cell)
+    urls = loop.cell_shards(run.read_spec())
+    assert loop.train(run, get_model("vit-test"), cfg, urls, 48, 0, stop_after=3) == "running"
+    with open(run.metrics_jsonl, "a") as f:
+        f.write('{"step": 4, "loss": 1.')  # killed mid-write
+    assert train_cell(cell) == "done"
+    steps = [json.loads(x)["step"] for x in run.metrics_jsonl.read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]

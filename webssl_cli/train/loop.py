@@ -120,8 +120,13 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     """Drop metric lines written after the checkpoint we resume from (they will be redone)."""
     if not path.exists():
         return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= last_step]
+    kept = []
+    for ln in path.read_text(errors="replace").splitlines():
+        try:
+            if json.loads(ln).get("step", 0) <= last_step:
+                kept.append(ln)
+        except ValueError:  # a line cut by a kill mid-write
+            continue
     atomic_write_text(path, "".join(ln + "\n" for ln in kept))
 
 
