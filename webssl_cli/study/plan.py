@@ -43,7 +43,8 @@ def cluster_speed(loaded: LoadedStudy) -> tuple[float, float]:
         profile = load_profile(loaded.study.cluster)
     except UserError as exc:
         raise loaded.source_map.error(("cluster",), str(exc.message)) from None
-    peak = getattr(profile, "gpu_peak_tflops", None) or DEFAULT_PEAK_TFLOPS
+    gpu = getattr(profile, "gpu", None)
+    peak = getattr(gpu, "peak_tflops", 0.0) or DEFAULT_PEAK_TFLOPS  # 0: a CPU-only profile
     mfu = getattr(profile, "mfu", None) or DEFAULT_MFU
     return float(peak), float(mfu)
 
