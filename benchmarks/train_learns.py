@@ -55,12 +55,13 @@ def labelled_set(n: int, seed: int, size: int) -> tuple[torch.Tensor, torch.Tens
 
 
 @torch.no_grad()
-def features(model: torch.nn.Module, imgs: torch.Tensor) -> torch.Tensor:
+def features(model, imgs: torch.Tensor, pool: str = "cls") -> torch.Tensor:
+    """L2-normalised CLS tokens, or the mean of the normalised patch tokens."""
     model.eval()
-    out = [
-        model(to_model_input(imgs[i : i + 256], torch.device("cpu")))
-        for i in range(0, len(imgs), 256)
-    ]
+    out = []
+    for i in range(0, len(imgs), 256):
+        f = model.forward_features(to_model_input(imgs[i : i + 256], torch.device("cpu")))
+        out.append(f["x_norm_clstoken"] if pool == "cls" else f["x_norm_patchtokens"].mean(1))
     return torch.nn.functional.normalize(torch.cat(out), dim=-1)
 
 
@@ -80,16 +81,20 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/webssl-learns"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--probe-only", action="store_true", help="reuse the run in --out")
     ap.add_argument(
         "--train",
         default=json.dumps(SHORT_RUN),
         help="TrainConfig overrides (JSON) on top of the smoke preset; default: the short-run settings",
     )
     args = ap.parse_args()
-    shutil.rmtree(args.out, ignore_errors=True)
+    if not args.probe_only:
+        shutil.rmtree(args.out, ignore_errors=True)
     spec = get_model(args.model)
     size = spec.img_size
-    pattern = write_shards(args.out / "data", n_shards=8, per_shard=500, size=96, seed=1)
+    pattern = str(args.out / "data" / "shard-{000000..000007}.tar")
+    if not args.probe_only:
+        pattern = write_shards(args.out / "data", n_shards=8, per_shard=500, size=96, seed=1)
     cfg = TrainConfig.model_validate(
         PRESETS["smoke"] | {"threads": args.threads, "num_workers": args.workers, "metrics_every": 10,
                             "checkpoint_every": 200, "crops": {"global_size": size, "local_size": size // 2, "n_local": 4}}
@@ -99,7 +104,7 @@ def main() -> None:
     t0 = time.time()
     from webssl_cli.train.loop import train
 
-    state = train(run, spec, cfg, expand_urls(pattern), args.samples, seed=0)
+    state = train(run, spec, cfg, expand_urls(pattern), args.samples, seed=0)  # resumes: a no-op
     wall = time.time() - t0
     lines = [json.loads(x) for x in run.metrics_jsonl.read_text().splitlines()]
     first, last = lines[:3], lines[-3:]
@@ -116,10 +121,11 @@ def main() -> None:
     xte, yte = labelled_set(1000, 202, size)
     res = {}
     for name, model in (("random init", random_init), ("trained teacher", trained)):
-        ftr, fte = features(model, xtr), features(model, xte)
-        res[name] = (knn(ftr, ytr, fte, yte), float(fte.std(dim=0).mean()))
+        for pool in ("cls", "patch-mean"):
+            ftr, fte = features(model, xtr, pool), features(model, xte, pool)
+            res[f"{name}, {pool}"] = (knn(ftr, ytr, fte, yte), float(fte.std(dim=0).mean()))
     print(f"run: {state}, {args.model}, {args.samples} samples ({lines[-1]['step']} steps of {cfg.batch_size}) "
-          f"in {wall:.0f} s wall, {lines[-1]['images_per_s']:.0f} img/s at the end")  # fmt: skip
+          + ("(probe only)" if args.probe_only else f"in {wall:.0f} s wall, {lines[-1]['images_per_s']:.0f} img/s at the end"))  # fmt: skip
     for key in (
         "loss",
         "dino_loss",
@@ -134,7 +140,7 @@ def main() -> None:
         f"  (log K = {np.log(k):.3f} for K = {k} prototypes; 1/sqrt(D) = {1 / np.sqrt(spec.width):.4f})"
     )
     for name, (acc, std) in res.items():
-        print(f"  {name:16s} 20-NN top-1 {acc * 100:5.1f}%   std of normalised CLS {std:.4f}")
+        print(f"  {name:28s} 20-NN top-1 {acc * 100:5.1f}%   std of normalised features {std:.4f}")
     print(f"  chance {100 / N_CLASSES:.1f}%")
 
 
