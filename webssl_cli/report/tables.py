@@ -181,8 +181,6 @@ def _iv(iv: tuple[float, float] | None) -> str:
 
 def fit_tables(fits: list[Fit]) -> list[Table]:
     """Parameters with 95% intervals; hold-out errors; extrapolation with predictive intervals."""
-    import numpy as np
-
     if not fits:
         return []
     prm_rows, hold_rows, ext_rows = [], [], []
@@ -215,7 +213,6 @@ def fit_tables(fits: list[Fit]) -> list[Table]:
         if f.form != "joint" and "c" in est:
             civ = ivs["c"] if ivs else None
             ext_rows.append([f.target, f.form, "limit (x → ∞)", fmt_score(est["c"]), _iv(civ)])
-    _ = np
     out = [Table("Scaling-law fits", ["target", "form", "cells", "n", "parameters [95% bootstrap interval]", "note"],
                  prm_rows, "Multi-start least squares (joint: Huber on log error); parametric bootstrap.")]  # fmt: skip
     if hold_rows:

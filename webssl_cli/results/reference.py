@@ -190,7 +190,8 @@ def import_reference(
     import duckdb
     import pyarrow as pa
 
-    from webssl_cli.results.ingest import DB_NAME, _insert_rows, _params
+    from webssl_cli.results.ingest import DB_NAME, insert_rows
+    from webssl_cli.results.parse import backbone_params
     from webssl_cli.results.schema import create_schema
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
@@ -202,7 +203,7 @@ def import_reference(
     cells, results, cats = [], [], []
     for r in rows:
         uid = f"ref:{name}:{r['row'] - 1}"
-        params = r["params"] if r["params"] is not None else _params(r["model"])
+        params = r["params"] if r["params"] is not None else backbone_params(r["model"])
         axes = {
             "model": r["model"],
             "samples_seen": r["samples_seen"],
@@ -236,9 +237,9 @@ def import_reference(
             con.execute("DELETE FROM studies WHERE study = ?", [name])
             con.execute("DELETE FROM files WHERE kind = 'reference' AND uid = ?", [name])
             con.execute("INSERT INTO studies VALUES (?, 'reference', ?)", [name, str(path)])
-            _insert_rows(con, "cell_specs", cells)
-            _insert_rows(con, "eval_results", results)
-            _insert_rows(con, "eval_categories", cats)
+            insert_rows(con, "cell_specs", cells)
+            insert_rows(con, "eval_results", results)
+            insert_rows(con, "eval_categories", cats)
             con.register("_f", pa.table({"path": [str(path)], "kind": ["reference"], "uid": [name],
                                           "name": [None], "size": [st.st_size], "mtime_ns": [st.st_mtime_ns],
                                           "sha256": [hashlib.sha256(data).hexdigest()]}))  # fmt: skip

@@ -1,0 +1,193 @@
+"""Parsing and validating the small run-directory files (cell.json, status.json, eval/*.json,
+filters/*/stats.json) into rows. A file that is not valid JSON, or not the contract's shape,
+raises ``BadFile``: ingest reports it and leaves its cell as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+
+class BadFile(ValueError):
+    """A file that cannot be ingested (corrupt, half-written, or not the contract's shape)."""
+
+
+def load_json(path: Path) -> tuple[Any, str]:
+    data = path.read_bytes()
+    try:
+        obj = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadFile(f"not valid JSON ({exc})") from None
+    return obj, hashlib.sha256(data).hexdigest()
+
+
+def _need(obj: Any, key: str, types: type | tuple[type, ...], optional: bool = False) -> Any:
+    if not isinstance(obj, dict):
+        raise BadFile("expected a JSON object")
+    value = obj.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, types) or isinstance(value, bool) and bool not in _as_tuple(types):
+        raise BadFile(f"field {key!r} missing or not {_type_names(types)}")
+    return value
+
+
+def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def _type_names(types: type | tuple[type, ...]) -> str:
+    return "/".join(t.__name__ for t in _as_tuple(types))
+
+
+_flops_cache: dict[tuple[str, str], float | None] = {}
+
+
+def backbone_params(model: str | None) -> int | None:
+    if not model:
+        return None
+    from webssl_cli.errors import UserError
+    from webssl_cli.study.registry import get_model
+
+    try:
+        return int(get_model(model).backbone_params())
+    except UserError:
+        return None
+
+
+def _flops_per_sample(model: str | None, train: Any) -> float | None:
+    """FLOPs per training image from ``study.compute`` when that module exists (else NULL)."""
+    if not model or not isinstance(train, dict):
+        return None
+    key = (model, json.dumps(train, sort_keys=True))
+    if key not in _flops_cache:
+        value: float | None = None
+        try:
+            from webssl_cli.study import compute  # type: ignore[attr-defined,unused-ignore]
+            from webssl_cli.study.registry import get_model
+            from webssl_cli.train.config import TrainConfig
+
+            value = float(compute.flops_per_sample(get_model(model), TrainConfig(**train)))
+        except Exception:  # an absent module or a spec it cannot cost: FLOPs stay unknown
+            value = None
+        _flops_cache[key] = value
+    return _flops_cache[key]
+
+
+def parse_cell(obj: Any, uid: str) -> dict[str, Any]:
+    _need(obj, "uid", str, optional=True)
+    if obj.get("uid") not in (None, uid):
+        raise BadFile(f"uid {obj.get('uid')!r} does not match its directory {uid!r}")
+    axes = obj.get("axes") or {}
+    if not isinstance(axes, dict):
+        raise BadFile("field 'axes' is not an object")
+    model = _need(obj, "model", str, optional=True) or axes.get("model")
+    samples = _need(obj, "samples_seen", int, optional=True)
+    if samples is None and isinstance(axes.get("samples_seen"), int):
+        samples = axes["samples_seen"]
+    data = obj.get("data") if isinstance(obj.get("data"), dict) else {}
+    data_filter = obj.get("data_filter") or axes.get("data_filter") or data.get("filter")
+    params = backbone_params(model)
+    fps = _flops_per_sample(model, obj.get("train"))
+    seed = obj.get("seed") if isinstance(obj.get("seed"), int) else None
+    return {
+        "uid": uid,
+        "study": str(obj.get("study") or ""),
+        "model": model,
+        "samples_seen": samples,
+        "data_filter": None if data_filter is None else str(data_filter),
+        "classifier": data.get("classifier"),
+        "params": params,
+        "flops_per_sample": fps,
+        "flops": None if fps is None or samples is None else fps * samples,
+        "seed": seed,
+        "axes": json.dumps(axes, sort_keys=True),
+        "spec": json.dumps(obj, sort_keys=True),
+    }
+
+
+def _opt_int(v: Any) -> int | None:
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _opt_float(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _opt_str(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
+def parse_status(obj: Any, uid: str) -> list[dict[str, Any]]:
+    stages = _need(obj, "stages", dict)
+    rows = []
+    for stage, st in sorted(stages.items()):
+        if not isinstance(st, dict):
+            raise BadFile(f"stage {stage!r} is not an object")
+        job_ids = st.get("job_ids") or []
+        if not isinstance(job_ids, list):
+            job_ids = [job_ids]
+        job_ids = [str(j) for j in job_ids]
+        rows.append(
+            {
+                "uid": uid,
+                "stage": str(stage),
+                "state": _opt_str(st.get("state")),
+                "attempts": _opt_int(st.get("attempts")),
+                "job_ids": job_ids,
+                "last_job_id": job_ids[-1] if job_ids else None,
+                "host": _opt_str(st.get("host")),
+                "started": _opt_str(st.get("started")),
+                "ended": _opt_str(st.get("ended")),
+                "error": _opt_str(st.get("error")),
+                "samples_seen": _opt_int(st.get("samples_seen")),
+                "step": _opt_int(st.get("step")),
+                "images_per_s": _opt_float(st.get("images_per_s")),
+            }
+        )
+    return rows
+
+
+def parse_eval(obj: Any, uid: str, name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    results = _need(obj, "results", list)
+    task = _opt_str(obj.get("task")) or name
+    rows = []
+    for i, r in enumerate(results):
+        if not isinstance(r, dict) or not isinstance(r.get("benchmark"), str):
+            raise BadFile(f"results[{i}] has no string 'benchmark'")
+        value = r.get("value")
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            raise BadFile(f"results[{i}].value is not a number")
+        rows.append(
+            {
+                "uid": uid,
+                "eval_name": name,
+                "task": task,
+                "benchmark": r["benchmark"],
+                "category": _opt_str(r.get("category")),
+                "metric": _opt_str(r.get("metric")),
+                "value": None if value is None else float(value),
+            }
+        )
+    cats = obj.get("categories") or {}
+    if not isinstance(cats, dict):
+        raise BadFile("field 'categories' is not an object")
+    cat_rows = [
+        {"uid": uid, "eval_name": name, "category": str(k), "value": _opt_float(v)}
+        for k, v in sorted(cats.items())
+    ]
+    return rows, cat_rows
+
+
+def parse_filter_stats(obj: Any, key: str) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise BadFile("expected a JSON object")
+    return {
+        "filter_key": key,
+        "kept": _opt_int(obj.get("kept")),
+        "total": _opt_int(obj.get("total")),
+        "fraction": _opt_float(obj.get("fraction")),
+        "skipped": json.dumps(obj.get("skipped"), sort_keys=True),
+    }
