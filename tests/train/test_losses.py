@@ -100,3 +100,12 @@ def test_gradients_flow_only_to_student():
     assert all(p.grad is not None for p in student.parameters())
     assert all(p.grad is None for p in teacher.parameters())
     assert torch.allclose(student.last_layer.weight_g, torch.ones(16, 1))
+
+
+def test_head_param_counts_match_registry():
+    from webssl_cli.study.registry import head_params
+
+    for cfg in (HeadConfig(), HeadConfig(n_prototypes=64, bottleneck=16, hidden=32, layers=1)):
+        head = DINOHead(1024, cfg).to("meta")
+        n = sum(p.numel() for p in head.parameters())
+        assert n == head_params(1024, cfg.hidden, cfg.bottleneck, cfg.n_prototypes, cfg.layers)
