@@ -25,7 +25,7 @@ _GROUPS: dict[str, str] = {
     "study": "Study files: validate, plan, run, status, cancel, logs.",
     "data": "Data: synthetic corpus, sharding, statistics, light/heavy text filters.",
     "eval": "Evaluations of a trained encoder: kNN and linear probes, MLLM/VQA.",
-    "results": "The results database: ingest run directories, query.",
+    "results": "The results database: ingest run directories, query, import reference results.",
 }
 
 # (group or "" for the root app, module) — a module may register into a group or the root.
