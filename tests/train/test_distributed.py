@@ -171,8 +171,9 @@ def test_20_steps_world_size_changes_both_ways(tmp_path, shards, ref20, strategy
 
 
 @pytest.mark.slow
-def test_20_steps_accumulation_matches_one_batch(tmp_path, shards, ref20):
-    cell = _cell(tmp_path / "acc", shards, 20, "ddp", micro_batch=B)
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_20_steps_accumulation_matches_one_batch(tmp_path, shards, ref20, strategy):
+    cell = _cell(tmp_path / "acc", shards, 20, strategy, micro_batch=B)
     assert _in_process(cell, stop_after=10) == "running"
     assert _in_process(cell) == "done"
     assert_equal(cell, ref20, 20)

@@ -3,6 +3,7 @@ lane-sliced data order, the packed multi-crop pass, grouped KoLeo, memory agains
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,7 +15,7 @@ from webssl_cli.train import device as dev
 from webssl_cli.train import losses as L
 from webssl_cli.train.config import TrainConfig
 from webssl_cli.train.dist_data import LaneLoader, lanes_for, micro_batches_for
-from webssl_cli.train.dist_loop import koleo_grouped
+from webssl_cli.train.dist_loop import koleo_grouped, rank_masks
 from webssl_cli.train.distributed import detect_env, first_host, state_bytes
 from webssl_cli.train.presets import PRESETS
 from webssl_cli.train.ssl_model import build_models, param_groups
@@ -119,6 +120,30 @@ def test_lanes_and_micro_batches_are_checked():
     assert micro_batches_for(_cfg(micro_batch=2), 2) == (2, 2)
     with pytest.raises(UserError, match="train.micro_batch: 3 does not divide"):
         micro_batches_for(_cfg(micro_batch=3), 2)
+
+
+def test_ibot_masks_are_per_global_crop_at_any_world_size():
+    from types import SimpleNamespace
+
+    cfg, spec = _cfg(batch_size=16), get_model("vit-test")
+
+    def masks(rank, world, micro):
+        st = SimpleNamespace(
+            cfg=cfg, spec=spec, seed=3, rank=rank, micro=micro, accum=16 // world // micro
+        )
+        return rank_masks(st, it=5)  # type: ignore[arg-type]
+
+    one = masks(0, 1, 16)
+    two = np.concatenate([masks(0, 2, 4), masks(1, 2, 8)], axis=1)
+    assert one.shape == (2, 16, 16) and np.array_equal(one, two)
+    masked = one.reshape(32, 16).any(axis=1)
+    assert masked.sum() == int(32 * cfg.mask_prob)  # a mask_prob fraction of the global crops
+    ratios = one.reshape(32, 16)[masked].mean(axis=1)
+    assert ratios.min() >= 0.05 and ratios.max() <= 0.55
+    assert not np.array_equal(
+        one,
+        rank_masks(SimpleNamespace(cfg=cfg, spec=spec, seed=3, rank=0, micro=16, accum=1), it=6),
+    )  # type: ignore[arg-type]
 
 
 # ---- one packed student pass ----------------------------------------------------------------

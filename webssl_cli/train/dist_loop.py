@@ -61,7 +61,7 @@ from webssl_cli.train.distributed import (
     sharded_ema,
     state_bytes,
 )
-from webssl_cli.train.masking import batch_masks
+from webssl_cli.train.masking import block_mask
 from webssl_cli.train.schedules import Schedules
 from webssl_cli.train.ssl_model import Centers, apply_hyper, build_models, param_groups
 
@@ -84,13 +84,31 @@ class DistState:
     koleo_group: int
 
 
-def global_masks(state: DistState, it: int) -> np.ndarray:
-    """iBOT masks of the whole global batch at ``it``: (2, batch, N), a function of (seed, it)."""
+def rank_masks(state: DistState, it: int) -> np.ndarray:
+    """iBOT masks of this rank's crops at ``it``: (2, B_rank, N).
+
+    Distributed like ``masking.batch_masks`` over the global batch (a ``mask_prob`` fraction of
+    the 2 x batch global crops masked, ratios spread evenly over ``mask_ratio``), but drawn per
+    crop from (seed, it, global crop index): any world size gives the same mask to the same
+    crop, and a rank draws only its own.
+    """
     c, b = state.cfg, state.cfg.batch_size
     side = c.crops.global_size // state.spec.patch
-    rng = np.random.default_rng([state.seed, it, 0x1B07])
-    m = batch_masks(rng, 2 * b, (side, side), c.mask_prob, c.mask_ratio)  # (2b, N) view-major
-    return m.reshape(2, b, side * side)
+    n = side * side
+    n_crops = 2 * b
+    n_masked = int(n_crops * c.mask_prob)
+    edges = np.linspace(c.mask_ratio[0], c.mask_ratio[1], n_masked + 1)
+    slot = np.random.default_rng([state.seed, it, 0x1B07]).permutation(n_crops)  # crop -> slot
+    per_rank = state.micro * state.accum
+    out = np.zeros((2, per_rank, n), dtype=bool)
+    for v in range(2):
+        for i in range(per_rank):
+            crop = v * b + state.rank * per_rank + i  # view-major global crop index
+            if slot[crop] < n_masked:
+                rng = np.random.default_rng([state.seed, it, 0x1B07, crop])
+                ratio = rng.uniform(edges[slot[crop]], edges[slot[crop] + 1])
+                out[v, i] = block_mask(rng, (side, side), int(n * ratio)).reshape(n)
+    return out
 
 
 def koleo_grouped(cls_g: Tensor, group: int) -> Tensor:
@@ -108,8 +126,7 @@ def dist_train_step(state: DistState, rb: RankBatch, it: int) -> dict[str, float
     # drop-path draws: a pure function of (seed, rank, it), so a resume redoes them exactly
     torch.manual_seed(state.seed * 1_000_003 + it * 4099 + state.rank)
     per_rank, mb = state.micro * state.accum, state.micro
-    off = state.rank * per_rank
-    masks_all = torch.from_numpy(global_masks(state, it)[:, off : off + per_rank]).to(state.device)
+    masks_all = torch.from_numpy(rank_masks(state, it)).to(state.device)  # (2, B_rank, N)
     micro = []
     for j in range(state.accum):
         sl = slice(j * mb, (j + 1) * mb)
@@ -170,7 +187,7 @@ def dist_train_step(state: DistState, rb: RankBatch, it: int) -> dict[str, float
         "lr": h.lr, "wd": h.weight_decay, "momentum": h.momentum, "teacher_temp": h.teacher_temp,
         "student_temp": cfg.student_temp, "grad_norm": float(norms[0]),
         "dino_head_grad_norm": float(norms[1]), "ibot_head_grad_norm": float(norms[2]),
-        "teacher_entropy": entropy, "masked_tokens": float(all_reduce_sum(masks_all.sum().float().cpu())),
+        "teacher_entropy": entropy, "masked_tokens": float(all_reduce_sum(masks_all.sum().float())),
         "world_size": float(state.world), "micro_batch": float(mb), "accumulation": float(state.accum),
         "effective_batch": float(state.world * mb * state.accum),
     }  # fmt: skip

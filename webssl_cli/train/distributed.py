@@ -217,12 +217,11 @@ class Parallel:
             self.teacher_step.reshard()  # type: ignore[operator]
 
     def no_sync(self, last_micro_batch: bool) -> Any:
-        """Skip gradient synchronisation on all but the last micro-batch of a step."""
+        """DDP: skip the all-reduce on all but the last micro-batch of a step. FSDP2 keeps
+        reduce-scattering every micro-batch: skipping it would keep whole unsharded gradients
+        (in bf16 on GPU) until the last one, which defeats the sharding."""
         import contextlib
 
-        if self.strategy == "fsdp":
-            self.student_step.set_requires_gradient_sync(last_micro_batch)  # type: ignore[operator]
-            return contextlib.nullcontext()
         if not last_micro_batch and hasattr(self.student_step, "no_sync"):
             return self.student_step.no_sync()  # type: ignore[operator]
         return contextlib.nullcontext()
