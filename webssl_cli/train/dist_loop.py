@@ -225,7 +225,7 @@ def export_teacher_backbone(path: Path, spec: ModelSpec, par: Parallel, rank: in
     state = {
         k.removeprefix("backbone."): v.detach().cpu()
         for k, v in full.items()
-        if k.startswith("backbone.")
+        if k.startswith("backbone.") and isinstance(v, torch.Tensor)
     }
     buf = io.BytesIO()
     torch.save({"model": spec.name, "spec": dataclasses.asdict(spec), "state_dict": state}, buf)

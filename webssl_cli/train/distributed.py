@@ -170,6 +170,7 @@ class StudentStep(nn.Module):
         self, g: Tensor, loc: Tensor | None, masks: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
         bb = self.model.backbone
+        sl: dict[str, Tensor | None] | None
         if loc is not None and self.packed:  # one pass: globals and locals share token-wise layers
             s, sl = bb.forward_features_list([g, loc], [masks, None])
         else:
