@@ -41,6 +41,14 @@ def register(app: typer.Typer) -> None:
         format: Annotated[
             PlanFormat, typer.Option("--format", "-f", help="Output format.")
         ] = PlanFormat.table,
+        profile: Annotated[
+            str | None,
+            typer.Option(
+                "--profile",
+                "-p",
+                help="Cluster profile for GPU-hours and memory (default: the study's).",
+            ),
+        ] = None,
         set_: SetOpt = None,
     ) -> None:
         """One row a cell: uid, model, params, samples seen, filter, iterations, FLOPs, GPU-hours, stages."""
@@ -48,6 +56,6 @@ def register(app: typer.Typer) -> None:
         from webssl_cli.study.loader import load_study
 
         loaded = load_study(study, set_ or [])
-        rows = P.plan_rows(loaded)
+        rows = P.plan_rows(loaded, profile=profile)
         text = {"table": P.to_table, "json": P.to_json, "csv": P.to_csv}[format.value](rows)
         typer.echo(text.rstrip("\n"))

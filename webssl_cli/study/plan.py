@@ -31,7 +31,7 @@ DEFAULT_PEAK_TFLOPS = 989.0  # H100/H200 SXM dense bf16
 DEFAULT_MFU = 0.4
 
 
-def cluster_speed(loaded: LoadedStudy) -> tuple[float, float]:
+def cluster_speed(loaded: LoadedStudy, profile_name: str | None = None) -> tuple[float, float]:
     """(peak TFLOP/s per GPU, assumed utilisation) from the study's cluster profile if known."""
     try:
         from webssl_cli.launch.profiles import load_profile
@@ -40,8 +40,10 @@ def cluster_speed(loaded: LoadedStudy) -> tuple[float, float]:
     from webssl_cli.errors import UserError
 
     try:
-        profile = load_profile(loaded.study.cluster)
+        profile = load_profile(profile_name or loaded.study.cluster)
     except UserError as exc:
+        if profile_name:
+            raise UserError(f"--profile {profile_name}: {exc.message}") from None
         raise loaded.source_map.error(("cluster",), str(exc.message)) from None
     gpu = getattr(profile, "gpu", None)
     peak = getattr(gpu, "peak_tflops", 0.0) or DEFAULT_PEAK_TFLOPS  # 0: a CPU-only profile
@@ -49,13 +51,15 @@ def cluster_speed(loaded: LoadedStudy) -> tuple[float, float]:
     return float(peak), float(mfu)
 
 
-def cluster_memory(loaded: LoadedStudy) -> tuple[float, dict[str, int], int]:
+def cluster_memory(
+    loaded: LoadedStudy, profile_name: str | None = None
+) -> tuple[float, dict[str, int], int]:
     """(GPU memory in GB, GPUs per training job by model, most GPUs a job may use) from the
     cluster profile; memory 0 when unknown (the fit check is then skipped)."""
     try:
         from webssl_cli.launch.profiles import load_profile
 
-        profile = load_profile(loaded.study.cluster)
+        profile = load_profile(profile_name or loaded.study.cluster)
     except Exception:  # noqa: BLE001 - a bad profile is reported by cluster_speed
         return 0.0, {}, 1
     gpus = {
@@ -67,17 +71,20 @@ def cluster_memory(loaded: LoadedStudy) -> tuple[float, dict[str, int], int]:
 
 
 def plan_rows(
-    loaded: LoadedStudy, peak_tflops: float | None = None, mfu: float | None = None
+    loaded: LoadedStudy,
+    peak_tflops: float | None = None,
+    mfu: float | None = None,
+    profile: str | None = None,
 ) -> dict[str, Any]:
     if peak_tflops is None or mfu is None:
-        p, m = cluster_speed(loaded)
+        p, m = cluster_speed(loaded, profile)
         peak_tflops = peak_tflops or p
         mfu = mfu or m
     # Cells share TrainConfig dicts (the loader caches them): estimate once per distinct
     # (model, train config) and scale by samples; 100,000 cells plan in about a second.
     cfg_cache: dict[int, TrainConfig] = {}
     per_sample: dict[tuple[str, int], Any] = {}
-    gpu_memory_gb, gpus_of, max_gpus = cluster_memory(loaded)
+    gpu_memory_gb, gpus_of, max_gpus = cluster_memory(loaded, profile)
     memory: dict[tuple[str, int], dict[str, Any]] = {}  # per (model, train config), like compute
     eval_stages = [f"eval/{n}" for n in loaded.eval_names]
     stages_of = {
@@ -131,7 +138,7 @@ def plan_rows(
     }
     return {
         "study": loaded.study.name,
-        "cluster": loaded.study.cluster,
+        "cluster": profile or loaded.study.cluster,
         "peak_tflops": peak_tflops,
         "mfu": mfu,
         "cells": rows,
