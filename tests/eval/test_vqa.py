@@ -132,3 +132,20 @@ def test_greedy_loop_matches_transformers_generate() -> None:
     ours = model.generate(patches, prompts, max_new_tokens=5)
     ref = model.generate(patches, prompts, max_new_tokens=5, use_hf=True)
     assert ours == ref and any(ours)
+
+
+def test_vqa_with_local_lm_directory(tmp_path: Path, synth_shards: str, make_cell: Any) -> None:
+    """``llm: <path>``: a transformers causal LM + tokenizer saved locally (here a tiny Llama)."""
+    from webssl_cli.eval.mllm import tiny_llama
+    from webssl_cli.eval.run import run_eval
+    from webssl_cli.eval.tokenizer import train_word_tokenizer
+
+    tok = train_word_tokenizer(
+        ["what kind of image is this? answer: photo sign chart document table yes no"]
+    )
+    lm_dir = tmp_path / "lm"
+    tiny_llama(len(tok), 32, 1, 2, 128).save_pretrained(lm_dir)
+    tok.save_pretrained(lm_dir)
+    cell = make_cell(tmp_path, synth_shards, [{**TINY, "llm": str(lm_dir)}])
+    out = run_eval(cell, "vqa")
+    assert out["settings"]["llm"] == str(lm_dir) and len(out["results"]) >= 9
