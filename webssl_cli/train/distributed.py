@@ -103,16 +103,19 @@ def init_process_group(env: DistEnv, device: torch.device) -> None:
         return
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    port = env.master_port
-    if env.world_size == 1 and env.source == "single":
-        port = free_port()  # nobody to meet: any free port, never a clash with other jobs
-    dist.init_process_group(
-        backend="nccl" if device.type == "cuda" else "gloo",
-        init_method=f"tcp://{env.master_addr}:{port}",
-        rank=env.rank,
-        world_size=env.world_size,
-        timeout=timedelta(minutes=30),
-    )
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    timeout = timedelta(minutes=30)
+    if env.source == "single":  # nobody to meet: a private store on a free port, no env changes
+        store = dist.TCPStore("127.0.0.1", free_port(), 1, is_master=True, timeout=timeout)
+        dist.init_process_group(backend, store=store, rank=0, world_size=1, timeout=timeout)
+        return
+    if env.source == "slurm":  # what submitit's TorchDistributedEnvironment().export() sets
+        os.environ.update(MASTER_ADDR=env.master_addr, MASTER_PORT=str(env.master_port),
+                          RANK=str(env.rank), WORLD_SIZE=str(env.world_size),
+                          LOCAL_RANK=str(env.local_rank))  # fmt: skip
+    # env:// also joins torchrun's agent store when it hosts one (TORCHELASTIC_USE_AGENT_STORE)
+    dist.init_process_group(backend, init_method="env://", rank=env.rank,
+                            world_size=env.world_size, timeout=timeout)  # fmt: skip
 
 
 def free_port() -> int:
