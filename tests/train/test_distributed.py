@@ -177,3 +177,22 @@ def test_20_steps_accumulation_matches_one_batch(tmp_path, shards, ref20, strate
     assert _in_process(cell, stop_after=10) == "running"
     assert _in_process(cell) == "done"
     assert_equal(cell, ref20, 20)
+
+
+def test_torchrun_runs_the_train_command_on_two_ranks(tmp_path, shards):
+    """The real launch path: `torchrun --standalone --nproc_per_node 2 webssl train CELL`."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cell = _cell(tmp_path / "torchrun", shards, 2, "fsdp")
+    webssl = str(Path(sys.executable).parent / "webssl")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           webssl, "train", str(cell), "--quiet"]  # fmt: skip
+    env = {**os.environ, "WEBSSL_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    status = CellDir(cell).stage_status("train")
+    assert status["state"] == "done" and status["world_size"] == 2 and status["strategy"] == "fsdp"
+    assert CellDir(cell).backbone_export.exists()
