@@ -60,6 +60,15 @@ def test_slurm_tasks_match_submitit_torch_environment(monkeypatch):
     )  # fmt: skip
 
 
+def test_submitit_local_executor_tasks():
+    env = detect_env({"SUBMITIT_LOCAL_GLOBALID": "1", "SUBMITIT_LOCAL_LOCALID": "1",
+                      "SUBMITIT_LOCAL_NTASKS": "2", "SUBMITIT_LOCAL_JOB_ID": "777"})  # fmt: skip
+    assert (env.rank, env.world_size, env.local_rank, env.master_addr) == (1, 2, 1, "127.0.0.1")
+    assert (
+        detect_env({"SUBMITIT_LOCAL_GLOBALID": "0", "SUBMITIT_LOCAL_NTASKS": "1"}).world_size == 1
+    )
+
+
 def test_single_process_and_node_lists():
     assert detect_env({}).world_size == 1
     assert detect_env({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}).source == "single"

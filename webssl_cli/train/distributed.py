@@ -65,7 +65,8 @@ def slurm_master_port(job_id: str) -> int:
 
 
 def detect_env(environ: Mapping[str, str] | None = None) -> DistEnv:
-    """The process's place in the job: torchrun's variables first, then SLURM's, else single."""
+    """The process's place in the job: torchrun's variables first, then SLURM's (or submitit's
+    LocalExecutor's), else a single process."""
     env = os.environ if environ is None else environ
     if "RANK" in env and "WORLD_SIZE" in env:
         return DistEnv(
@@ -89,6 +90,20 @@ def detect_env(environ: Mapping[str, str] | None = None) -> DistEnv:
             master_addr=env.get("MASTER_ADDR") or first_host(nodelist),
             master_port=int(env.get("MASTER_PORT") or slurm_master_port(job_id)),
             source="slurm",
+        )
+    local_tasks = int(env.get("SUBMITIT_LOCAL_NTASKS", "1") or 1)
+    if (
+        "SUBMITIT_LOCAL_GLOBALID" in env and local_tasks > 1
+    ):  # submitit's LocalExecutor, tasks_per_node > 1
+        return DistEnv(
+            rank=int(env["SUBMITIT_LOCAL_GLOBALID"]),
+            world_size=local_tasks,
+            local_rank=int(env.get("SUBMITIT_LOCAL_LOCALID", env["SUBMITIT_LOCAL_GLOBALID"])),
+            master_addr="127.0.0.1",
+            master_port=int(
+                env.get("MASTER_PORT") or slurm_master_port(env.get("SUBMITIT_LOCAL_JOB_ID", "0"))
+            ),
+            source="slurm",  # same rendezvous: exported variables + env://
         )
     return DistEnv()
 
