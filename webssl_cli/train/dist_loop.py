@@ -155,7 +155,7 @@ def dist_train_step(state: DistState, rb: RankBatch, it: int) -> dict[str, float
     del outs, t_dino
 
     state.optimizer.zero_grad(set_to_none=True)  # 3. student, one micro-batch at a time
-    sums = torch.zeros(4, dtype=torch.float64)
+    sums = torch.zeros(4, dtype=torch.float64, device=state.device)  # synced once, below
     for j, (g, loc, m, sl) in enumerate(micro):
         with par.no_sync(last_micro_batch=j == state.accum - 1):
             with dev.autocast(state.device, state.amp):
@@ -166,9 +166,7 @@ def dist_train_step(state: DistState, rb: RankBatch, it: int) -> dict[str, float
                 koleo = koleo_grouped(cls_g, state.koleo_group)
                 loss = cfg.dino_weight * dino + cfg.ibot_weight * ibot + cfg.koleo_weight * koleo
             (loss / state.accum).backward()
-        sums += torch.tensor(
-            [float(x.detach()) for x in (loss, dino, ibot, koleo)], dtype=torch.float64
-        )
+        sums += torch.stack([x.detach().double() for x in (loss, dino, ibot, koleo)])
     p = p_dino.float()
     entropy = float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean())
     loss_m, dino_m, ibot_m, koleo_m, entropy = all_reduce_mean(
