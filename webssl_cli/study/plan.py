@@ -97,16 +97,16 @@ def plan_rows(
         cfg = cfg_cache.get(id(cell.train))
         if cfg is None:
             cfg = cfg_cache[id(cell.train)] = TrainConfig.model_validate(cell.train)
-        unit = per_sample.get((cell.model, id(cell.train)))
+        key = (cell.model, id(cell.train))
+        unit = per_sample.get(key)
         if unit is None:
-            unit = per_sample[(cell.model, id(cell.train))] = estimate(
+            unit = per_sample[key] = estimate(
                 get_model(cell.model), cfg, cfg.batch_size, peak_tflops=peak_tflops, mfu=mfu
             )
-        mem = memory.get((cell.model, id(cell.train)))
-        if mem is None:
-            mem = memory[(cell.model, id(cell.train))] = plan_memory(
+            memory[key] = plan_memory(
                 get_model(cell.model), cfg, gpus_of.get(cell.model, 1), gpu_memory_gb, max_gpus
             )
+        mem = memory[key]
         iterations = -(-cell.samples_seen // cfg.batch_size)
         scale = iterations / unit.iterations  # unit: one step
         est = unit
