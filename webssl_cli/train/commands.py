@@ -12,6 +12,7 @@ and a rerun of the same command resumes from the newest checkpoint.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -144,7 +145,9 @@ def register(app: typer.Typer) -> None:
                 raise UserError(f"{out}: holds checkpoints of a different run; use a new --out")
             run.write_spec(spec)
             cell_dir = out
-        _run_with_progress(cell_dir, quiet)
+        # Under torchrun/SLURM every rank runs this command: only rank 0 draws a progress bar.
+        rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or "0"
+        _run_with_progress(cell_dir, quiet or rank != "0")
 
 
 def _run_with_progress(cell_dir: Path, quiet: bool) -> None:
