@@ -27,6 +27,12 @@ evals:
 
 
 @pytest.fixture
+def base_study() -> str:
+    """A valid study text (8 cells) with ``{out}`` for the output directory."""
+    return BASE
+
+
+@pytest.fixture
 def write_study(tmp_path: Path):
     """write_study(text=None) -> a study file in tmp_path; ``{out}`` becomes tmp_path/out."""
 

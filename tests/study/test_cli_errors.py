@@ -16,23 +16,8 @@ from webssl_cli.study.loader import load_study
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[2]
 
-GOOD = """\
-name: t
-output_dir: {out}
-preset: test
-data:
-  sources:
-    synth: {synthesize: {n: 100, shard_size: 50}}
-  filters:
-    full: {source: synth}
-    light: {source: synth, filter: light, classifier: label}
-grid:
-  model: [vit-test, vit-pico]
-  samples_seen: [1K, 2K]
-  data_filter: [full, light]
-"""
 
-# (name, edit of GOOD as (old, new), regex the one-line message must match)
+# (name, edit of the base study (conftest.BASE) as (old, new), regex the one-line message must match)
 CASES = [
     (
         "malformed_yaml",
@@ -161,12 +146,12 @@ CASES = [
 @pytest.mark.parametrize(("name", "edit", "pattern"), CASES, ids=[c[0] for c in CASES])
 @pytest.mark.parametrize("command", ["validate", "plan"])
 def test_bad_input_is_one_located_line(
-    tmp_path: Path, name: str, edit: tuple[str, str], pattern: str, command: str
+    tmp_path: Path, base_study: str, name: str, edit: tuple[str, str], pattern: str, command: str
 ) -> None:
     old, new = edit
-    assert old in GOOD, name
+    assert old in base_study, name
     path = tmp_path / "study.yaml"
-    path.write_text(GOOD.replace("{out}", str(tmp_path / "out")).replace(old, new, 1))
+    path.write_text(base_study.replace("{out}", str(tmp_path / "out")).replace(old, new, 1))
     result = runner.invoke(app, ["study", command, str(path)])
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
@@ -180,9 +165,9 @@ def test_bad_input_is_one_located_line(
     assert not Path("/tmp/pwned").exists()
 
 
-def test_set_override_errors(tmp_path: Path) -> None:
+def test_set_override_errors(tmp_path: Path, base_study: str) -> None:
     path = tmp_path / "study.yaml"
-    path.write_text(GOOD.replace("{out}", str(tmp_path / "out")))
+    path.write_text(base_study.replace("{out}", str(tmp_path / "out")))
     for bad, pattern in [
         ("train.lr=1", "unknown setting 'lr'"),
         ("novalue", "expected key=value"),
@@ -192,9 +177,9 @@ def test_set_override_errors(tmp_path: Path) -> None:
         assert result.exit_code == 2 and pattern in result.output, result.output
 
 
-def test_plan_formats(tmp_path: Path) -> None:
+def test_plan_formats(tmp_path: Path, base_study: str) -> None:
     path = tmp_path / "study.yaml"
-    path.write_text(GOOD.replace("{out}", str(tmp_path / "out")))
+    path.write_text(base_study.replace("{out}", str(tmp_path / "out")))
     out = runner.invoke(app, ["study", "plan", str(path), "--format", "json"])
     assert out.exit_code == 0, out.output
     plan = json.loads(out.output)
@@ -247,8 +232,8 @@ def test_help_does_not_import_torch() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
-def test_load_study_is_pure(tmp_path: Path) -> None:
+def test_load_study_is_pure(tmp_path: Path, base_study: str) -> None:
     path = tmp_path / "study.yaml"
-    path.write_text(GOOD.replace("{out}", str(tmp_path / "out")))
+    path.write_text(base_study.replace("{out}", str(tmp_path / "out")))
     load_study(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]

@@ -25,6 +25,7 @@ import zlib
 from collections import Counter
 from typing import Any
 
+from webssl_cli.data.painter import SHAPES  # the corpus' own shape classes
 from webssl_cli.eval import metrics as M
 from webssl_cli.eval.benchmarks import Question, score
 
@@ -49,18 +50,6 @@ KIND_WORD = {
     "document": "document",
     "table": "table",
 }
-SHAPES = (
-    "circle",
-    "square",
-    "triangle",
-    "star",
-    "ring",
-    "cross",
-    "hexagon",
-    "diamond",
-    "arrow",
-    "crescent",
-)
 
 
 def _rng(key: str, bench: str) -> random.Random:
