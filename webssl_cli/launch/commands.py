@@ -186,7 +186,12 @@ def register(app: typer.Typer) -> None:
         if not stage:
             if not stages:
                 raise UserError(f"cell {cd.uid}: no stage has run yet")
-            stage = max(stages, key=lambda s: str(stages[s].get("updated", "")))
+            # The last stage that actually started; "updated" has one-second resolution and a
+            # dependent stage marked queued in the same second must not win the tie.
+            stage = max(
+                stages,
+                key=lambda s: (bool(stages[s].get("started")), str(stages[s].get("updated", ""))),
+            )
         if stage not in stages:
             raise UserError(
                 f"stage {stage!r} of {cd.uid} has not run; stages: {', '.join(sorted(stages)) or 'none'}"
