@@ -22,7 +22,6 @@ distribution, not bit for bit.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 import socket
@@ -38,7 +37,7 @@ from torch import Tensor
 
 from webssl_cli.data.stream import Position
 from webssl_cli.errors import UserError
-from webssl_cli.rundir import CellDir, atomic_write_bytes, atomic_write_text, now_iso
+from webssl_cli.rundir import CellDir, now_iso
 from webssl_cli.study.registry import ModelSpec, get_model
 from webssl_cli.train import device as dev
 from webssl_cli.train import dist_checkpoint as dckpt
@@ -61,6 +60,7 @@ from webssl_cli.train.distributed import (
     sharded_ema,
     state_bytes,
 )
+from webssl_cli.train.loop import truncate_metrics, write_backbone
 from webssl_cli.train.masking import block_mask
 from webssl_cli.train.schedules import Schedules
 from webssl_cli.train.ssl_model import Centers, apply_hyper, build_models, param_groups
@@ -221,21 +221,11 @@ def export_teacher_backbone(path: Path, spec: ModelSpec, par: Parallel, rank: in
     if rank != 0:
         return
     state = {
-        k.removeprefix("backbone."): v.detach().cpu()
+        k.removeprefix("backbone."): v
         for k, v in full.items()
         if k.startswith("backbone.") and isinstance(v, torch.Tensor)
     }
-    buf = io.BytesIO()
-    torch.save({"model": spec.name, "spec": dataclasses.asdict(spec), "state_dict": state}, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    if not path.exists():
-        return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= last_step]
-    atomic_write_text(path, "".join(ln + "\n" for ln in kept))
+    write_backbone(path, spec, state)
 
 
 def train_distributed(
@@ -305,7 +295,7 @@ def _train(run: CellDir, spec: ModelSpec, cfg: TrainConfig, shards: list[str], s
             if getattr(state.centers, which) is not None:
                 setattr(state.centers, which, getattr(state.centers, which).to(device))
     if main:
-        _truncate_metrics(run.metrics_jsonl, start_it)
+        truncate_metrics(run.metrics_jsonl, start_it)
         run.update_stage("train", state="running", samples_target=iterations * cfg.batch_size,
                          iterations=iterations, step=start_it, samples_seen=start_it * cfg.batch_size,
                          host=socket.gethostname(), started=now_iso(), world_size=W, strategy=strategy,

@@ -109,14 +109,19 @@ def train_step(state: State, batch: Batch, it: int) -> dict[str, float]:
     }
 
 
-def export_backbone(path: Path, spec: ModelSpec, teacher: SSLModel) -> None:
-    state = {k: v.detach().cpu() for k, v in teacher.backbone.state_dict().items()}
+def write_backbone(path: Path, spec: ModelSpec, state: dict[str, torch.Tensor]) -> None:
+    """train/teacher_backbone.pt: {"model", "spec", "state_dict"} (what evaluation loads)."""
+    state = {k: v.detach().cpu() for k, v in state.items()}
     buf = io.BytesIO()
     torch.save({"model": spec.name, "spec": dataclasses.asdict(spec), "state_dict": state}, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _truncate_metrics(path: Path, last_step: int) -> None:
+def export_backbone(path: Path, spec: ModelSpec, teacher: SSLModel) -> None:
+    write_backbone(path, spec, teacher.backbone.state_dict())
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
     """Drop metric lines written after the checkpoint we resume from (they will be redone)."""
     if not path.exists():
         return
@@ -166,7 +171,7 @@ def train(
             resumed["problems"],
         )
         ckpt.set_rng_state(resumed["rng"])
-    _truncate_metrics(run.metrics_jsonl, start_it)
+    truncate_metrics(run.metrics_jsonl, start_it)
     run.update_stage("train", state="running", samples_target=iterations * cfg.batch_size, iterations=iterations,
                      step=start_it, samples_seen=start_it * cfg.batch_size, host=socket.gethostname(),
                      started=now_iso(), resumed_from=resumed["path"] if resumed else None)  # fmt: skip
