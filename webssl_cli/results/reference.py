@@ -28,14 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from webssl_cli.errors import UserError
+from webssl_cli.eval.metrics import BENCHMARK_CATEGORY, CATEGORIES
+from webssl_cli.eval.metrics import category_scores as paper_category_scores
+from webssl_cli.study.units import parse_count
 
-CATEGORIES: dict[str, tuple[str, ...]] = {
-    "General": ("MME", "MMBench", "SEED", "GQA"),
-    "Knowledge": ("ScienceQA", "MMMU", "MathVista", "AI2D"),
-    "OCR & Chart": ("ChartQA", "OCRBench", "TextVQA", "DocVQA"),
-    "Vision-Centric": ("MMVP", "RealWorldQA", "CV-Bench-2D", "CV-Bench-3D"),
-}
-BENCHMARK_CATEGORY = {b: c for c, bs in CATEGORIES.items() for b in bs}
 _ALIASES = {
     "mmb": "MMBench", "mmbench-en": "MMBench", "seed-img": "SEED", "seed-image": "SEED",
     "seedbench": "SEED", "sqa": "ScienceQA", "sqa-i": "ScienceQA", "sqa-img": "ScienceQA", "scienceqa-img": "ScienceQA",
@@ -45,7 +41,6 @@ _ALIASES = {
     "cv-bench-3d": "CV-Bench-3D", "cvbench3d": "CV-Bench-3D", "cv3d": "CV-Bench-3D",
 }  # fmt: skip
 _AXIS_COLUMNS = ("label", "model", "params", "samples_seen", "data_filter")
-_SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
 
 
 def _norm(name: str) -> str:
@@ -66,36 +61,25 @@ def category_scores(scores: dict[str, float]) -> dict[str, float]:
     benchmarks it has, the average is the mean of the categories present (all four in the paper).
     Names are matched to the paper's benchmarks (aliases accepted); others are ignored.
 
-    Delegates to ``webssl_cli.eval.metrics.category_scores`` when the evaluation package has it,
-    so that imported references and our own evaluations aggregate in one place.
+    Aggregation is ``webssl_cli.eval.metrics.category_scores``: imported references and our
+    own evaluations aggregate in one place.
     """
     canon: dict[str, float] = {}
     for name, value in scores.items():
         b = canonical_benchmark(name)
         if b is not None and value is not None and not math.isnan(value):
             canon[b] = value
-    try:
-        from webssl_cli.eval import metrics as eval_metrics
-    except ImportError:
-        eval_metrics = None  # type: ignore[assignment]
-    if eval_metrics is not None and hasattr(eval_metrics, "category_scores"):
-        return dict(eval_metrics.category_scores(canon))
-    by_cat: dict[str, list[float]] = {}
-    for b, value in canon.items():
-        by_cat.setdefault(BENCHMARK_CATEGORY[b], []).append(value / 20.0 if b == "MME" else value)
-    out = {c: sum(v) / len(v) for c in CATEGORIES if (v := by_cat.get(c))}
-    if out:
-        out["Average"] = sum(out.values()) / len(out)
-    return out
+    return dict(paper_category_scores(canon))
 
 
 def parse_quantity(text: str, what: str, where: str) -> float:
     """``2B`` -> 2e9, ``300M`` -> 3e8, ``1.5e9`` -> 1.5e9."""
-    t = text.strip().replace(",", "").replace("_", "")
-    m = re.fullmatch(r"([0-9.]+(?:e[+-]?[0-9]+)?)\s*([kmbgtKMBGT]?)", t)
-    if not m:
-        raise UserError(f"{where}: {what}: {text!r} is not a number (e.g. 2000000000 or 2B)")
-    return float(m.group(1)) * _SUFFIX.get(m.group(2).lower(), 1.0)
+    try:
+        return float(parse_count(text.strip().replace(",", "")))
+    except ValueError:
+        raise UserError(
+            f"{where}: {what}: {text!r} is not a number (e.g. 2000000000 or 2B)"
+        ) from None
 
 
 @dataclass
