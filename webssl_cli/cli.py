@@ -46,12 +46,7 @@ def _build() -> None:
         for name, text in _GROUPS.items()
     }
     for group, module_name in _REGISTRARS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:  # a real missing dependency, not a missing module
-                raise
-            continue
+        module = importlib.import_module(module_name)
         module.register(groups[group] if group else app)
     for name, sub in groups.items():
         if sub.registered_commands or sub.registered_groups:

@@ -15,7 +15,6 @@ failures, then ingests the results and writes the report when those commands exi
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
 from collections.abc import Callable
@@ -554,29 +553,17 @@ def _say_result(run: Run, echo: Echo) -> None:
 
 
 def post_run(study_dir: Path, echo: Echo) -> None:
-    """Ingest results and write the report, when those packages provide the entry points.
+    """Ingest the results and write the report. A step that fails is reported on one line:
+    the run itself has succeeded, and `webssl results ingest` / `webssl report` can redo it."""
+    from webssl_cli.report.build import build_report
+    from webssl_cli.results.ingest import ingest
 
-    Guarded: the orchestration works (and its tests run) without them; a hook that fails is
-    reported on one line, the run itself having succeeded.
-    """
-    hooks: list[tuple[str, str, tuple[Any, ...]]] = [
-        ("webssl_cli.results.ingest", "ingest_study", (study_dir,)),
-        ("webssl_cli.results.ingest", "ingest", (study_dir,)),
-        ("webssl_cli.report.build", "build_report", (study_dir, study_dir / "report")),
-    ]
-    done: set[str] = set()
-    for module, fn, args in hooks:
-        if module in done:  # one ingest entry point is enough
-            continue
-        try:
-            func = getattr(importlib.import_module(module), fn)
-        except (ImportError, AttributeError):
-            continue
-        done.add(module)
-        try:
-            out = func(*args)
-            where = getattr(out, "db_path", None) or getattr(out, "out_dir", None) or out
-            if where:
-                echo(f"{module.split('.')[1]}: {str(where)[:200]}")
-        except Exception as exc:
-            echo(f"{module}.{fn} failed: {type(exc).__name__}: {exc}")
+    try:
+        echo(f"results: {ingest(study_dir).db_path}")
+    except Exception as exc:
+        echo(f"results: ingest failed: {type(exc).__name__}: {exc}")
+        return
+    try:
+        echo(f"report: {build_report(study_dir, study_dir / 'report').out_dir}")
+    except Exception as exc:
+        echo(f"report: failed: {type(exc).__name__}: {exc}")

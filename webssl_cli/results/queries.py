@@ -30,13 +30,8 @@ def resolve_study_dir(arg: str | os.PathLike[str]) -> Path:
     """A study output directory, or a study YAML file (its output directory)."""
     path = Path(arg)
     if path.is_file() and path.suffix in (".yaml", ".yml"):
-        try:
-            from webssl_cli.study.loader import load_study  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
-            raise UserError(
-                f"{path}: study files need webssl_cli.study.loader, which is not available; "
-                "pass the study output directory instead"
-            ) from None
+        from webssl_cli.study.loader import load_study
+
         return Path(load_study(path).output_dir)
     if not path.is_dir():
         raise UserError(

@@ -33,11 +33,8 @@ DEFAULT_MFU = 0.4
 
 def cluster_speed(loaded: LoadedStudy, profile_name: str | None = None) -> tuple[float, float]:
     """(peak TFLOP/s per GPU, assumed utilisation) from the study's cluster profile if known."""
-    try:
-        from webssl_cli.launch.profiles import load_profile
-    except ImportError:
-        return DEFAULT_PEAK_TFLOPS, DEFAULT_MFU
     from webssl_cli.errors import UserError
+    from webssl_cli.launch.profiles import load_profile
 
     try:
         profile = load_profile(profile_name or loaded.study.cluster)

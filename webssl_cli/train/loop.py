@@ -239,12 +239,8 @@ def cell_shards(spec: dict[str, Any]) -> list[str]:
     """Shard URLs of a cell: the filtered subset when a filter ran, else the source pattern."""
     data = spec.get("data") or {}
     if data.get("filter_dir"):
-        try:
-            from webssl_cli.data.filtering import filtered_sources  # written by the data engineer
-        except ImportError as exc:
-            raise UserError(
-                "cell.json: data.filter_dir is set but webssl_cli.data.filtering is missing"
-            ) from exc
+        from webssl_cli.data.filtering import filtered_sources
+
         sources = filtered_sources(Path(data["filter_dir"]))
         return expand_urls(sources if isinstance(sources, str | list | tuple) else list(sources))
     if not data.get("shards"):
