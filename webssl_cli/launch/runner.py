@@ -10,7 +10,7 @@ Executors: ``slurm`` submits every stage at once, edges as ``afterok`` dependenc
 returns; ``local`` runs a driver that submits a stage when its inputs are done, at most
 ``max_parallel`` at a time (in the foreground with ``--wait``, else detached); ``debug`` runs
 stages in this process, in order. ``--wait`` follows until nothing is left to do, retrying
-failures, then ingests the results and writes the report when those commands exist.
+failures, then ingests the results and writes the report.
 """
 
 from __future__ import annotations
