@@ -28,10 +28,10 @@ from shapes import N_CLASSES, draw, write_shards  # noqa: E402
 
 from webssl_cli.data.stream import expand_urls  # noqa: E402
 from webssl_cli.rundir import CellDir  # noqa: E402
-from webssl_cli.study.registry import get_model  # noqa: E402
+from webssl_cli.specs.presets import PRESETS  # noqa: E402
+from webssl_cli.specs.registry import get_model  # noqa: E402
+from webssl_cli.specs.train import TrainConfig  # noqa: E402
 from webssl_cli.train.batches import to_model_input  # noqa: E402
-from webssl_cli.train.config import TrainConfig  # noqa: E402
-from webssl_cli.train.presets import PRESETS  # noqa: E402
 from webssl_cli.train.vit import build_backbone  # noqa: E402
 
 # A 250-step run needs a shorter teacher-momentum horizon and a last layer frozen for half the

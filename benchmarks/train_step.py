@@ -25,8 +25,8 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-from webssl_cli.study.registry import ModelSpec  # noqa: E402
-from webssl_cli.train.config import TrainConfig  # noqa: E402
+from webssl_cli.specs.registry import ModelSpec  # noqa: E402
+from webssl_cli.specs.train import TrainConfig  # noqa: E402
 
 
 def cpu_time(fn, reps: int = 1) -> float:
@@ -271,7 +271,7 @@ class PlainPIL:
 
 def bench_loader(rounds: int, n_images: int) -> float:
     from webssl_cli.data.multicrop import MultiCrop
-    from webssl_cli.train.config import CropConfig
+    from webssl_cli.specs.train import CropConfig
 
     jpegs = make_jpegs(n_images)
     ours_t = MultiCrop(CropConfig())

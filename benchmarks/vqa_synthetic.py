@@ -92,9 +92,9 @@ def main() -> None:
     from webssl_cli.data.synth import shard_pattern, synthesize
     from webssl_cli.eval.encoders import save_own
     from webssl_cli.eval.run import run_eval
-    from webssl_cli.study.registry import get_model
-    from webssl_cli.train.config import TrainConfig
-    from webssl_cli.train.presets import PRESETS
+    from webssl_cli.specs.presets import PRESETS
+    from webssl_cli.specs.registry import get_model
+    from webssl_cli.specs.train import TrainConfig
     from webssl_cli.train.vit import build_backbone
 
     work = args.work

@@ -3,7 +3,7 @@ import pytest
 import simplejpeg
 
 from webssl_cli.data import multicrop as mc
-from webssl_cli.train.config import CropConfig
+from webssl_cli.specs.train import CropConfig
 
 
 def _jpeg(h=80, w=60, seed=0):

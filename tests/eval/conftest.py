@@ -29,7 +29,7 @@ def _make_cell(
     import torch
 
     from webssl_cli.eval.encoders import save_own
-    from webssl_cli.study.registry import get_model
+    from webssl_cli.specs.registry import get_model
     from webssl_cli.train.vit import build_backbone
 
     cell = root / "cells" / "abc123"

@@ -98,7 +98,7 @@ def test_export_command(tmp_path: Path) -> None:
     import torch
 
     from webssl_cli.eval.encoders import load_hf_dinov2, save_own
-    from webssl_cli.study.registry import get_model
+    from webssl_cli.specs.registry import get_model
     from webssl_cli.train.vit import build_backbone
 
     spec = get_model("vit-test")

@@ -12,7 +12,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from webssl_cli.eval import encoders as E  # noqa: E402
-from webssl_cli.study.registry import ModelSpec  # noqa: E402
+from webssl_cli.specs.registry import ModelSpec  # noqa: E402
 
 TOL = 1e-4
 
@@ -70,7 +70,7 @@ def test_hf_features_match_and_round_trip(
 
 
 def test_registry_spec_exports_and_swiglu_hidden_is_checked(tmp_path: Path) -> None:
-    from webssl_cli.study.registry import get_model
+    from webssl_cli.specs.registry import get_model
 
     for name in ("webdino-7b", "webdino-300m", "vit-small", "vit-test"):
         spec = get_model(name)

@@ -9,9 +9,9 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from webssl_cli.cli import app
+from webssl_cli.specs.registry import get_model
+from webssl_cli.specs.train import TrainConfig
 from webssl_cli.study.memory import check_fit, estimate_memory
-from webssl_cli.study.registry import get_model
-from webssl_cli.train.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER = TrainConfig()

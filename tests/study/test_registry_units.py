@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from webssl_cli.errors import UserError
-from webssl_cli.study.registry import MODELS, get_model, swiglu_hidden
-from webssl_cli.study.units import format_count, parse_count
+from webssl_cli.specs.registry import MODELS, get_model, swiglu_hidden
+from webssl_cli.specs.units import format_count, parse_count
 
 # DESIGN.md's table: name -> (width, depth, heads, SwiGLU hidden, params in billions)
 PAPER = {

@@ -8,8 +8,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from shapes import write_shards  # noqa: E402
 
-from webssl_cli.train.config import TrainConfig  # noqa: E402
-from webssl_cli.train.presets import PRESETS  # noqa: E402
+from webssl_cli.specs.presets import PRESETS  # noqa: E402
+from webssl_cli.specs.train import TrainConfig  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -29,8 +29,8 @@ def run_rank(rank: int, world: int, ports: list[int], cell: str, phases: list[in
 
     torch.set_num_threads(1)
     from webssl_cli.rundir import CellDir
-    from webssl_cli.study.registry import get_model
-    from webssl_cli.train.config import TrainConfig
+    from webssl_cli.specs.registry import get_model
+    from webssl_cli.specs.train import TrainConfig
     from webssl_cli.train.dist_loop import train_distributed
     from webssl_cli.train.loop import cell_shards
 

@@ -5,8 +5,8 @@ import tarfile
 import torch
 
 from webssl_cli.data.stream import ShardStream, expand_urls
+from webssl_cli.specs.train import CropConfig
 from webssl_cli.train.batches import BatchLoader, to_model_input
-from webssl_cli.train.config import CropConfig
 
 
 def test_workers_do_not_change_batches(shards):

@@ -26,9 +26,9 @@ from conftest import make_cell
 from dist_worker import launch
 
 from webssl_cli.rundir import CellDir
+from webssl_cli.specs.registry import get_model
+from webssl_cli.specs.train import TrainConfig
 from webssl_cli.study.memory import estimate_memory
-from webssl_cli.study.registry import get_model
-from webssl_cli.train.config import TrainConfig
 from webssl_cli.train.dist_loop import train_distributed
 from webssl_cli.train.distributed import DistEnv
 from webssl_cli.train.loop import cell_shards

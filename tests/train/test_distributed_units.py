@@ -9,15 +9,15 @@ import torch
 
 from webssl_cli.data.stream import expand_urls
 from webssl_cli.errors import UserError
+from webssl_cli.specs.presets import PRESETS
+from webssl_cli.specs.registry import get_model
+from webssl_cli.specs.train import TrainConfig
 from webssl_cli.study.memory import estimate_memory, resolve_strategy
-from webssl_cli.study.registry import get_model
 from webssl_cli.train import device as dev
 from webssl_cli.train import losses as L
-from webssl_cli.train.config import TrainConfig
 from webssl_cli.train.dist_data import LaneLoader, lanes_for, micro_batches_for
 from webssl_cli.train.dist_loop import koleo_grouped, rank_masks
 from webssl_cli.train.distributed import detect_env, first_host, state_bytes
-from webssl_cli.train.presets import PRESETS
 from webssl_cli.train.ssl_model import build_models, param_groups
 from webssl_cli.train.vit import build_backbone
 

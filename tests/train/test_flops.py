@@ -6,15 +6,15 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from webssl_cli.study.registry import get_model
+from webssl_cli.specs.registry import get_model
+from webssl_cli.specs.train import TrainConfig
 from webssl_cli.train import device as dev
-from webssl_cli.train.config import TrainConfig
 from webssl_cli.train.heads import DINOHead
 from webssl_cli.train.schedules import Schedules
 from webssl_cli.train.ssl_model import Centers, build_models, forward_losses
 from webssl_cli.train.vit import build_backbone
 
-compute = pytest.importorskip("webssl_cli.study.compute")
+compute = pytest.importorskip("webssl_cli.specs.compute")
 
 
 def _expected_masks(n_images: int, n_patches: int, per_image: float) -> torch.Tensor:

@@ -11,9 +11,9 @@ import torch
 from conftest import make_cell
 
 from webssl_cli.rundir import CellDir
-from webssl_cli.study.registry import get_model
+from webssl_cli.specs.registry import get_model
+from webssl_cli.specs.train import TrainConfig
 from webssl_cli.train import loop
-from webssl_cli.train.config import TrainConfig
 from webssl_cli.train.loop import train_cell
 
 

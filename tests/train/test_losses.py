@@ -2,8 +2,8 @@ import math
 
 import torch
 
+from webssl_cli.specs.train import HeadConfig
 from webssl_cli.train import losses as L
-from webssl_cli.train.config import HeadConfig
 from webssl_cli.train.heads import DINOHead
 
 
@@ -103,7 +103,7 @@ def test_gradients_flow_only_to_student():
 
 
 def test_head_param_counts_match_registry():
-    from webssl_cli.study.registry import head_params
+    from webssl_cli.specs.registry import head_params
 
     for cfg in (HeadConfig(), HeadConfig(n_prototypes=64, bottleneck=16, hidden=32, layers=1)):
         head = DINOHead(1024, cfg).to("meta")

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from webssl_cli.train.config import TrainConfig
+from webssl_cli.specs.presets import PRESETS
+from webssl_cli.specs.train import TrainConfig
 from webssl_cli.train.masking import batch_masks, block_mask
-from webssl_cli.train.presets import PRESETS
 from webssl_cli.train.schedules import Schedules
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from webssl_cli.study.registry import MODELS, get_model
+from webssl_cli.specs.registry import MODELS, get_model
 from webssl_cli.train import device as dev
 from webssl_cli.train.vit import build_backbone, count_params
 

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import simplejpeg
 
-from webssl_cli.train.config import CropConfig
+from webssl_cli.specs.train import CropConfig
 
 BLUR_PROBS = {"dinov2-code": (0.0, 0.9, 0.5), "written": (1.0, 0.1, 0.5)}
 MEAN = (0.485, 0.456, 0.406)  # ImageNet, applied on the device

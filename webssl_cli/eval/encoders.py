@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from webssl_cli.errors import UserError
-from webssl_cli.study.registry import ModelSpec
+from webssl_cli.specs.registry import ModelSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -395,7 +395,7 @@ def load_encoder(source: str | Path) -> Encoder:
 
 def random_encoder(model: str, seed: int = 0) -> Encoder:
     """A randomly initialised encoder of a registry size (the untrained baseline)."""
-    from webssl_cli.study.registry import get_model
+    from webssl_cli.specs.registry import get_model
     from webssl_cli.train.vit import build_backbone
 
     spec = get_model(model)

@@ -19,8 +19,8 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from webssl_cli.errors import UserError
-from webssl_cli.eval.config import EvalConfig, KnnEval, LinearEval, VqaEval
 from webssl_cli.rundir import CellDir, atomic_write_bytes, atomic_write_json, now_iso
+from webssl_cli.specs.evals import EvalConfig, KnnEval, LinearEval, VqaEval
 
 
 def eval_config(

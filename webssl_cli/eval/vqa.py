@@ -23,10 +23,10 @@ import torch
 from webssl_cli.errors import UserError
 from webssl_cli.eval import metrics as M
 from webssl_cli.eval.benchmarks import Question, benchmark_scores, load_suite_dir
-from webssl_cli.eval.config import VqaEval
 from webssl_cli.eval.features import extract, resolve_source
 from webssl_cli.eval.mllm import MLLM, tiny_llama, train_stage
 from webssl_cli.rundir import atomic_write_bytes, atomic_write_json
+from webssl_cli.specs.evals import VqaEval
 
 Example = tuple[str, str, str]  # (image key, prompt, answer)
 

@@ -20,8 +20,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from webssl_cli.config_base import Frozen
 from webssl_cli.errors import UserError, did_you_mean
+from webssl_cli.specs.base import Frozen
 
 # A plain value that may reach sbatch (partition, account, qos, constraint, gres, ...).
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.,:@%/+=\-\[\]|&!]*$")
@@ -153,7 +153,7 @@ class Profile(Frozen):
     @field_validator("train")
     @classmethod
     def _sizes(cls, v: dict[str, Resources]) -> dict[str, Resources]:
-        from webssl_cli.study.registry import MODELS, resolve_model_name
+        from webssl_cli.specs.registry import MODELS, resolve_model_name
 
         out: dict[str, Resources] = {}
         for key, res in v.items():
@@ -191,7 +191,7 @@ class Profile(Frozen):
 
     def train_resources(self, model: str) -> Resources:
         """Resources of the training job for a model size (its own entry, else 'default')."""
-        from webssl_cli.study.registry import resolve_model_name
+        from webssl_cli.specs.registry import resolve_model_name
 
         with contextlib.suppress(Exception):
             model = resolve_model_name(model)

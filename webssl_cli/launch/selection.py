@@ -44,13 +44,13 @@ def axis_match(value: Any, text: str) -> bool:
     if str(value) == text:
         return True
     try:
-        from webssl_cli.study.units import parse_count
+        from webssl_cli.specs.units import parse_count
 
         return bool(value == parse_count(text))
     except Exception:
         pass
     try:
-        from webssl_cli.study.registry import resolve_model_name
+        from webssl_cli.specs.registry import resolve_model_name
 
         return bool(value == resolve_model_name(text))
     except Exception:

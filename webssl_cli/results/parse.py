@@ -49,7 +49,7 @@ def backbone_params(model: str | None) -> int | None:
     if not model:
         return None
     from webssl_cli.errors import UserError
-    from webssl_cli.study.registry import get_model
+    from webssl_cli.specs.registry import get_model
 
     try:
         return int(get_model(model).backbone_params())
@@ -65,9 +65,9 @@ def _flops_per_sample(model: str | None, train: Any) -> float | None:
     if key not in _flops_cache:
         value: float | None = None
         try:
-            from webssl_cli.study import compute  # type: ignore[attr-defined,unused-ignore]
-            from webssl_cli.study.registry import get_model
-            from webssl_cli.train.config import TrainConfig
+            from webssl_cli.specs import compute  # type: ignore[attr-defined,unused-ignore]
+            from webssl_cli.specs.registry import get_model
+            from webssl_cli.specs.train import TrainConfig
 
             value = float(compute.flops_per_sample(get_model(model), TrainConfig(**train)))
         except Exception:  # an absent module or a spec it cannot cost: FLOPs stay unknown

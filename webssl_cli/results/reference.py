@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from webssl_cli.errors import UserError
-from webssl_cli.eval.metrics import BENCHMARK_CATEGORY, CATEGORIES
-from webssl_cli.eval.metrics import category_scores as paper_category_scores
-from webssl_cli.study.units import parse_count
+from webssl_cli.specs.categories import BENCHMARK_CATEGORY, CATEGORIES
+from webssl_cli.specs.categories import category_scores as paper_category_scores
+from webssl_cli.specs.units import parse_count
 
 _ALIASES = {
     "mmb": "MMBench", "mmbench-en": "MMBench", "seed-img": "SEED", "seed-image": "SEED",

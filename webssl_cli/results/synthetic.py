@@ -135,7 +135,7 @@ def write_study(
     **kw: Any,
 ) -> list[Path]:
     """A full grid (models × budgets × filters) of synthetic cells; params from the registry."""
-    from webssl_cli.study.registry import get_model
+    from webssl_cli.specs.registry import get_model
 
     rng = random.Random(seed)
     study_dir.mkdir(parents=True, exist_ok=True)

@@ -16,14 +16,14 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from webssl_cli.errors import UserError, did_you_mean
-from webssl_cli.eval.config import KnnEval, LinearEval, VqaEval
+from webssl_cli.specs.evals import KnnEval, LinearEval, VqaEval
+from webssl_cli.specs.presets import PRESETS
+from webssl_cli.specs.registry import resolve_model_name
+from webssl_cli.specs.train import TrainConfig
+from webssl_cli.specs.units import parse_count
 from webssl_cli.study import grid as G
-from webssl_cli.study.registry import resolve_model_name
 from webssl_cli.study.schema import Study
-from webssl_cli.study.units import parse_count
 from webssl_cli.study.yamlfile import Loc, SourceMap, dotted, load_yaml, validation_error
-from webssl_cli.train.config import TrainConfig
-from webssl_cli.train.presets import PRESETS
 
 FILTER_VERSION = 1
 REQUIRED_AXES = ("model", "samples_seen", "data_filter")

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from webssl_cli.study.compute import expected_masked_tokens, heads_params
-from webssl_cli.study.registry import ModelSpec
-from webssl_cli.train.config import TrainConfig
+from webssl_cli.specs.compute import expected_masked_tokens, heads_params
+from webssl_cli.specs.registry import ModelSpec
+from webssl_cli.specs.train import TrainConfig
 
 AUTO_FSDP_PARAMS = 1_000_000_000
 """'auto' strategy: FSDP2 from this many backbone parameters (Web-DINO 1B and up), DDP below."""

@@ -20,12 +20,12 @@ import io
 import json
 from typing import Any
 
-from webssl_cli.study.compute import estimate
+from webssl_cli.specs.compute import estimate
+from webssl_cli.specs.registry import get_model
+from webssl_cli.specs.train import TrainConfig
+from webssl_cli.specs.units import format_count
 from webssl_cli.study.loader import LoadedStudy
 from webssl_cli.study.memory import plan_memory
-from webssl_cli.study.registry import get_model
-from webssl_cli.study.units import format_count
-from webssl_cli.train.config import TrainConfig
 
 DEFAULT_PEAK_TFLOPS = 989.0  # H100/H200 SXM dense bf16
 DEFAULT_MFU = 0.4

@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from webssl_cli.config_base import Frozen
-from webssl_cli.eval.config import EvalConfig
+from webssl_cli.specs.base import Frozen
+from webssl_cli.specs.evals import EvalConfig
 
 # Names become directory components (filters/<key>, eval/<name>.json): slugs only, so no
 # name in a study can escape the output directory.

@@ -157,7 +157,7 @@ def _fields_at(model: Any, loc: tuple[Any, ...]) -> list[str]:
             continue
         if isinstance(current, type) and issubclass(current, BaseModel):
             if part in _UNION_TAGS:
-                from webssl_cli.eval.config import KnnEval, LinearEval, VqaEval
+                from webssl_cli.specs.evals import KnnEval, LinearEval, VqaEval
 
                 current = {"knn": KnnEval, "linear": LinearEval, "vqa": VqaEval}[part]
                 continue

@@ -19,7 +19,7 @@ import torch
 
 from webssl_cli.data.multicrop import MEAN, STD, MultiCrop, UndecodableImage
 from webssl_cli.data.stream import Position, ShardStream, image_bytes
-from webssl_cli.train.config import CropConfig
+from webssl_cli.specs.train import CropConfig
 
 
 @dataclass

@@ -19,8 +19,8 @@ from typing import Annotated, Any
 import typer
 from pydantic import Field
 
-from webssl_cli.config_base import Frozen
 from webssl_cli.errors import UserError
+from webssl_cli.specs.base import Frozen
 
 
 class RunFile(Frozen):
@@ -52,9 +52,9 @@ def resolve_run(
     """The cell.json of a run outside a study (validated); UserError names file and field."""
     from pydantic import ValidationError
 
-    from webssl_cli.study.registry import resolve_model_name
-    from webssl_cli.train.config import TrainConfig
-    from webssl_cli.train.presets import PRESETS
+    from webssl_cli.specs.presets import PRESETS
+    from webssl_cli.specs.registry import resolve_model_name
+    from webssl_cli.specs.train import TrainConfig
 
     data: dict[str, Any] = {}
     source = None

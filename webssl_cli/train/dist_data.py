@@ -23,8 +23,8 @@ import torch
 
 from webssl_cli.data.stream import Position, ShardStream, image_bytes
 from webssl_cli.errors import UserError
+from webssl_cli.specs.train import CropConfig, TrainConfig
 from webssl_cli.train.batches import _augment, _augment_many, _init_worker
-from webssl_cli.train.config import CropConfig, TrainConfig
 
 
 def lanes_for(cfg: TrainConfig, world_size: int) -> int:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from webssl_cli.train.config import HeadConfig
+from webssl_cli.specs.train import HeadConfig
 
 
 class WeightNormLinear(nn.Module):

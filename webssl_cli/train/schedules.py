@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from webssl_cli.train.config import TrainConfig
+from webssl_cli.specs.train import TrainConfig
 
 
 def cosine(start: float, end: float, it: int, total: int) -> float:

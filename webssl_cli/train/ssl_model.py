@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from webssl_cli.study.registry import ModelSpec
+from webssl_cli.specs.registry import ModelSpec
+from webssl_cli.specs.train import TrainConfig
 from webssl_cli.train import losses as L
-from webssl_cli.train.config import TrainConfig
 from webssl_cli.train.heads import DINOHead
 from webssl_cli.train.schedules import Hyper
 from webssl_cli.train.vit import VisionTransformer, build_backbone

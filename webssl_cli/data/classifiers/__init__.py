@@ -7,37 +7,16 @@ RGB uint8 arrays and the samples' JSON.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from webssl_cli.data.classifiers.base import (
+    CLASSIFIERS,
+    FILTERS,
+    VERSIONS,
+    Classifier,
+    check_choice,
+)
+from webssl_cli.errors import UserError
 
-import numpy as np
-
-from webssl_cli.errors import UserError, did_you_mean
-
-FILTERS = ("light", "heavy")
-CLASSIFIERS = ("ocr", "vlm", "label")
-# Part of the filter cache key: bump a version when that classifier's decisions change.
-VERSIONS = {"ocr": "1", "vlm": "1", "label": "1"}
-
-
-class Classifier(Protocol):
-    name: str
-    version: str
-
-    def classify(
-        self, images: list[np.ndarray], metas: list[dict[str, Any]], filter: str
-    ) -> list[tuple[float, bool]]: ...
-
-
-def check_choice(filter: str, classifier: str) -> None:
-    if filter not in FILTERS:
-        raise UserError(
-            f"--filter: unknown filter {filter!r}{did_you_mean(filter, FILTERS)}; valid: {', '.join(FILTERS)}"
-        )
-    if classifier not in CLASSIFIERS:
-        raise UserError(
-            f"--classifier: unknown classifier {classifier!r}{did_you_mean(classifier, CLASSIFIERS)}; "
-            f"valid: {', '.join(CLASSIFIERS)}"
-        )
+__all__ = ["CLASSIFIERS", "FILTERS", "VERSIONS", "Classifier", "check_choice", "make_classifier"]
 
 
 def make_classifier(name: str, vlm_path: str | None = None, threads: int = 1) -> Classifier:

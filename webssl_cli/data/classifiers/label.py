@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from webssl_cli.data.classifiers import VERSIONS
+from webssl_cli.data.classifiers.base import VERSIONS
 
 VERSION = VERSIONS["label"]
 _FIELD = {"light": "has_text", "heavy": "is_chart_or_document"}

@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from webssl_cli.data.classifiers import VERSIONS
+from webssl_cli.data.classifiers.base import VERSIONS
 
 VERSION = VERSIONS["ocr"]
 MAX_SIDE = 480

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from webssl_cli.data.classifiers import VERSIONS
+from webssl_cli.data.classifiers.base import VERSIONS
 from webssl_cli.errors import UserError
 
 VERSION = VERSIONS["vlm"]

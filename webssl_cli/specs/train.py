@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from webssl_cli.config_base import Frozen
+from webssl_cli.specs.base import Frozen
 
 
 class HeadConfig(Frozen):

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from webssl_cli.config_base import Frozen
+from webssl_cli.specs.base import Frozen
 
 
 class _EvalBase(Frozen):

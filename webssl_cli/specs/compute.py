@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from webssl_cli.study.registry import ModelSpec, head_params
-from webssl_cli.train.config import HeadConfig, TrainConfig
+from webssl_cli.specs.registry import ModelSpec, head_params
+from webssl_cli.specs.train import HeadConfig, TrainConfig
 
 
 def patch_embed_flops(spec: ModelSpec, img_size: int) -> float:
