@@ -111,7 +111,7 @@ def test_sinkhorn_over_ranks_equals_the_global_batch():
         whole = L.sinkhorn_knopp(logits, temp)
         # Uneven shards, one empty (a rank without masked tokens in the iBOT case).
         parts = [logits[:10], logits[10:10], logits[10:17], logits[17:]]
-        outs = _Ranks(len(parts)).run(lambda p, red: L.sinkhorn_knopp(p, temp, 3, red), parts)
+        outs = _Ranks(len(parts)).run(lambda p, red, t=temp: L.sinkhorn_knopp(p, t, 3, red), parts)
         got = torch.cat(outs)
         assert torch.isfinite(got).all()
         torch.testing.assert_close(got, whole, rtol=1e-5, atol=1e-7)
