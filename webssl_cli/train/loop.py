@@ -11,8 +11,8 @@ Preemption (signal-driven checkpoint): while ``train`` runs it handles SIGUSR2 (
 before a time limit or preemption, ``--signal=USR2@90``; also ``scancel --signal=USR2``) by
 setting a flag, and ``request_checkpoint()`` sets the same flag from code (submitit's
 ``checkpoint()``). At every step boundary the ranks all-reduce the flag; when any rank has it
-set, every rank saves a checkpoint of that step collectively, and ``train`` returns
-"preempted". The handler that was installed before (submitit's requeue handler) is then called
+set, every rank saves a checkpoint of that step collectively, the train stage is recorded as
+"queued", and ``train`` returns "preempted". The handler that was installed before (submitit's requeue handler) is then called
 with the signal on every rank that received it, so a submitit job requeues after, not before,
 the collective save; the requeued job resumes from that step.
 """
@@ -139,7 +139,8 @@ def _train(run: CellDir, spec: ModelSpec, cfg: TrainConfig, shards: list[str], s
                 })  # fmt: skip
                 log.checkpointed(it)
             if stopped and it < iterations:
-                log.status(state="preempted", step=it, ended=now_iso())
+                log.status(state="queued", step=it, note=f"checkpointed at step {it} on a "
+                           "preemption request; the next run resumes from there")  # fmt: skip
                 return "preempted"
     finally:
         loader.close()
@@ -200,7 +201,8 @@ def train_cell(cell_dir: Path, *, env: D.DistEnv | None = None, progress: Progre
         model, cfg, shards, samples, seed = load_cell(run)
         return train(run, model, cfg, shards, samples, seed, env=env, progress=progress)
     except BaseException as exc:
-        if env.rank == 0:
+        # SystemExit: submitit's requeue handler, after a preemption checkpoint (launch records it)
+        if env.rank == 0 and not isinstance(exc, SystemExit):
             msg = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
             run.update_stage("train", state="failed", error=msg, ended=now_iso())
         raise
