@@ -171,7 +171,9 @@ class DINOv2:
         p_ibot_micro = p_ibot.split([o[1].shape[0] for o in outs])
         # Collapse monitor: the entropy of the mean target (low = every image on the same few
         # prototypes); the per-image entropy comes from ``loss``.
-        n = all_reduce_sum(torch.tensor(float(p_dino.shape[0] * p_dino.shape[1]), device=ctx.device))
+        n = all_reduce_sum(
+            torch.tensor(float(p_dino.shape[0] * p_dino.shape[1]), device=ctx.device)
+        )
         marginal = all_reduce_sum(p_dino.float().sum((0, 1))) / n
         masked = sum(m.sum() for _, _, m in crops)
         self._step_metrics = {
