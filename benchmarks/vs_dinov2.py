@@ -71,9 +71,10 @@ def our_config() -> TrainConfig:
 
 # ---- our side ---------------------------------------------------------------------------------
 def our_state(width: int) -> Any:
+    from webssl_cli.train.ssl_model import Centers, build_models, param_groups
+
     from webssl_cli.train.loop import State
     from webssl_cli.train.schedules import Schedules
-    from webssl_cli.train.ssl_model import Centers, build_models, param_groups
 
     torch.manual_seed(0)
     cfg, dev = our_config(), torch.device("cpu")
