@@ -4,10 +4,10 @@ Jobs never open the database (DuckDB allows one writing process per file, and fi
 shared file systems are unreliable); this module is the one writer. The plan of one ingest:
 
 1. scan: stat every contract file (cell.json, status.json, train/metrics.jsonl, eval/*.json,
-   filters/*/stats.json); compare (size, mtime_ns) with the ``files`` table;
+   eval/*.examples.jsonl, filters/*/stats.json); compare (size, mtime_ns) with the ``files`` table;
 2. parse the new or changed small files in Python and validate them; bulk-read every changed
-   metrics.jsonl with one DuckDB ``read_json`` call (a failing batch is retried file by file to
-   find the culprit);
+   metrics.jsonl with one DuckDB ``read_json`` call, and every changed examples file with another
+   (a failing batch is retried file by file to find the culprit);
 3. any cell with a corrupt or half-written file is reported and left exactly as it was (none of
    its changed files are applied, none are recorded, so the next ingest retries them);
 4. one transaction deletes the rows of every changed or removed file and inserts the new rows
@@ -27,6 +27,7 @@ from webssl_cli.results.parse import (
     BadFile,
     load_json,
     parse_cell,
+    parse_diagnostics,
     parse_eval,
     parse_filter_stats,
     parse_status,
@@ -34,7 +35,7 @@ from webssl_cli.results.parse import (
 from webssl_cli.results.schema import create_schema
 
 DB_NAME = "results.duckdb"
-_RUN_KINDS = ("cell", "status", "metrics", "eval", "filter")
+_RUN_KINDS = ("cell", "status", "metrics", "eval", "examples", "filter")
 _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
             "UINTEGER", "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL")  # fmt: skip
 _METRIC_KEYS = ("step", "samples_seen", "time")
@@ -45,7 +46,7 @@ _EMPTY_LONG = ("SELECT NULL::VARCHAR AS uid, NULL::BIGINT AS step, NULL::BIGINT 
 @dataclass(frozen=True)
 class FileEntry:
     rel: str  # path relative to the study directory (the files table key)
-    kind: str  # cell | status | metrics | eval | filter
+    kind: str  # cell | status | metrics | eval | examples | filter
     uid: str  # cell uid, or filter key
     name: str | None  # eval name
     size: int
@@ -103,7 +104,12 @@ def scan(study_dir: Path) -> dict[str, FileEntry]:
             eval_dir = os.path.join(d.path, "eval")
             if os.path.isdir(eval_dir):
                 for e in os.scandir(eval_dir):
-                    if e.name.endswith(".json") and not e.name.startswith(".") and e.is_file():
+                    if e.name.startswith(".") or not e.is_file():
+                        continue
+                    if e.name.endswith(".examples.jsonl"):
+                        name = e.name[: -len(".examples.jsonl")]
+                        add(f"cells/{uid}/eval/{e.name}", "examples", uid, name)
+                    elif e.name.endswith(".json"):
                         add(f"cells/{uid}/eval/{e.name}", "eval", uid, e.name[: -len(".json")])
     filters = os.path.join(root, "filters")
     if os.path.isdir(filters):
@@ -191,14 +197,70 @@ def _load_metrics(con: Any, files: dict[str, str]) -> dict[str, str]:
     return bad
 
 
+# ---- per-example outcomes (bulk) --------------------------------------------------------------
+_EXAMPLE_COLUMNS = (
+    "{'variant': 'VARCHAR', 'benchmark': 'VARCHAR', 'example': 'VARCHAR', 'value': 'DOUBLE'}"
+)
+
+
+def _read_examples(con: Any, paths: list[str]) -> None:
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _x_raw AS SELECT * FROM read_json(?, "
+        f"format='newline_delimited', columns={_EXAMPLE_COLUMNS}, filename=true)",
+        [paths],
+    )
+
+
+def _load_examples(con: Any, files: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """Bulk-read ``{abspath: (uid, eval name)}`` into temp table ``_x_raw`` (+ ``_x_files``).
+    Returns ``{abspath: why}`` of bad files; the good ones are loaded."""
+    import pyarrow as pa
+
+    bad: dict[str, str] = {}
+    paths = sorted(files)
+    try:
+        _read_examples(con, paths)
+    except Exception:
+        for p in paths:
+            try:
+                _read_examples(con, [p])
+            except Exception as exc:
+                bad[p] = " ".join(str(exc).split())[:200]
+        good = [p for p in paths if p not in bad]
+        if good:
+            _read_examples(con, good)
+        else:
+            con.execute("CREATE OR REPLACE TEMP TABLE _x_raw AS SELECT NULL::VARCHAR AS variant, "
+                        "NULL::VARCHAR AS benchmark, NULL::VARCHAR AS example, NULL::DOUBLE AS value, "
+                        "NULL::VARCHAR AS filename WHERE false")  # fmt: skip
+    for p, why in _null_fields(con).items():
+        bad.setdefault(p, why)
+    con.register("_x_files_arrow", pa.table({"filename": paths, "uid": [files[p][0] for p in paths],
+                                             "eval_name": [files[p][1] for p in paths]}))  # fmt: skip
+    con.execute("CREATE OR REPLACE TEMP TABLE _x_files AS SELECT * FROM _x_files_arrow")
+    con.unregister("_x_files_arrow")
+    return bad
+
+
+def _null_fields(con: Any) -> dict[str, str]:
+    """Files with a line lacking one of the contract's fields (a half-written line)."""
+    rows = con.execute(
+        "SELECT filename, count(*) FROM _x_raw WHERE variant IS NULL OR benchmark IS NULL "
+        "OR example IS NULL OR value IS NULL GROUP BY filename"
+    ).fetchall()
+    return {str(f): f"{n} line(s) missing variant/benchmark/example/value" for f, n in rows}
+
+
 # ---- the ingest --------------------------------------------------------------------------------
 _COLUMNS = {
     "cell_specs": ["uid", "study", "model", "samples_seen", "data_filter", "classifier", "params",
                    "flops_per_sample", "flops", "seed", "axes", "spec"],
     "jobs": ["uid", "stage", "state", "attempts", "job_ids", "last_job_id", "host", "started",
              "ended", "error", "samples_seen", "step", "images_per_s"],
-    "eval_results": ["uid", "eval_name", "task", "benchmark", "category", "metric", "value"],
-    "eval_categories": ["uid", "eval_name", "category", "value"],
+    "eval_results": ["uid", "eval_name", "task", "benchmark", "category", "metric", "value",
+                     "variant"],
+    "eval_categories": ["uid", "eval_name", "category", "value", "variant"],
+    "eval_diagnostics": ["uid", "eval_name", "variant", "name", "value"],
     "filter_stats": ["filter_key", "kept", "total", "fraction", "skipped"],
     "files": ["path", "kind", "uid", "name", "size", "mtime_ns", "sha256"],
 }  # fmt: skip
@@ -210,8 +272,10 @@ def insert_rows(con: Any, table: str, rows: list[dict[str, Any]]) -> None:
         return
     import pyarrow as pa
 
-    cols = _COLUMNS[table]
-    tbl = pa.Table.from_pylist(rows).select(cols)
+    tbl = pa.Table.from_pylist(rows)
+    # a column the rows do not carry takes the table's default (e.g. variant = 'encoder')
+    cols = [c for c in _COLUMNS[table] if c in tbl.column_names]
+    tbl = tbl.select(cols)
     con.register("_ins", tbl)
     try:
         con.execute(f"INSERT INTO {table} BY NAME SELECT {', '.join(cols)} FROM _ins")
@@ -278,15 +342,17 @@ def ingest(
         # -- parse small files, per cell; a bad file condemns its cell's whole update --
         bad_cells: dict[str, list[str]] = defaultdict(list)
         cell_rows, job_rows, eval_rows, cat_rows, filt_rows = [], [], [], [], []
+        diag_rows: list[dict[str, Any]] = []
         file_rows: list[dict[str, Any]] = []
         metrics_files: dict[str, str] = {}
+        example_files: dict[str, tuple[str, str]] = {}
         by_rel: dict[str, FileEntry] = {}
         known_cells = {v[3] for v in known.values() if v[2] == "cell"}
         for e in sorted(changed, key=lambda e: e.rel):
             path = study / e.rel
             by_rel[e.rel] = e
             if (
-                e.kind in ("cell", "status", "metrics", "eval")
+                e.kind in ("cell", "status", "metrics", "eval", "examples")
                 and e.uid not in known_cells
                 and f"cells/{e.uid}/cell.json" not in found
             ):
@@ -294,6 +360,9 @@ def ingest(
                 continue
             if e.kind == "metrics":
                 metrics_files[str(path)] = e.uid
+                continue
+            if e.kind == "examples":
+                example_files[str(path)] = (e.uid, e.name or "")
                 continue
             try:
                 obj, digest = load_json(path)
@@ -305,6 +374,7 @@ def ingest(
                     r, c = parse_eval(obj, e.uid, e.name or "")
                     eval_rows.extend(r)
                     cat_rows.extend(c)
+                    diag_rows.extend(parse_diagnostics(obj, e.uid, e.name or ""))
                 else:
                     filt_rows.append(parse_filter_stats(obj, e.uid))
             except (BadFile, OSError) as exc:
@@ -324,6 +394,15 @@ def ingest(
             if u not in bad_cells:
                 e = by_rel[os.path.relpath(p, study)]
                 file_rows.append({"path": e.rel, "kind": e.kind, "uid": e.uid, "name": None,
+                                  "size": e.size, "mtime_ns": e.mtime_ns, "sha256": None})  # fmt: skip
+        example_files = {p: v for p, v in example_files.items() if v[0] not in bad_cells}
+        if example_files:
+            for p, why in _load_examples(con, example_files).items():
+                bad_cells[example_files[p][0]].append(f"{os.path.relpath(p, study)}: {why}")
+        for p, (u, name) in example_files.items():
+            if u not in bad_cells:
+                e = by_rel[os.path.relpath(p, study)]
+                file_rows.append({"path": e.rel, "kind": e.kind, "uid": e.uid, "name": name,
                                   "size": e.size, "mtime_ns": e.mtime_ns, "sha256": None})  # fmt: skip
         for reasons in bad_cells.values():
             rep.skipped.extend(reasons)
@@ -351,6 +430,9 @@ def ingest(
             evals = {(u, n or "") for k, u, n in todo if k == "eval"}
             _delete_keys(con, "eval_results", ["uid", "eval_name"], evals)
             _delete_keys(con, "eval_categories", ["uid", "eval_name"], evals)
+            _delete_keys(con, "eval_diagnostics", ["uid", "eval_name"], evals)
+            _delete_keys(con, "eval_examples", ["uid", "eval_name"],
+                         {(u, n or "") for k, u, n in todo if k == "examples"})  # fmt: skip
             _delete_keys(
                 con, "filter_stats", ["filter_key"], {(u,) for k, u, _ in todo if k == "filter"}
             )
@@ -364,6 +446,18 @@ def ingest(
             insert_rows(con, "jobs", ok(job_rows))
             insert_rows(con, "eval_results", ok(eval_rows))
             insert_rows(con, "eval_categories", ok(cat_rows))
+            insert_rows(con, "eval_diagnostics", ok(diag_rows))
+            good_x = [p for p, (u, _) in example_files.items() if u not in bad_cells]
+            if good_x:
+                import pyarrow as pa
+
+                con.register("_good_x", pa.table({"filename": good_x}))
+                con.execute(
+                    "INSERT INTO eval_examples SELECT f.uid, f.eval_name, r.variant, r.benchmark, "
+                    "r.example, r.value FROM _x_raw r JOIN _x_files f USING (filename) "
+                    "WHERE r.filename IN (SELECT filename FROM _good_x)"
+                )
+                con.unregister("_good_x")
             insert_rows(
                 con,
                 "filter_stats",
@@ -394,6 +488,8 @@ def ingest(
         con.execute("DROP VIEW IF EXISTS _m_long")
         con.execute("DROP TABLE IF EXISTS _m_raw")
         con.execute("DROP TABLE IF EXISTS _m_files")
+        con.execute("DROP TABLE IF EXISTS _x_raw")
+        con.execute("DROP TABLE IF EXISTS _x_files")
         rep.files_read = len(file_rows)
         rep.files_removed = len(removed)
         rep.cells_updated = len(

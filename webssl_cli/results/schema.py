@@ -12,16 +12,22 @@ table                     source file                            replaced by key
 ``train_metrics``         ``cells/<uid>/train/metrics.jsonl``    ``uid``
 ``eval_results``          ``cells/<uid>/eval/<name>.json``       ``(uid, eval_name)``
 ``eval_categories``       ``cells/<uid>/eval/<name>.json``       ``(uid, eval_name)``
+``eval_diagnostics``      ``cells/<uid>/eval/<name>.json``       ``(uid, eval_name)``
+``eval_examples``         ``cells/<uid>/eval/<name>.examples.jsonl``  ``(uid, eval_name)``
 ``filter_stats``          ``filters/<key>/stats.json``           ``filter_key``
 ``files``                 every file above (path, size, mtime)   ``path``
 ========================  =====================================  ========================
 
 ``cells`` is a view: the spec joined with a state derived from the stages in ``jobs``.
+
+``variant`` tells the cell's encoder (``encoder``) from a baseline evaluated beside it on the
+same examples (``random-init``: the same architecture untrained; ``blind``: VQA without the
+image); ``eval_examples`` holds the per-example outcomes each score is the mean of.
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 TABLES_SQL = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -80,13 +86,32 @@ CREATE TABLE IF NOT EXISTS eval_results (
     benchmark VARCHAR NOT NULL,
     category VARCHAR,                -- NULL for kNN/linear
     metric VARCHAR,                  -- top1, accuracy, anls, ...
-    value DOUBLE
+    value DOUBLE,
+    variant VARCHAR NOT NULL DEFAULT 'encoder'  -- encoder | random-init | blind
 );
 
 CREATE TABLE IF NOT EXISTS eval_categories (
     uid VARCHAR NOT NULL,
     eval_name VARCHAR NOT NULL,
     category VARCHAR NOT NULL,       -- General, Knowledge, OCR & Chart, Vision-Centric, Average
+    value DOUBLE,
+    variant VARCHAR NOT NULL DEFAULT 'encoder'
+);
+
+CREATE TABLE IF NOT EXISTS eval_examples (
+    uid VARCHAR NOT NULL,
+    eval_name VARCHAR NOT NULL,
+    variant VARCHAR NOT NULL,        -- encoder | random-init | blind
+    benchmark VARCHAR NOT NULL,
+    example VARCHAR NOT NULL,        -- stable id of the resampling unit (image key, question id)
+    value DOUBLE                     -- the example's score; its mean is the benchmark's score
+);
+
+CREATE TABLE IF NOT EXISTS eval_diagnostics (
+    uid VARCHAR NOT NULL,
+    eval_name VARCHAR NOT NULL,
+    variant VARCHAR NOT NULL DEFAULT 'encoder',
+    name VARCHAR NOT NULL,           -- effective_rank, dim_std_mean, dim_std_min, dim, ...
     value DOUBLE
 );
 
@@ -113,7 +138,7 @@ CREATE TABLE IF NOT EXISTS fits (
 
 CREATE TABLE IF NOT EXISTS files (
     path VARCHAR PRIMARY KEY,        -- relative to the study directory, or absolute for references
-    kind VARCHAR NOT NULL,           -- cell | status | metrics | eval | filter | reference
+    kind VARCHAR NOT NULL,           -- cell | status | metrics | eval | examples | filter | reference
     uid VARCHAR,                     -- the cell; the filter key for kind='filter'
     name VARCHAR,                    -- eval name for kind='eval'
     size BIGINT NOT NULL,
@@ -146,6 +171,8 @@ TABLE_NAMES = (
     "train_metrics",
     "eval_results",
     "eval_categories",
+    "eval_examples",
+    "eval_diagnostics",
     "filter_stats",
     "fits",
     "files",
@@ -163,6 +190,11 @@ def create_schema(con: object) -> None:
         version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()  # type: ignore[attr-defined]
         if version and version[0][0] == str(SCHEMA_VERSION):
             return
+        # version 1 -> 2: baseline variants beside the encoder's scores
+        for table in ("eval_results", "eval_categories"):
+            con.execute(  # type: ignore[attr-defined]
+                f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS variant VARCHAR DEFAULT 'encoder'"
+            )
     con.execute(TABLES_SQL)  # type: ignore[attr-defined]
     con.execute(  # type: ignore[attr-defined]
         "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
