@@ -135,20 +135,23 @@ def replicate_means(d: Design, mats: Sequence[np.ndarray], n_boot: int = N_BOOT,
     chunk = max(1, _CHUNK_CELLS // max(n, 1))
     for b0 in range(0, n_boot, chunk):
         b = min(chunk, n_boot - b0)
-        counts = np.empty((b, n))
+        # draw each stratum's examples with replacement, then count the draws per example
+        picks = np.empty((b, n), np.int64)
         start = 0
         for size in sizes:
             if size:
                 cols = order[start : start + size]
-                counts[:, cols] = rng.multinomial(size, np.full(size, 1.0 / size), size=b)
+                picks[:, start : start + size] = cols[rng.integers(0, size, (b, size))]
             start += size
+        flat = (picks + np.arange(b)[:, None] * n).ravel()
+        counts = np.bincount(flat, minlength=b * n).reshape(b, n).astype(float)
         weighted = counts * d.scale  # (b, E): each example's weight in this replicate
         for j, m in enumerate(mats):
             s = m.shape[0]
             if s == 1:
                 out[b0 : b0 + b, j] = weighted @ m[0]
             else:
-                seeds = rng.multinomial(s, np.full(s, 1.0 / s), size=b) / s  # (b, S)
+                seeds = rng.multinomial(s, np.full(s, 1.0 / s), size=b) / s  # (b, S), few seeds
                 out[b0 : b0 + b, j] = np.einsum("bs,se,be->b", seeds, m, weighted)
     return out
 
