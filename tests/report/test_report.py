@@ -72,7 +72,8 @@ def test_findings_state_gains_trends_and_null_results(tiny_report: Path) -> None
 def test_diagnostics_warn_on_uniform_and_collapsed_cells(tmp_path: Path) -> None:
     root = tmp_path / "s"
     write_study(root, models=("vit-pico", "vit-nano"), budgets=(10_000,), filters=("none",))
-    write_cell(root, "vit-micro", 10_000, "none", params=1_220_000, uniform=True, collapsed=True)
+    write_cell(root, "vit-micro", 10_000, "none", params=1_220_000, uniform=True, collapsed=True,
+               n_examples=60)  # fmt: skip
     ingest(root)
     build_report(root, tmp_path / "out", n_boot=10, n_boot_stats=200)
     md = (tmp_path / "out" / "report.md").read_text()

@@ -74,7 +74,7 @@ def test_incremental_reads_only_changed_files(study_dir: Path) -> None:
     ev["results"][0]["value"] = 0.123
     (cell / "eval" / "knn.json").write_text(json.dumps(ev))
     # a new cell appears
-    write_cell(study_dir, "vit-test", 10_000, "none", params=30_000)
+    write_cell(study_dir, "vit-test", 10_000, "none", params=30_000, n_examples=60)
     rep = ingest(study_dir)
     assert rep.files_read == 1 + 7  # knn.json + the new cell's five files and two outcome files
     after = dump(study_dir / "results.duckdb")
@@ -313,7 +313,7 @@ def test_old_eval_files_without_outcomes_still_ingest(tmp_path: Path) -> None:
 
 def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
     root = tmp_path / "s"
-    write_cell(root, "vit-pico", 1000, "none", params=1e5, steps=2)
+    write_cell(root, "vit-pico", 1000, "none", params=1e5, steps=2, n_examples=20)
     db = root / "results.duckdb"
     con = duckdb.connect(str(db))
     con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")

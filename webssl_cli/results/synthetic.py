@@ -97,19 +97,19 @@ def write_cell(
         "teacher_temp",
         "grad_norm",
         "images_per_s",
-        "teacher_entropy",
     ),
     benchmarks_per_category: int = 2,
     noise: float = 0.005,
     rng: random.Random | None = None,
     state: str = "done",
-    n_examples: int = 60,
+    n_examples: int = 0,
     seed: int = 0,
     uniform: bool = False,
     collapsed: bool = False,
 ) -> Path:
     """Write one cell: cell.json, status.json, train/metrics.jsonl, eval/vqa.json, eval/knn.json
-    (+ their ``.examples.jsonl`` when ``n_examples`` > 0; kNN gets 4× as many examples).
+    (+ their ``.examples.jsonl`` and baseline variants when ``n_examples`` > 0, per VQA benchmark;
+    kNN gets 4× as many examples).
     ``uniform``: the teacher never leaves the uniform assignment (entropy stays at log K);
     ``collapsed``: the features collapse (effective rank 1, zero spread)."""
     rng = rng or random.Random(0)
@@ -137,6 +137,8 @@ def write_cell(
         }},
     )  # fmt: skip
     # Loss curve: decays with samples seen, lower floor for bigger models.
+    if n_examples or uniform:  # a full cell carries the teacher's entropy for the diagnostics
+        metrics = (*metrics, "teacher_entropy")
     lines = []
     floor = 2.0 + 3.0 * (params / 1e5) ** -0.3
     for s in range(1, steps + 1):
@@ -209,6 +211,7 @@ def write_study(
     filters: tuple[str, ...] = ("none", "heavy"),
     seed: int = 0,
     seeds: tuple[int, ...] = (0,),
+    n_examples: int = 60,
     **kw: Any,
 ) -> list[Path]:
     """A full grid (models × budgets × filters × seeds) of synthetic cells; params from the
@@ -223,7 +226,8 @@ def write_study(
         for b in budgets:
             for f in filters:
                 for s in seeds:
-                    out.append(write_cell(study_dir, m, b, f, params=p, rng=rng, seed=s, **kw))
+                    out.append(write_cell(study_dir, m, b, f, params=p, rng=rng, seed=s,
+                                          n_examples=n_examples, **kw))  # fmt: skip
     for f in filters:
         if f != "none":
             atomic_write_json(study_dir / "filters" / f"synth-{f}-ocr-v1" / "stats.json",
