@@ -189,3 +189,23 @@ def test_reference_studies_appear_in_tables(tmp_path: Path) -> None:
     build_report(root, tmp_path / "out", n_boot=10)
     md = (tmp_path / "out" / "report.md").read_text()
     assert "### Reference: paper" in md and "6.45B" in md
+
+
+def test_a_score_its_outcomes_do_not_reproduce_gets_no_interval(tmp_path: Path) -> None:
+    import json
+
+    root = tmp_path / "s"
+    write_study(root, models=("vit-pico", "vit-nano"), budgets=(10_000,), filters=("none",))
+    knn = sorted(root.glob("cells/*/eval/knn.json"))[0]
+    doc = json.loads(knn.read_text())
+    doc["results"][0]["value"] = 0.999  # not the mean of its outcomes any more
+    knn.write_text(json.dumps(doc))
+    ingest(root)
+    res = build_report(root, tmp_path / "out", n_boot=10, n_boot_stats=200)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert any("not the mean of their per-example outcomes" in n for n in res.notes)
+    table = md.split("### Scores per cell")[1].split("###")[0]
+    knn_cells = [
+        r.strip("|").split("|")[-1].strip() for r in table.splitlines() if r.startswith("| vit-")
+    ]
+    assert knn_cells and not any("[" in c for c in knn_cells)

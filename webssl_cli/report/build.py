@@ -282,6 +282,11 @@ def build_report(
                 + ".",
             )
         )
+    if ms.mismatched:
+        res.notes.append(
+            f"{len(ms.mismatched)} score(s) are not the mean of their per-example outcomes, so they "
+            f"carry no interval (first: {ms.mismatched[0]})"
+        )
     for axis, name in (
         ("params", "model size"),
         ("samples_seen", "samples seen"),

@@ -57,6 +57,7 @@ class Evidence:
                         "category"
                     ]
         self._cache: dict[Any, Any] = {}
+        self.disabled: set[str] = set()  # labels whose outcomes do not reproduce their scores
 
     @property
     def empty(self) -> bool:
@@ -76,10 +77,12 @@ class Evidence:
             per_cat: dict[str, list[str]] = defaultdict(list)
             for b, c in cats.items():
                 per_cat[c].append(b)
-            weights = {b: 1.0 / (len(per_cat) * len(bs)) for bs in per_cat.values() for b in bs}
+            weights = {
+                b: _scale(b) / (len(per_cat) * len(bs)) for bs in per_cat.values() for b in bs
+            }
         else:
             benches = [b for b, c in cats.items() if c == ref.label]
-            weights = {b: 1.0 / len(benches) for b in benches}
+            weights = {b: _scale(b) / len(benches) for b in benches}
         if not weights:
             return None
         merged: dict[Key, float] = {}
@@ -92,6 +95,8 @@ class Evidence:
 
     def _point(self, uids: Sequence[str], variant: str, ref: ScoreRef
                ) -> tuple[list[dict[Key, float]], dict[str, float] | None] | None:  # fmt: skip
+        if ref.label in self.disabled:
+            return None
         got = [self.outcomes(u, variant, ref) for u in uids]
         if not got or any(g is None for g in got):
             return None
@@ -133,6 +138,12 @@ class Evidence:
                         n_boot=self.n_boot, seed=self._seed("trend", tuple(map(tuple, groups)), ref))  # fmt: skip
         f = self._f(ref)
         return Trend(t.slope.scaled(f), t.xs, [m * f for m in t.means])
+
+
+def _scale(benchmark: str) -> float:
+    """A benchmark's conversion inside its category: MME's perception score (out of 2000) enters
+    as ÷ 20, the paper's aggregation (``specs.categories.category_scores``)."""
+    return 1 / 20.0 if benchmark == "MME" else 1.0
 
 
 def plain_trend(xs: Sequence[float], means: Sequence[float]) -> Trend:

@@ -24,6 +24,7 @@ class Measured:
     gains: list[fnd.GainRow] = field(default_factory=list)
     diagnostics: fnd.Diagnostics = field(default_factory=lambda: fnd.Diagnostics(None))
     findings: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)  # scores their outcomes do not reproduce
 
     @property
     def has_outcomes(self) -> bool:
@@ -80,10 +81,23 @@ def measure(con: Any, study: str, cells: Any, main: Any, factors: Any, n_boot: i
     for r in main.iter_rows(named=True):
         ref = refs.get(r["label"])
         e = None if ref is None else ev.mean([r["uid"]], ref)
+        if (
+            e is not None
+            and r["value"] is not None
+            and abs(e.value - r["value"]) > 1e-6 * max(1.0, abs(r["value"]))
+        ):
+            # the outcomes do not reproduce the reported score (another aggregation): no
+            # interval rather than one around a different number
+            m.mismatched.append(
+                f"{r['label']} of {r['uid']}: outcomes give {e.value:.4g}, reported {r['value']:.4g}"
+            )
+            e = None
+            ev.disabled.add(r["label"])
         if e is None and r["value"] is not None:
             e = Estimate(r["value"])
         if e is not None:
             m.cell_est[(r["uid"], r["label"])] = e
+    m.cell_est = {k: Estimate(v.value) if k[1] in ev.disabled else v for k, v in m.cell_est.items()}
     for g in groups.values():
         for lab, ref in refs.items():
             e = fnd.group_estimate(ev, main, g, ref)

@@ -72,7 +72,7 @@ class Estimate:
 class Design:
     """Shared examples of a set of points and how a score weighs them: ``stratum`` (E,) the
     benchmark index of each example, ``scale`` (E,) its weight in the score (stratum weight /
-    stratum size; sums to 1)."""
+    stratum size)."""
 
     keys: list[Key]
     stratum: np.ndarray
@@ -84,8 +84,9 @@ class Design:
 
 
 def design(keys: Sequence[Key], weights: Mapping[str, float] | None = None) -> Design:
-    """``weights``: benchmark -> weight in the score (normalised here); None: a plain mean
-    over all examples (one stratum)."""
+    """``weights``: benchmark -> its weight in the score, used as given (a category of two
+    benchmarks: 0.5 each; a benchmark on another scale carries its conversion too); the score
+    is the weighted sum of the benchmarks' means. None: a plain mean over all examples."""
     keys = sorted(keys)
     if weights is None:
         n = len(keys)
@@ -95,9 +96,6 @@ def design(keys: Sequence[Key], weights: Mapping[str, float] | None = None) -> D
     stratum = np.array([idx[b] for b, _ in keys], int)
     sizes = np.bincount(stratum, minlength=len(benches))
     w = np.array([float(weights.get(b, 0.0)) for b in benches])
-    if w.sum() <= 0:
-        raise ValueError("weights of the benchmarks present sum to zero")
-    w = w / w.sum()
     return Design(list(keys), stratum, (w / sizes)[stratum])
 
 
