@@ -209,3 +209,18 @@ def test_a_score_its_outcomes_do_not_reproduce_gets_no_interval(tmp_path: Path) 
         r.strip("|").split("|")[-1].strip() for r in table.splitlines() if r.startswith("| vit-")
     ]
     assert knn_cells and not any("[" in c for c in knn_cells)
+
+
+def test_collapse_is_judged_against_the_features_own_scale() -> None:
+    """LayerNorm keeps each vector's scale near 1: a spread of 1e-5 across images is collapse
+    even though the effective rank of the (tiny) centred features looks healthy."""
+    import polars as pl
+
+    from webssl_cli.report.findings import diagnostics
+
+    cells = pl.DataFrame({"uid": ["a", "b"], "model": ["m", "m"], "samples_seen": [64, 64],
+                          "data_filter": ["full", "light"]})  # fmt: skip
+    feats = {("a", "effective_rank"): 11.6, ("a", "dim_std_mean"): 6e-6, ("a", "feature_rms"): 1.0,
+             ("b", "effective_rank"): 11.6, ("b", "dim_std_mean"): 0.2, ("b", "feature_rms"): 1.0}  # fmt: skip
+    d = diagnostics(cells, {}, {}, feats)
+    assert len(d.warnings) == 1 and "(a) collapsed" in d.warnings[0]

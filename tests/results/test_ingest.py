@@ -37,7 +37,7 @@ def test_ingest_loads_every_table(study_dir: Path) -> None:
     assert len(d["eval_results"]) == 12 * (8 + 1) * 2
     assert len(d["eval_categories"]) == 12 * 5 * 2
     assert len(d["eval_examples"]) == 12 * (2 * 8 * 60 + 2 * 240)
-    assert len(d["eval_diagnostics"]) == 12 * 4
+    assert len(d["eval_diagnostics"]) == 12 * 5
     assert len(d["filter_stats"]) == 1
     assert len(d["studies"]) == 1
     con = duckdb.connect(str(study_dir / "results.duckdb"), read_only=True)
@@ -257,7 +257,7 @@ def test_outcomes_and_variants_are_ingested_and_match_the_scores(study_dir: Path
         ).fetchone()
         assert blind == (12,)
         names = {r[0] for r in con.execute("SELECT DISTINCT name FROM eval_diagnostics").fetchall()}
-        assert names == {"effective_rank", "dim", "dim_std_mean", "dim_std_min"}
+        assert names == {"effective_rank", "dim", "dim_std_mean", "dim_std_min", "feature_rms"}
     finally:
         con.close()
 

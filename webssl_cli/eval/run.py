@@ -250,11 +250,13 @@ def _score(cfg: KnnEval | LinearEval, blob: dict[str, Any]) -> tuple[float, Any,
 
 def feature_stats(*parts: Any) -> dict[str, float]:
     """Collapse diagnostics of CLS features (N, D): effective rank (exp of the entropy of the
-    normalised singular values of the centred features; 1 = all on one direction) and the
-    per-dimension standard deviation (mean and min over dimensions)."""
+    normalised singular values of the centred features; 1 = all on one direction), the
+    per-dimension standard deviation across images (mean and min over dimensions) and the
+    features' root mean square, the scale that spread is small or large against."""
     import torch
 
     x = torch.cat([p.double() for p in parts])
+    rms = float(x.pow(2).mean().sqrt())
     x = x - x.mean(0, keepdim=True)
     s = torch.linalg.svdvals(x)
     # float32 features: directions below 1e-6 of the largest are round-off, not spread
@@ -264,7 +266,7 @@ def feature_stats(*parts: Any) -> dict[str, float]:
     rank = float(torch.exp(-(nz * nz.log()).sum())) if len(nz) else 0.0
     std = x.std(0) if len(x) > 1 else torch.zeros(x.shape[1], dtype=torch.double)
     return {"effective_rank": rank, "dim_std_mean": float(std.mean()),
-            "dim_std_min": float(std.min()), "dim": int(x.shape[1])}  # fmt: skip
+            "dim_std_min": float(std.min()), "dim": int(x.shape[1]), "feature_rms": rms}  # fmt: skip
 
 
 def _cell_seed(spec: dict[str, Any]) -> int:

@@ -20,6 +20,7 @@ from webssl_cli.report.tables import Table, fmt_count
 BASELINE_FILTERS = ("none", "full")
 UNIFORM_FRACTION = 0.98  # final teacher entropy above this share of log K: still uniform
 DEFAULT_PROTOTYPES = 131072
+COLLAPSED_SPREAD = 1e-3  # images spread by less than 0.1% of the features' scale: collapsed
 
 
 @dataclass
@@ -236,27 +237,33 @@ def diagnostics(cells: Any, final: dict[tuple[str, str], float], specs: dict[str
         k = _prototypes(specs.get(uid))
         ent = final.get((uid, "teacher_entropy"))
         share = None if ent is None else ent / math.log(k)
-        rank, smean, smin = (
-            feats.get((uid, n)) for n in ("effective_rank", "dim_std_mean", "dim_std_min")
-        )
-        rows.append([c["model"], fmt_count(c["samples_seen"]), c["data_filter"] or "—", fmt_count(k),
+        rank, smean, smin, rms = (
+            feats.get((uid, n)) for n in ("effective_rank", "dim_std_mean", "dim_std_min", "feature_rms")
+        )  # fmt: skip
+        # spread across images relative to the features' own scale (LayerNorm keeps each
+        # vector's scale near 1 even when every image maps to the same vector)
+        rel = None if smean is None or not rms else smean / rms
+        rows.append([c["model"], fmt_count(c["samples_seen"]), c["data_filter"] or "—", f"{k:,}",
                      _n(ent), _n(share), _n(final.get((uid, "dino_loss"))), _n(final.get((uid, "ibot_loss"))),
-                     _n(final.get((uid, "koleo_loss"))), _n(rank), _n(smean), _n(smin)])  # fmt: skip
+                     _n(final.get((uid, "koleo_loss"))), _n(rank), _n(smean), _n(smin), _n(rel)])  # fmt: skip
         who = f"{c['model']}, {fmt_count(c['samples_seen'])} samples, filter {c['data_filter']} ({uid})"
         if share is not None and share > UNIFORM_FRACTION:
             warns.append(f"Warning: {who} did not leave the uniform assignment (final teacher entropy "
                          f"{ent:.2f} = {100 * share:.1f}% of log K = {math.log(k):.2f}).")  # fmt: skip
-        if (rank is not None and rank < 2) or (smean is not None and smean < 1e-6):
+        flat = smean is not None and (smean < 1e-9 or (rel is not None and rel < COLLAPSED_SPREAD))
+        if (rank is not None and rank < 2) or flat:
             warns.append(f"Warning: {who} collapsed (feature effective rank {_n(rank)}, "
-                         f"per-dimension std mean {_n(smean)}).")  # fmt: skip
+                         f"per-dimension std mean {_n(smean)}, {_n(rel)} of the features' scale): "
+                         "every image maps to nearly the same vector.")  # fmt: skip
     if not rows:
         return Diagnostics(None, warns)
     t = Table("Training diagnostics per cell",
               ["model", "samples seen", "filter", "K", "teacher entropy", "÷ log K", "DINO loss", "iBOT loss",
-               "KoLeo", "eff. rank", "dim std mean", "dim std min"], rows,
+               "KoLeo", "eff. rank", "dim std mean", "dim std min", "std ÷ rms"], rows,
               "Final logged values. Teacher entropy near log K (÷ log K > 0.98): the teacher still assigns "
               "uniformly over the K prototypes. Effective rank: exp of the entropy of the normalised singular "
-              "values of the centred CLS features of the probe's images (1 = collapsed).")  # fmt: skip
+              "values of the centred CLS features of the probe's images (1 = one direction). std ÷ rms: the "
+              "per-dimension spread across images relative to the features' scale (below 0.001: collapsed).")  # fmt: skip
     return Diagnostics(t, warns)
 
 
@@ -291,14 +298,17 @@ def findings(trend_rows: list[TrendRow], gain_rows: list[GainRow], warnings: lis
             if rows_a:
                 best = max(rows_a, key=lambda r: r.order)
                 n_det = sum(r.effect.detectable for r in rows_a)
-                extra = (f" Along {axis}, {n_det} of {len(rows_a)} slices show a detectable trend."
-                         if len(rows_a) > 1 else "")  # fmt: skip
+                tested = sum(r.effect.has_interval for r in rows_a)
+                extra = (f" Along {axis}, {n_det} of {tested} tested slices show a detectable trend."
+                         if len(rows_a) > 1 and tested else "")  # fmt: skip
                 out.append(best.sentence() + extra)
         rows_f = [r for r in trend_rows if r.label == lab and r.diff is not None]
         if rows_f:
             n_det = sum(r.effect.detectable for r in rows_f)
+            tested = sum(r.effect.has_interval for r in rows_f)
             top_f = max(rows_f, key=lambda r: r.order)
-            out.append(
-                f"{top_f.sentence()} {n_det} of {len(rows_f)} filter comparisons are detectable."
+            more = (
+                f" {n_det} of {tested} tested filter comparisons are detectable." if tested else ""
             )
+            out.append(top_f.sentence() + more)
     return out + warnings

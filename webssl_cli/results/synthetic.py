@@ -189,7 +189,8 @@ def write_cell(
     knn = true_score(params, samples, "Vision-Centric", data_filter) + 0.1 + rng.gauss(0, noise)
     knn_rows = [{"benchmark": "synth-labelled", "category": None, "metric": "top1", "value": knn}]
     feats = {"effective_rank": 1.0 if collapsed else 20.0 + 10 * rng.random(), "dim": 64,
-             "dim_std_mean": 0.0 if collapsed else 0.05, "dim_std_min": 0.0 if collapsed else 0.01}  # fmt: skip
+             "dim_std_mean": 0.0 if collapsed else 0.05, "dim_std_min": 0.0 if collapsed else 0.01,
+             "feature_rms": 1.0}  # fmt: skip
     if n_examples:
         kouts = _outcomes("encoder", "synth-labelled", knn, 4 * n_examples, rng)
         kouts += _outcomes("random-init", "synth-labelled", RANDOM_INIT_KNN, 4 * n_examples, rng)
