@@ -8,6 +8,12 @@ Synthetic data from known laws with Gaussian noise:
 - joint: error = 10 + 15·(N/N₀)^−0.35 + 8·(D/D₀)^−0.5, 4 × 4 grid, 1% multiplicative noise.
 Prints, per parameter, how often the 95% bootstrap interval covers the true value (nominal 95%),
 the median interval width, and the hold-out (largest scale) prediction error.
+
+Then the trend estimate of the report (``report.stats.trend``: slope per doubling with a paired
+bootstrap over examples, seeds resampled first): on 0/1 outcomes with a shared per-example
+difficulty, how often its 95% interval covers the true slope and how often the verdict is
+"detectable", for no trend and a known trend, with one seed per cell and with 3 seeds whose
+runs differ (a seed effect of sd 3 points).
 """
 
 from __future__ import annotations
@@ -84,6 +90,42 @@ def joint(datasets: int, boot: int) -> None:
         print(f"  hold-out (largest N·D): median |error| {statistics.median(hold):.2f} points")
 
 
+def _outcomes(rng: np.random.Generator, xs: np.ndarray, slope: float, n: int, seeds: int,
+              seed_sd: float) -> list[list[dict[tuple[str, str], float]]]:  # fmt: skip
+    p = rng.uniform(0.25, 0.65, n)
+    out = []
+    for x in xs:
+        cells = []
+        for _ in range(seeds):
+            u = rng.normal(0, seed_sd) if seed_sd else 0.0
+            v = rng.random(n) < np.clip(p + slope * np.log2(x / xs[0]) + u, 0, 1)
+            cells.append({("b", str(i)): float(v[i]) for i in range(n)})
+        out.append(cells)
+    return out
+
+
+def trends(datasets: int, boot: int) -> None:
+    from webssl_cli.report.stats import trend
+
+    print(f"trend per doubling (paired bootstrap, {boot} replicates, {datasets} datasets):")
+    for k, n, seeds, seed_sd in ((3, 300, 1, 0.0), (5, 300, 1, 0.0), (3, 300, 3, 0.03)):
+        xs = np.geomspace(1e4, 1e4 * 2 ** (k - 1), k)
+        for slope in (0.0, 0.03):
+            rng = np.random.default_rng(7)
+            cover = det = 0
+            widths = []
+            for s in range(datasets):
+                t = trend(xs, _outcomes(rng, xs, slope, n, seeds, seed_sd), n_boot=boot, seed=s)
+                lo, hi = t.slope.lo, t.slope.hi
+                assert lo is not None and hi is not None
+                cover += lo <= slope <= hi
+                det += t.detectable
+                widths.append(hi - lo)
+            print(f"  {k} x values, {n} examples, {seeds} seed(s) (seed sd {100 * seed_sd:g} pts), true "
+                  f"slope {100 * slope:g} pts: coverage {100 * cover / datasets:.0f}%, detectable "
+                  f"{100 * det / datasets:.0f}%, median width {100 * statistics.median(widths):.1f} pts")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--datasets", type=int, default=100)
@@ -93,6 +135,7 @@ def main() -> None:
     saturating(8, args.datasets, args.boot)
     saturating(4, args.datasets, args.boot)
     joint(max(10, args.datasets // 4), max(50, args.boot // 2))
+    trends(args.datasets * 2, max(400, args.boot * 2))
     print(f"cpu {time.process_time() - t0:.0f} s")
 
 

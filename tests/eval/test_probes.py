@@ -55,13 +55,27 @@ def test_run_eval_contract(tmp_path: Path, synth_shards: str, task: str, make_ce
     doc = json.loads((cell / "eval" / f"{task}.json").read_text())
     assert doc == json.loads(json.dumps(out, default=str))
     assert doc["task"] == task and doc["cell"] == "abc123" and doc["settings_hash"]
-    (res,) = doc["results"]
+    res, base = doc["results"]
     assert (
         res["metric"] == "top1" and res["benchmark"] == "synth-labelled" and res["category"] is None
     )
+    assert "variant" not in res and base["variant"] == "random-init"
     # 13 classes; a random-init ViT on these shapes is still clearly above 1/13
     assert 0.1 < res["value"] <= 1.0
     assert CellDir(cell).stage_status(f"eval/{task}")["state"] == "done"
+    # one outcome per validation image and variant, keyed by the image's key; means = scores
+    from webssl_cli.outcomes import examples_path, read_outcomes
+
+    outs = list(read_outcomes(examples_path(cell / "eval" / f"{task}.json")))
+    for row in (res, base):
+        vals = [o.value for o in outs if o.variant == row.get("variant", "encoder")]
+        assert len(vals) == doc["details"]["n_val"] and set(vals) <= {0.0, 1.0}
+        assert sum(vals) / len(vals) == pytest.approx(row["value"], abs=1e-12)
+    keys = {o.example for o in outs}
+    assert len(keys) == doc["details"]["n_val"] and all(k and not k.isdigit() for k in keys)
+    f = doc["details"]["features"]
+    assert f["dim"] == 64 and 1.0 < f["effective_rank"] <= 64 and f["dim_std_min"] > 0
+    assert set(doc["details"]["features_by_variant"]) == {"random-init"}
 
 
 def test_run_eval_unknown_name_is_user_error(
@@ -129,7 +143,8 @@ def test_knn_and_linear_share_cached_features(
     ]
     cell = make_cell(tmp_path, synth_shards, evals)
     run_eval(cell, "knn")
-    assert len(list((cell / "eval").glob(".features-*.pt"))) == 1
+    # the encoder's features and its random-init twin's
+    assert len(list((cell / "eval").glob(".features-*.pt"))) == 2
     calls: list[int] = []
     orig = F.extract
     monkeypatch.setattr(F, "extract", lambda *a, **k: calls.append(1) or orig(*a, **k))
@@ -149,3 +164,50 @@ def test_baseline_encoder_override(tmp_path: Path, synth_shards: str, make_cell:
     )
     out = run_eval(cell, "knn")
     assert out["settings"]["encoder"] == "hf" and out["settings"]["threads"] is None
+    # no random-init twin for a foreign encoder: said so, and no baseline row
+    assert "random-init" in out["details"]["baselines_skipped"]
+    assert [r.get("variant", "encoder") for r in out["results"]] == ["encoder"]
+
+
+def test_random_twin_is_the_trainers_initialisation(tmp_path: Path, synth_shards: str,
+                                                     make_cell: Any) -> None:  # fmt: skip
+    """The baseline is the trainer's student backbone at step 0 for the cell's seed."""
+    from webssl_cli.train.ssl_model import build_models
+
+    from webssl_cli.eval.run import _random_twin
+    from webssl_cli.rundir import CellDir
+    from webssl_cli.specs.evals import KnnEval
+    from webssl_cli.specs.registry import get_model
+    from webssl_cli.specs.train import TrainConfig
+
+    cell = make_cell(tmp_path, synth_shards, [{"task": "knn"}], model="vit-test")
+    spec = json.loads((cell / "cell.json").read_text())
+    spec["train"]["seed"] = 7
+    twin = _random_twin(KnnEval(), spec, CellDir(cell))
+    torch.manual_seed(7)
+    student, _ = build_models(
+        get_model("vit-test"), TrainConfig(**spec["train"]), torch.device("cpu")
+    )
+    ref = student.backbone.state_dict()
+    got = twin.backbone.state_dict()
+    assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+def test_feature_stats_see_collapse() -> None:
+    from webssl_cli.eval.run import feature_stats
+
+    g = torch.Generator().manual_seed(0)
+    spread = feature_stats(torch.randn(500, 32, generator=g))
+    assert spread["effective_rank"] > 25 and spread["dim_std_min"] > 0.8
+    one_dir = torch.randn(500, 1, generator=g) * torch.randn(1, 32, generator=g)
+    assert feature_stats(one_dir)["effective_rank"] == pytest.approx(1.0, abs=1e-6)
+    const = feature_stats(torch.ones(50, 8))
+    assert const["dim_std_mean"] == 0.0 and const["effective_rank"] == 0.0
+
+
+def test_baselines_can_be_turned_off(tmp_path: Path, synth_shards: str, make_cell: Any) -> None:
+    from webssl_cli.eval.run import run_eval
+
+    cell = make_cell(tmp_path, synth_shards, [{"task": "knn", "max_images": 100, "baselines": []}])
+    out = run_eval(cell, "knn")
+    assert len(out["results"]) == 1 and "features_by_variant" not in out["details"]

@@ -23,5 +23,5 @@ def tiny_report(tiny_study: Path) -> Path:
     from webssl_cli.report.build import build_report
 
     out = tiny_study / "report"
-    build_report(tiny_study, out, n_boot=40)
+    build_report(tiny_study, out, n_boot=40, n_boot_stats=500)
     return out

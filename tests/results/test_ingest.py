@@ -32,9 +32,12 @@ def test_ingest_loads_every_table(study_dir: Path) -> None:
     d = dump(study_dir / "results.duckdb")
     assert len(d["cell_specs"]) == 12
     assert len(d["jobs"]) == 36
-    assert len(d["train_metrics"]) == 12 * 20 * 10 == rep.metric_rows
-    assert len(d["eval_results"]) == 12 * (8 + 1)
-    assert len(d["eval_categories"]) == 12 * 5
+    assert len(d["train_metrics"]) == 12 * 20 * 11 == rep.metric_rows
+    # encoder and baseline variants: VQA 8 benchmarks × (encoder, blind), kNN × (encoder, random-init)
+    assert len(d["eval_results"]) == 12 * (8 + 1) * 2
+    assert len(d["eval_categories"]) == 12 * 5 * 2
+    assert len(d["eval_examples"]) == 12 * (2 * 8 * 60 + 2 * 240)
+    assert len(d["eval_diagnostics"]) == 12 * 5
     assert len(d["filter_stats"]) == 1
     assert len(d["studies"]) == 1
     con = duckdb.connect(str(study_dir / "results.duckdb"), read_only=True)
@@ -71,15 +74,16 @@ def test_incremental_reads_only_changed_files(study_dir: Path) -> None:
     ev["results"][0]["value"] = 0.123
     (cell / "eval" / "knn.json").write_text(json.dumps(ev))
     # a new cell appears
-    write_cell(study_dir, "vit-test", 10_000, "none", params=30_000)
+    write_cell(study_dir, "vit-test", 10_000, "none", params=30_000, n_examples=60)
     rep = ingest(study_dir)
-    assert rep.files_read == 1 + 5  # knn.json + the new cell's five files
+    assert rep.files_read == 1 + 7  # knn.json + the new cell's five files and two outcome files
     after = dump(study_dir / "results.duckdb")
     assert len(after["cell_specs"]) == 13
-    assert len(after["train_metrics"]) == len(before["train_metrics"]) + 200
+    assert len(after["train_metrics"]) == len(before["train_metrics"]) + 220
     con = duckdb.connect(str(study_dir / "results.duckdb"), read_only=True)
     v = con.execute(
-        "SELECT value FROM eval_results WHERE uid = ? AND task = 'knn'", [cell.name]
+        "SELECT value FROM eval_results WHERE uid = ? AND task = 'knn' AND variant = 'encoder'",
+        [cell.name],
     ).fetchall()
     assert v == [(0.123,)]
     con.close()
@@ -167,7 +171,7 @@ def test_a_removed_cell_disappears(study_dir: Path) -> None:
     cell = sorted((study_dir / "cells").iterdir())[0]
     shutil.rmtree(cell)
     rep = ingest(study_dir)
-    assert rep.files_removed == 5
+    assert rep.files_removed == 7
     con = duckdb.connect(str(study_dir / "results.duckdb"), read_only=True)
     for table in (
         "cell_specs",
@@ -175,6 +179,8 @@ def test_a_removed_cell_disappears(study_dir: Path) -> None:
         "train_metrics",
         "eval_results",
         "eval_categories",
+        "eval_examples",
+        "eval_diagnostics",
         "files",
     ):
         assert con.execute(
@@ -220,3 +226,101 @@ def test_a_metric_written_as_text_in_one_file_survives(tmp_path: Path) -> None:
     assert rows[f"{b.name}:loss"] == 2.5 and rows[f"{a.name}:lr"] == 0.1
     assert rows[f"{a.name}:loss"] != rows[f"{a.name}:loss"]  # NaN
     assert not any(k.endswith(":tag") for k in rows)
+
+
+def test_outcomes_and_variants_are_ingested_and_match_the_scores(study_dir: Path) -> None:
+    ingest(study_dir)
+    con = duckdb.connect(str(study_dir / "results.duckdb"), read_only=True)
+    try:
+        # the mean of the outcomes of one (cell, eval, variant, benchmark) is the reported score
+        worst = con.execute(
+            "SELECT max(abs(r.value - x.m)) FROM eval_results r JOIN (SELECT uid, eval_name, "
+            "variant, benchmark, avg(value) AS m FROM eval_examples GROUP BY ALL) x "
+            "USING (uid, eval_name, variant, benchmark)"
+        ).fetchone()
+        assert worst is not None and worst[0] < 1e-9
+        variants = dict(con.execute(
+            "SELECT eval_name, list(DISTINCT variant ORDER BY variant) FROM eval_results GROUP BY 1"
+        ).fetchall())  # fmt: skip
+        assert variants == {"knn": ["encoder", "random-init"], "vqa": ["blind", "encoder"]}
+        blind = con.execute(
+            "SELECT count(*) FROM eval_categories WHERE variant = 'blind' AND category = 'Average'"
+        ).fetchone()
+        assert blind == (12,)
+        names = {r[0] for r in con.execute("SELECT DISTINCT name FROM eval_diagnostics").fetchall()}
+        assert names == {"effective_rank", "dim", "dim_std_mean", "dim_std_min", "feature_rms"}
+    finally:
+        con.close()
+
+
+def test_changed_and_removed_outcome_files_replace_their_rows(study_dir: Path) -> None:
+    ingest(study_dir)
+    cell = sorted((study_dir / "cells").iterdir())[0]
+    path = cell / "eval" / "knn.examples.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:10]) + "\n")
+    rep = ingest(study_dir)
+    assert rep.files_read == 1 and rep.skipped == []
+    con = duckdb.connect(str(study_dir / "results.duckdb"), read_only=True)
+    n = con.execute("SELECT count(*) FROM eval_examples WHERE uid = ? AND eval_name = 'knn'",
+                    [cell.name]).fetchone()  # fmt: skip
+    con.close()
+    assert n == (10,)
+    path.unlink()
+    ingest(study_dir)
+    con = duckdb.connect(str(study_dir / "results.duckdb"), read_only=True)
+    n = con.execute("SELECT count(*) FROM eval_examples WHERE uid = ? AND eval_name = 'knn'",
+                    [cell.name]).fetchone()  # fmt: skip
+    con.close()
+    assert n == (0,)
+    assert ingest(study_dir).files_read == 0
+
+
+def test_a_half_written_outcomes_file_leaves_its_cell_as_it_was(study_dir: Path) -> None:
+    ingest(study_dir)
+    cell = sorted((study_dir / "cells").iterdir())[0]
+    path = cell / "eval" / "vqa.examples.jsonl"
+    path.write_text(path.read_text() + '{"variant": "encoder", "benchmark": "x", "exa')
+    rep = ingest(study_dir)
+    assert len(rep.skipped) == 1 and "vqa.examples.jsonl" in rep.skipped[0]
+    con = duckdb.connect(str(study_dir / "results.duckdb"), read_only=True)
+    n = con.execute("SELECT count(*) FROM eval_examples WHERE uid = ? AND eval_name = 'vqa'",
+                    [cell.name]).fetchone()  # fmt: skip
+    con.close()
+    assert n == (2 * 8 * 60,)
+
+
+def test_old_eval_files_without_outcomes_still_ingest(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    write_cell(root, "vit-pico", 1000, "none", params=1e5, steps=2, n_examples=0)
+    rep = ingest(root)
+    assert rep.skipped == []
+    d = dump(root / "results.duckdb")
+    assert d["eval_examples"] == [] and len(d["eval_results"]) == 9
+    con = duckdb.connect(str(root / "results.duckdb"), read_only=True)
+    assert con.execute("SELECT DISTINCT variant FROM eval_results").fetchall() == [("encoder",)]
+    con.close()
+
+
+def test_a_version_1_database_is_migrated(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    write_cell(root, "vit-pico", 1000, "none", params=1e5, steps=2, n_examples=20)
+    db = root / "results.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    con.execute(
+        "CREATE TABLE eval_results (uid VARCHAR NOT NULL, eval_name VARCHAR NOT NULL, "
+        "task VARCHAR, benchmark VARCHAR NOT NULL, category VARCHAR, metric VARCHAR, value DOUBLE)"
+    )
+    con.execute("CREATE TABLE eval_categories (uid VARCHAR NOT NULL, eval_name VARCHAR NOT NULL, "
+                "category VARCHAR NOT NULL, value DOUBLE)")  # fmt: skip
+    con.execute("INSERT INTO eval_categories VALUES ('old', 'vqa', 'Average', 0.5)")
+    con.close()
+    assert ingest(root).skipped == []
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT variant FROM eval_categories WHERE uid = 'old'").fetchall() == [
+        ("encoder",)
+    ]
+    assert con.execute("SELECT count(*) FROM eval_examples").fetchone()[0] > 0  # type: ignore[index]
+    con.close()

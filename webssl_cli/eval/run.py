@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from webssl_cli.errors import UserError
+from webssl_cli.outcomes import Outcome, examples_path, write_outcomes
 from webssl_cli.rundir import CellDir, atomic_write_bytes, atomic_write_json, now_iso
 from webssl_cli.specs.evals import EvalConfig, KnnEval, LinearEval, VqaEval
 
@@ -111,7 +112,9 @@ def _run(
     categories: dict[str, float] = {}
     timings: dict[str, float] = {}
     if isinstance(cfg, (KnnEval, LinearEval)):
-        results, details, timings = _probe(cfg, spec, encoder, size, cell)
+        results, details, timings, outcomes = _probe(cfg, spec, encoder, size, cell)
+        # outcomes first: an eval json on disk implies its outcomes are there too
+        write_outcomes(examples_path(cell.eval_json(name)), outcomes)
     else:
         from webssl_cli.eval.vqa import run_vqa
 
@@ -142,12 +145,37 @@ def _run(
     return doc
 
 
-def _probe(
-    cfg: KnnEval | LinearEval, spec: dict[str, Any], encoder: Any, size: int, cell: CellDir
-) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, float]]:
+_FEATURES_VERSION = 2  # cache layout: + val keys
+
+
+def _features(cfg: KnnEval | LinearEval, encoder: Any, size: int, n_blocks: int, cache: Path,
+              source: str) -> dict[str, Any]:  # fmt: skip
+    """Train/val features, labels, class names and val keys; cached at ``cache``."""
     import torch
 
-    from webssl_cli.eval.features import extract, load_labelled, resolve_source
+    from webssl_cli.eval.features import extract, load_labelled
+
+    if cache.exists():
+        return torch.load(cache, weights_only=False)  # type: ignore[no-any-return]
+    train, val = load_labelled(source, cfg.max_images)
+    blob = {
+        "train": extract(encoder, train.images, size, n_blocks=n_blocks, batch_size=cfg.batch_size),
+        "val": extract(encoder, val.images, size, n_blocks=n_blocks, batch_size=cfg.batch_size),
+        "ytr": torch.tensor(train.labels), "yva": torch.tensor(val.labels),
+        "names": train.class_names, "kva": list(val.keys),
+    }  # fmt: skip
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    atomic_write_bytes(cache, buf.getvalue())
+    return blob
+
+
+def _probe(
+    cfg: KnnEval | LinearEval, spec: dict[str, Any], encoder: Any, size: int, cell: CellDir
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, float], list[Outcome]]:
+    """The probe on the encoder and on each baseline: result rows, details, timings, and every
+    validation image's outcome (1.0 correct, 0.0 wrong) per variant."""
+    from webssl_cli.eval.features import resolve_source
 
     t = time.time()
     source = resolve_source(cfg.dataset, spec)
@@ -155,60 +183,127 @@ def _probe(
     # setting), cached under eval/ keyed by everything they depend on.
     n_blocks = max(4, *cfg.n_last_blocks) if isinstance(cfg, LinearEval) else 4
     ckpt = Path(cfg.encoder) if cfg.encoder else cell.backbone_export
-    key = settings_hash({"source": source, "max_images": cfg.max_images, "size": size, "n_blocks": n_blocks,
-                         "encoder": str(cfg.encoder or ckpt), "weights": _weights_id(cfg, cell)})  # fmt: skip
-    cache = cell.eval_dir / f".features-{key}.pt"
-    if cache.exists():
-        blob = torch.load(cache, weights_only=False)
-        ftr, fva, ytr, yva, names = (
-            blob["train"],
-            blob["val"],
-            blob["ytr"],
-            blob["yva"],
-            blob["names"],
-        )
-    else:
-        train, val = load_labelled(source, cfg.max_images)
-        ftr = extract(encoder, train.images, size, n_blocks=n_blocks, batch_size=cfg.batch_size)
-        fva = extract(encoder, val.images, size, n_blocks=n_blocks, batch_size=cfg.batch_size)
-        ytr, yva, names = torch.tensor(train.labels), torch.tensor(val.labels), train.class_names
-        buf = io.BytesIO()
-        torch.save({"train": ftr, "val": fva, "ytr": ytr, "yva": yva, "names": names}, buf)
-        atomic_write_bytes(cache, buf.getvalue())
+    base_key = {"source": source, "max_images": cfg.max_images, "size": size, "n_blocks": n_blocks,
+                "v": _FEATURES_VERSION}  # fmt: skip
+    key = settings_hash({**base_key, "encoder": str(cfg.encoder or ckpt), "weights": _weights_id(cfg, cell)})  # fmt: skip
+    blob = _features(cfg, encoder, size, n_blocks, cell.eval_dir / f".features-{key}.pt", source)
     timings = {"features_s": time.time() - t}
-    t = time.time()
+    ytr, yva = blob["ytr"], blob["yva"]
     details: dict[str, Any] = {
         "n_train": len(ytr),
         "n_val": len(yva),
         "n_classes": len(set(ytr.tolist()) | set(yva.tolist())),
+        "features": feature_stats(blob["train"].cls[:, -1], blob["val"].cls[:, -1]),
     }
-    if isinstance(cfg, KnnEval):
-        from webssl_cli.eval.knn import knn_top1
-
-        top1 = knn_top1(
-            ftr.cls[:, -1], ytr, fva.cls[:, -1], yva, k=cfg.k, temperature=cfg.temperature
+    t = time.time()
+    top1, correct, extra = _score(cfg, blob)
+    details.update(extra)
+    variants = [("encoder", top1, correct)]
+    for b in cfg.baselines:
+        twin = _random_twin(cfg, spec, cell)
+        if twin is None:
+            details.setdefault("baselines_skipped", {})[b] = (
+                "the encoder is not a webssl checkpoint: its training initialisation is unknown"
+            )
+            continue
+        tb = time.time()
+        twin_seed = _cell_seed(spec)
+        tkey = settings_hash({**base_key, "random-init": twin.name, "seed": twin_seed,
+                              "weights": _weights_id(cfg, cell)})  # fmt: skip
+        tblob = _features(cfg, twin, size, n_blocks, cell.eval_dir / f".features-{tkey}.pt", source)
+        b_top1, b_correct, b_extra = _score(cfg, tblob)
+        details.setdefault("features_by_variant", {})[b] = feature_stats(
+            tblob["train"].cls[:, -1], tblob["val"].cls[:, -1]
         )
-    else:
-        from webssl_cli.eval.linear import linear_probe
-
-        best, top1, grid = linear_probe(
-            ftr,
-            ytr,
-            fva,
-            yva,
-            lrs=cfg.lrs,
-            n_last_blocks=cfg.n_last_blocks,
-            avgpool=cfg.avgpool,
-            epochs=cfg.epochs,
-            seed=0,
-        )
-        details.update(best=best.label, grid=grid)
+        details.setdefault("baseline_details", {})[b] = {"seed": twin_seed, **b_extra}
+        variants.append((b, b_top1, b_correct))
+        timings[f"{b}_s"] = time.time() - tb
     timings["probe_s"] = time.time() - t
-    return (
-        [{"benchmark": cfg.dataset, "category": None, "metric": "top1", "value": top1}],
-        details,
-        timings,
-    )
+    rows, outcomes = [], []
+    for variant, score, corr in variants:
+        row = {"benchmark": cfg.dataset, "category": None, "metric": "top1", "value": score}
+        rows.append(row if variant == "encoder" else {**row, "variant": variant})
+        outcomes += [Outcome(variant, cfg.dataset, str(k), float(v))
+                     for k, v in zip(blob["kva"], corr.tolist(), strict=True)]  # fmt: skip
+    return rows, details, timings, outcomes
+
+
+def _score(cfg: KnnEval | LinearEval, blob: dict[str, Any]) -> tuple[float, Any, dict[str, Any]]:
+    """(top-1, per-val-image correctness (float64 tensor), details) of the probe on ``blob``."""
+    ftr, fva, ytr, yva = blob["train"], blob["val"], blob["ytr"], blob["yva"]
+    if isinstance(cfg, KnnEval):
+        from webssl_cli.eval.knn import knn_predict
+
+        pred = knn_predict(
+            ftr.cls[:, -1], ytr, fva.cls[:, -1], k=cfg.k, temperature=cfg.temperature
+        )
+        correct = (pred == yva).double()
+        return float(correct.mean()), correct, {}
+    from webssl_cli.eval.linear import linear_probe_outcomes
+
+    best, top1, grid, correct = linear_probe_outcomes(
+        ftr, ytr, fva, yva, lrs=cfg.lrs, n_last_blocks=cfg.n_last_blocks, avgpool=cfg.avgpool,
+        epochs=cfg.epochs, seed=0,
+    )  # fmt: skip
+    return top1, correct, {"best": best.label, "grid": grid}
+
+
+def feature_stats(*parts: Any) -> dict[str, float]:
+    """Collapse diagnostics of CLS features (N, D): effective rank (exp of the entropy of the
+    normalised singular values of the centred features; 1 = all on one direction), the
+    per-dimension standard deviation across images (mean and min over dimensions) and the
+    features' root mean square, the scale that spread is small or large against."""
+    import torch
+
+    x = torch.cat([p.double() for p in parts])
+    rms = float(x.pow(2).mean().sqrt())
+    x = x - x.mean(0, keepdim=True)
+    s = torch.linalg.svdvals(x)
+    # float32 features: directions below 1e-6 of the largest are round-off, not spread
+    s = s[s > 1e-6 * float(s.max())] if len(s) and float(s.max()) > 0 else s[:0]
+    p = s / s.sum()
+    nz = p[p > 0]
+    rank = float(torch.exp(-(nz * nz.log()).sum())) if len(nz) else 0.0
+    std = x.std(0) if len(x) > 1 else torch.zeros(x.shape[1], dtype=torch.double)
+    return {"effective_rank": rank, "dim_std_mean": float(std.mean()),
+            "dim_std_min": float(std.min()), "dim": int(x.shape[1]), "feature_rms": rms}  # fmt: skip
+
+
+def _cell_seed(spec: dict[str, Any]) -> int:
+    train = spec.get("train") or {}
+    return int(train.get("seed", spec.get("seed", 0)) or 0)
+
+
+def _random_twin(cfg: KnnEval | LinearEval, spec: dict[str, Any], cell: CellDir) -> Any:
+    """The cell's architecture initialised as the trainer initialises it (same seed), untrained;
+    None for an encoder that is not a webssl checkpoint (Hugging Face, timm)."""
+    import torch
+
+    from webssl_cli.eval.encoders import Encoder, spec_from_dict
+
+    path = Path(cfg.encoder) if cfg.encoder else cell.backbone_export
+    if not path.is_file():
+        return None
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    if not isinstance(ck, dict) or "spec" not in ck:
+        return None
+    mspec = spec_from_dict(ck["spec"])
+    from webssl_cli.specs.train import TrainConfig
+    from webssl_cli.train.vit import build_backbone
+
+    try:
+        tcfg = TrainConfig(**(spec.get("train") or {}))
+        drop_path, layerscale = tcfg.drop_path, tcfg.layerscale
+    except (ValidationError, TypeError):
+        drop_path, layerscale = 0.0, mspec.layerscale
+    # the trainer seeds, then builds the student's backbone first (train.loop, ssl_model)
+    torch.manual_seed(_cell_seed(spec))
+    backbone = build_backbone(mspec, drop_path=drop_path, layerscale=layerscale)
+    return Encoder(backbone, name=f"{mspec.name}-random-init", width=mspec.width,
+                   patch=mspec.patch, img_size=mspec.img_size)  # fmt: skip
 
 
 def _weights_id(cfg: Any, cell: CellDir) -> str:

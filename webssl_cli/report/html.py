@@ -31,7 +31,8 @@ figcaption { color: #555; font-size: 12px; }
 
 
 def render(title: str, blocks: list[Any], base: Path) -> str:
-    """``blocks``: ('h2', text) | ('p', text) | ('img', png path, caption) | Table."""
+    """``blocks``: ('h2', text) | ('p', text) | ('li', text) | ('img', png path, caption) | Table;
+    consecutive 'li' blocks form one list."""
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -39,8 +40,15 @@ def render(title: str, blocks: list[Any], base: Path) -> str:
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
     ]
+    in_list = False
     for b in blocks:
-        if isinstance(b, Table):
+        is_li = not isinstance(b, Table) and b[0] == "li"
+        if is_li != in_list:
+            parts.append("<ul>" if is_li else "</ul>")
+            in_list = is_li
+        if is_li:
+            parts.append(f"<li>{html.escape(b[1])}</li>")
+        elif isinstance(b, Table):
             parts.append(b.html())
         elif b[0] == "h2":
             parts.append(f"<h2>{html.escape(b[1])}</h2>")
@@ -53,6 +61,8 @@ def render(title: str, blocks: list[Any], base: Path) -> str:
                 f'<figure><img src="data:image/png;base64,{data}" alt="{cap}">'
                 f"<figcaption>{cap} (SVG: {html.escape(Path(b[1]).with_suffix('.svg').name)})</figcaption></figure>"
             )
+    if in_list:
+        parts.append("</ul>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
@@ -60,12 +70,16 @@ def render(title: str, blocks: list[Any], base: Path) -> str:
 def markdown(title: str, blocks: list[Any]) -> str:
     parts = [f"# {title}\n"]
     for b in blocks:
+        if parts[-1].startswith("- ") and (isinstance(b, Table) or b[0] != "li"):
+            parts[-1] += "\n"  # a list ends with a blank line
         if isinstance(b, Table):
             parts.append(b.markdown())
         elif b[0] == "h2":
             parts.append(f"## {b[1]}\n")
         elif b[0] == "p":
             parts.append(f"{b[1]}\n")
+        elif b[0] == "li":
+            parts.append(f"- {b[1]}")
         elif b[0] == "img":
             parts.append(f"![{b[2]}]({b[1]})\n\n[SVG]({Path(b[1]).with_suffix('.svg').name})\n")
     return "\n".join(parts)

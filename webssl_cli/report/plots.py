@@ -69,11 +69,33 @@ def headline_labels(scores: Any) -> list[str]:
     return label_order(s["label"].unique().to_list())
 
 
+def _yerr(est: dict[Any, Any] | None, keys: list[tuple[Any, ...]], ys: list[float]) -> Any:
+    """Asymmetric error bars (2, n) from the estimates' 95% intervals; None without any."""
+    lo, hi, any_iv = [], [], False
+    for k, y in zip(keys, ys, strict=True):
+        e = (est or {}).get(k)
+        if e is not None and e.has_interval:
+            lo.append(max(0.0, y - e.lo))
+            hi.append(max(0.0, e.hi - y))
+            any_iv = True
+        else:
+            lo.append(0.0)
+            hi.append(0.0)
+    return [lo, hi] if any_iv else None
+
+
 def score_vs(
-    axis: str, main: Any, refs: Any, out: Path, main_filter: str | None, study: str
+    axis: str,
+    main: Any,
+    refs: Any,
+    out: Path,
+    main_filter: str | None,
+    study: str,
+    est: dict[Any, Any] | None = None,
 ) -> Path | None:
     """Score vs ``axis`` ('params' or 'samples_seen'): one panel per headline score, one line
-    per value of the other axis; references dashed grey."""
+    per value of the other axis, 95% intervals as error bars (``est``: (label, model,
+    samples_seen, data_filter) -> Estimate); references dashed grey."""
     import polars as pl
 
     other = "samples_seen" if axis == "params" else "model"
@@ -96,11 +118,22 @@ def score_vs(
     for ax, lab in zip(axes.flat, labels, strict=False):
         d = s.filter(pl.col("label") == lab)
         for g, col in zip(groups, colors, strict=True):
-            dg = d.filter(pl.col(other) == g).group_by(axis).agg(pl.col("value").mean()).sort(axis)
+            firsts = [pl.col(c).first() for c in ("model", "samples_seen") if c != axis]
+            dg = (
+                d.filter(pl.col(other) == g)
+                .group_by(axis)
+                .agg(pl.col("value").mean(), *firsts)
+                .sort(axis)
+            )
             if dg.is_empty():
                 continue
             name = fmt_count(g) + " samples" if other == "samples_seen" else str(g)
-            ax.plot(dg[axis], dg["value"], "o-", color=col, label=name, lw=1.6, ms=4)
+            keys = [
+                (lab, r["model"], r["samples_seen"], main_filter) for r in dg.iter_rows(named=True)
+            ]
+            yerr = _yerr(est, keys, dg["value"].to_list())
+            ax.errorbar(dg[axis], dg["value"], yerr=yerr, fmt="o-", color=col, label=name, lw=1.6,
+                        ms=4, capsize=2.5 if yerr else 0)  # fmt: skip
         xs = d[axis].to_list()
         if refs is not None and not refs.is_empty():
             r = refs.filter(pl.col("label") == lab)
@@ -138,8 +171,9 @@ def _order(s: Any, axis: str, v: Any) -> Any:
     return (v is None, v)
 
 
-def filter_bars(main: Any, out: Path, study: str) -> Path | None:
-    """Per-filter bars per benchmark (and category) for the model/budget with the most filters."""
+def filter_bars(main: Any, out: Path, study: str, est: dict[Any, Any] | None = None) -> Path | None:
+    """Per-filter bars per benchmark (and category) for the model/budget with the most filters,
+    with 95% intervals as error bars."""
     import polars as pl
 
     if main["data_filter"].n_unique() < 2:
@@ -170,13 +204,10 @@ def filter_bars(main: Any, out: Path, study: str) -> Path | None:
         df = d.filter(pl.col("data_filter") == f).group_by("label").agg(pl.col("value").mean())
         vals = dict(zip(df["label"].to_list(), df["value"].to_list(), strict=True))
         xs = [j + (i - (len(filters) - 1) / 2) * width for j in range(len(labels))]
-        ax.bar(
-            xs,
-            [vals.get(lab, float("nan")) for lab in labels],
-            width,
-            label=f,
-            color=colors[i % len(colors)],
-        )
+        ys = [vals.get(lab, float("nan")) for lab in labels]
+        keys = [(lab, best["model"], best["samples_seen"], f) for lab in labels]
+        ax.bar(xs, ys, width, label=f, color=colors[i % len(colors)],
+               yerr=_yerr(est, keys, ys), capsize=2, error_kw={"lw": 0.8})  # fmt: skip
     ax.set_xticks(range(len(labels)))
     ax.set_xticklabels(labels, rotation=40, ha="right")
     if cats and benches:

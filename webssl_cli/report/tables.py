@@ -12,7 +12,7 @@ from tabulate import tabulate
 
 from webssl_cli.report.fits import Fit
 
-_NUMERIC = re.compile(r"[-+]?[0-9.]+(e[-+]?[0-9]+)?[KMBT%]?|—")
+_NUMERIC = re.compile(r"[-+]?[0-9.]+(e[-+]?[0-9]+)?[KMBT%]?( \[[-+0-9.]+, [-+0-9.]+\])?|—")
 HEADLINE_ORDER = ("Average", "General", "Knowledge", "OCR & Chart", "Vision-Centric")
 
 
@@ -68,13 +68,23 @@ def fmt_num(x: float) -> str:
     return f"{x:.3g}" if abs(x) < 1e4 else fmt_count(x)
 
 
+def fmt_est(est: Any, fallback: Any = None) -> str:
+    """An ``Estimate`` as ``62.1 [58.3, 65.8]`` (just the number without an interval)."""
+    if est is None:
+        return fmt_score(fallback)
+    return str(est.text())
+
+
 def label_order(labels: list[str]) -> list[str]:
     first = [h for h in HEADLINE_ORDER if h in labels]
     return first + sorted(x for x in labels if x not in first)
 
 
-def cell_table(cells: Any, scores: Any, final_loss: dict[str, float]) -> Table:
-    """One row per cell: axes, state, final loss and every headline score (categories, probes)."""
+def cell_table(
+    cells: Any, scores: Any, final_loss: dict[str, float], est: dict[Any, Any] | None = None
+) -> Table:
+    """One row per cell: axes, state, final loss and every headline score (categories, probes),
+    with its 95% interval where ``est`` ((uid, label) -> Estimate) has one."""
     import polars as pl
 
     head = scores.filter(pl.col("kind").is_in(["category", "probe"]))
@@ -85,17 +95,18 @@ def cell_table(cells: Any, scores: Any, final_loss: dict[str, float]) -> Table:
         rows.append(
             [c["model"], fmt_count(c["params"]), fmt_count(c["samples_seen"]), c["data_filter"] or "—",
              c["state"], fmt_num(final_loss.get(c["uid"], float("nan")))]
-            + [fmt_score(by.get((c["uid"], lab))) for lab in labels]
+            + [fmt_est((est or {}).get((c["uid"], lab)), by.get((c["uid"], lab))) for lab in labels]
         )  # fmt: skip
     return Table(
         "Scores per cell",
         ["model", "params", "samples seen", "filter", "state", "final loss", *labels],
         rows,
-        "Scores in %. Categories are means of their benchmarks; Average is the mean of the categories.",
+        "Scores in % [95% bootstrap interval over the evaluation examples]. Categories are means of "
+        "their benchmarks; Average is the mean of the categories.",
     )
 
 
-def benchmark_table(cells: Any, scores: Any) -> Table | None:
+def benchmark_table(cells: Any, scores: Any, est: dict[Any, Any] | None = None) -> Table | None:
     import polars as pl
 
     b = scores.filter(pl.col("kind") == "benchmark")
@@ -111,18 +122,28 @@ def benchmark_table(cells: Any, scores: Any) -> Table | None:
     by = {(r["uid"], r["label"]): r["value"] for r in b.iter_rows(named=True)}
     rows = [
         [c["model"], fmt_count(c["samples_seen"]), c["data_filter"] or "—"]
-        + [fmt_score(by.get((c["uid"], lab))) for lab in labels]
+        + [fmt_est((est or {}).get((c["uid"], lab)), by.get((c["uid"], lab))) for lab in labels]
         for c in cells.iter_rows(named=True)
     ]
     return Table(
-        "Scores per benchmark", ["model", "samples seen", "filter", *labels], rows, "Scores in %."
+        "Scores per benchmark",
+        ["model", "samples seen", "filter", *labels],
+        rows,
+        "Scores in % [95% bootstrap interval].",
     )
 
 
 def pivot_table(
-    scores: Any, label: str, rows_by: str, cols_by: str, fixed: dict[str, Any], title: str
+    scores: Any,
+    label: str,
+    rows_by: str,
+    cols_by: str,
+    fixed: dict[str, Any],
+    title: str,
+    est: dict[Any, Any] | None = None,
 ) -> Table | None:
-    """``label`` with one axis down and one across, the others fixed (e.g. model × samples seen)."""
+    """``label`` with one axis down and one across, the others fixed (e.g. model × samples seen).
+    ``est``: (label, model, samples_seen, data_filter) -> Estimate of the cell (seeds pooled)."""
     import polars as pl
 
     s = scores.filter(pl.col("label") == label)
@@ -132,13 +153,25 @@ def pivot_table(
         return None
     row_keys = sorted(s[rows_by].unique().to_list(), key=_axis_key(s, rows_by))
     col_keys = sorted(s[cols_by].unique().to_list(), key=_axis_key(s, cols_by))
-    vals = s.group_by([rows_by, cols_by]).agg(pl.col("value").mean())
-    by = {(r[rows_by], r[cols_by]): r["value"] for r in vals.iter_rows(named=True)}
+    vals = s.group_by([rows_by, cols_by]).agg(
+        pl.col("value").mean(), pl.col("model").first().alias("_m"),
+        pl.col("samples_seen").first().alias("_s"), pl.col("data_filter").first().alias("_f"),
+        pl.col("model").n_unique().alias("_nm"), pl.col("samples_seen").n_unique().alias("_ns"),
+        pl.col("data_filter").n_unique().alias("_nf"),
+    )  # fmt: skip
+    by = {(r[rows_by], r[cols_by]): r for r in vals.iter_rows(named=True)}
+
+    def cell(rk: Any, ck: Any) -> str:
+        r = by.get((rk, ck))
+        if r is None:
+            return fmt_score(None)
+        one = r["_nm"] == r["_ns"] == r["_nf"] == 1  # a single cell (its seeds pooled)
+        e = (est or {}).get((label, r["_m"], r["_s"], r["_f"])) if one else None
+        return fmt_est(e, r["value"])
+
     rows = []
     for rk in row_keys:
-        rows.append(
-            [_axis_label(s, rows_by, rk)] + [fmt_score(by.get((rk, ck))) for ck in col_keys]
-        )
+        rows.append([_axis_label(s, rows_by, rk)] + [cell(rk, ck) for ck in col_keys])
     headers = [rows_by.replace("_", " ")] + [_axis_label(s, cols_by, ck) for ck in col_keys]
     fixed_txt = ", ".join(
         f"{k.replace('_', ' ')} = {_axis_label(s, k, v)}" for k, v in fixed.items()
@@ -202,6 +235,8 @@ def fit_tables(fits: list[Fit]) -> list[Table]:
             held = ", ".join(f"{a}={fmt_count(v)}" for a, v in zip(_axes(f), h.point, strict=True))
             hold_rows.append([f.target, f.form, held, fmt_score(h.actual), fmt_score(h.predicted),
                               f"{h.error:+.2f}", _iv(None if h.lo is None or h.hi is None else (h.lo, h.hi)), inside])  # fmt: skip
+        if not f.extra.get("extrapolate", True):
+            continue  # no extrapolation from a trend that is not detectable
         xmax = f.X.max(axis=0)
         for k in (2, 4, 10):
             pt = xmax * k

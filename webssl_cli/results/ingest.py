@@ -4,10 +4,10 @@ Jobs never open the database (DuckDB allows one writing process per file, and fi
 shared file systems are unreliable); this module is the one writer. The plan of one ingest:
 
 1. scan: stat every contract file (cell.json, status.json, train/metrics.jsonl, eval/*.json,
-   filters/*/stats.json); compare (size, mtime_ns) with the ``files`` table;
+   eval/*.examples.jsonl, filters/*/stats.json); compare (size, mtime_ns) with the ``files`` table;
 2. parse the new or changed small files in Python and validate them; bulk-read every changed
-   metrics.jsonl with one DuckDB ``read_json`` call (a failing batch is retried file by file to
-   find the culprit);
+   metrics.jsonl with one DuckDB ``read_json`` call, and every changed examples file with another
+   (a failing batch is retried file by file to find the culprit);
 3. any cell with a corrupt or half-written file is reported and left exactly as it was (none of
    its changed files are applied, none are recorded, so the next ingest retries them);
 4. one transaction deletes the rows of every changed or removed file and inserts the new rows
@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from webssl_cli.results.bulk import load_examples, load_metrics
 from webssl_cli.results.parse import (
     BadFile,
     load_json,
     parse_cell,
+    parse_diagnostics,
     parse_eval,
     parse_filter_stats,
     parse_status,
@@ -34,18 +36,13 @@ from webssl_cli.results.parse import (
 from webssl_cli.results.schema import create_schema
 
 DB_NAME = "results.duckdb"
-_RUN_KINDS = ("cell", "status", "metrics", "eval", "filter")
-_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
-            "UINTEGER", "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL")  # fmt: skip
-_METRIC_KEYS = ("step", "samples_seen", "time")
-_EMPTY_LONG = ("SELECT NULL::VARCHAR AS uid, NULL::BIGINT AS step, NULL::BIGINT AS samples_seen, "
-               "NULL::DOUBLE AS time, NULL::VARCHAR AS name, NULL::DOUBLE AS value WHERE false")  # fmt: skip
+_RUN_KINDS = ("cell", "status", "metrics", "eval", "examples", "filter")
 
 
 @dataclass(frozen=True)
 class FileEntry:
     rel: str  # path relative to the study directory (the files table key)
-    kind: str  # cell | status | metrics | eval | filter
+    kind: str  # cell | status | metrics | eval | examples | filter
     uid: str  # cell uid, or filter key
     name: str | None  # eval name
     size: int
@@ -103,7 +100,12 @@ def scan(study_dir: Path) -> dict[str, FileEntry]:
             eval_dir = os.path.join(d.path, "eval")
             if os.path.isdir(eval_dir):
                 for e in os.scandir(eval_dir):
-                    if e.name.endswith(".json") and not e.name.startswith(".") and e.is_file():
+                    if e.name.startswith(".") or not e.is_file():
+                        continue
+                    if e.name.endswith(".examples.jsonl"):
+                        name = e.name[: -len(".examples.jsonl")]
+                        add(f"cells/{uid}/eval/{e.name}", "examples", uid, name)
+                    elif e.name.endswith(".json"):
                         add(f"cells/{uid}/eval/{e.name}", "eval", uid, e.name[: -len(".json")])
     filters = os.path.join(root, "filters")
     if os.path.isdir(filters):
@@ -113,84 +115,6 @@ def scan(study_dir: Path) -> dict[str, FileEntry]:
     return found
 
 
-# ---- metrics (bulk) --------------------------------------------------------------------------
-def _read_metrics(con: Any, paths: list[str], table: str) -> None:
-    """``CREATE TEMP TABLE table`` from the newline-delimited JSON files (raises on a bad one)."""
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM read_json(?, "
-        "format='newline_delimited', union_by_name=true, filename=true)",
-        [paths],
-    )
-
-
-def _load_metrics(con: Any, files: dict[str, str]) -> dict[str, str]:
-    """Bulk-read ``{abspath: uid}``; temp view ``_m_long`` melts them. Returns ``{abspath: why}`` of bad files."""
-    bad: dict[str, str] = {}
-    paths = sorted(files)
-    try:
-        _read_metrics(con, paths, "_m_raw")
-    except Exception:
-        # Find the culprits file by file; the good ones are then read again in one batch.
-        for p in paths:
-            try:
-                con.execute(
-                    "SELECT count(*) FROM read_json(?, format='newline_delimited', sample_size=-1)",
-                    [p],
-                ).fetchall()
-            except Exception as exc:
-                bad[p] = " ".join(str(exc).split())[:200]
-        good = [p for p in paths if p not in bad]
-        if good:
-            _read_metrics(con, good, "_m_raw")
-    if len(bad) == len(paths):
-        con.execute(f"CREATE OR REPLACE TEMP VIEW _m_long AS {_EMPTY_LONG}")
-        return bad
-    cols = {r[0]: str(r[1]) for r in con.execute("DESCRIBE _m_raw").fetchall()}
-    metric_cols = [
-        c
-        for c, t in cols.items()
-        if c not in _METRIC_KEYS
-        and c != "filename"
-        and t.split("(")[0] in (*_NUMERIC, "VARCHAR", "JSON")
-    ]
-
-    def q(c: str) -> str:
-        return '"' + c.replace('"', '""') + '"'
-
-    keys = ", ".join(
-        f"TRY_CAST({q(k)} AS {'DOUBLE' if k == 'time' else 'BIGINT'}) AS {k}"
-        if k in cols
-        else f"NULL::{'DOUBLE' if k == 'time' else 'BIGINT'} AS {k}"
-        for k in _METRIC_KEYS
-    )
-    import pyarrow as pa
-
-    con.register("_m_files_arrow", pa.table({"filename": list(files), "uid": list(files.values())}))
-    con.execute("CREATE OR REPLACE TEMP TABLE _m_files AS SELECT * FROM _m_files_arrow")
-    con.unregister("_m_files_arrow")
-    if metric_cols:
-        # Text columns: a metric one file wrote as a string ("NaN") makes the whole batch's
-        # column VARCHAR; TRY_CAST keeps its numbers, and true text becomes NULL, which UNPIVOT drops.
-        values = ", ".join(
-            f"TRY_CAST({q(c)} AS DOUBLE) AS {q(c)}"
-            if cols[c] in ("VARCHAR", "JSON")
-            else f"{q(c)}::DOUBLE AS {q(c)}"
-            for c in metric_cols
-        )
-        # A view: the melt streams straight into train_metrics inside the transaction
-        # (no 1M-row intermediate table).
-        con.execute(
-            "CREATE OR REPLACE TEMP VIEW _m_long AS "
-            "SELECT f.uid, u.step, u.samples_seen, u.time, u.name, u.value FROM ("
-            f"UNPIVOT (SELECT filename, {keys}, {values} FROM _m_raw) "
-            f"ON {', '.join(q(c) for c in metric_cols)} INTO NAME name VALUE value"
-            ") u JOIN _m_files f USING (filename)"
-        )
-    else:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW _m_long AS {_EMPTY_LONG}")
-    return bad
-
-
 # ---- the ingest --------------------------------------------------------------------------------
 _COLUMNS = {
     "cell_specs": ["uid", "study", "model", "samples_seen", "data_filter", "classifier", "params",
@@ -198,8 +122,10 @@ _COLUMNS = {
                    "filter_key", "iterations"],
     "jobs": ["uid", "stage", "state", "attempts", "job_ids", "last_job_id", "host", "started",
              "ended", "error", "samples_seen", "step", "images_per_s"],
-    "eval_results": ["uid", "eval_name", "task", "benchmark", "category", "metric", "value"],
-    "eval_categories": ["uid", "eval_name", "category", "value"],
+    "eval_results": ["uid", "eval_name", "task", "benchmark", "category", "metric", "value",
+                     "variant"],
+    "eval_categories": ["uid", "eval_name", "category", "value", "variant"],
+    "eval_diagnostics": ["uid", "eval_name", "variant", "name", "value"],
     "filter_stats": ["filter_key", "kept", "total", "fraction", "skipped"],
     "files": ["path", "kind", "uid", "name", "size", "mtime_ns", "sha256"],
 }  # fmt: skip
@@ -211,8 +137,10 @@ def insert_rows(con: Any, table: str, rows: list[dict[str, Any]]) -> None:
         return
     import pyarrow as pa
 
-    cols = _COLUMNS[table]
-    tbl = pa.Table.from_pylist(rows).select(cols)
+    tbl = pa.Table.from_pylist(rows)
+    # a column the rows do not carry takes the table's default (e.g. variant = 'encoder')
+    cols = [c for c in _COLUMNS[table] if c in tbl.column_names]
+    tbl = tbl.select(cols)
     con.register("_ins", tbl)
     try:
         con.execute(f"INSERT INTO {table} BY NAME SELECT {', '.join(cols)} FROM _ins")
@@ -279,15 +207,17 @@ def ingest(
         # -- parse small files, per cell; a bad file condemns its cell's whole update --
         bad_cells: dict[str, list[str]] = defaultdict(list)
         cell_rows, job_rows, eval_rows, cat_rows, filt_rows = [], [], [], [], []
+        diag_rows: list[dict[str, Any]] = []
         file_rows: list[dict[str, Any]] = []
         metrics_files: dict[str, str] = {}
+        example_files: dict[str, tuple[str, str]] = {}
         by_rel: dict[str, FileEntry] = {}
         known_cells = {v[3] for v in known.values() if v[2] == "cell"}
         for e in sorted(changed, key=lambda e: e.rel):
             path = study / e.rel
             by_rel[e.rel] = e
             if (
-                e.kind in ("cell", "status", "metrics", "eval")
+                e.kind in ("cell", "status", "metrics", "eval", "examples")
                 and e.uid not in known_cells
                 and f"cells/{e.uid}/cell.json" not in found
             ):
@@ -295,6 +225,9 @@ def ingest(
                 continue
             if e.kind == "metrics":
                 metrics_files[str(path)] = e.uid
+                continue
+            if e.kind == "examples":
+                example_files[str(path)] = (e.uid, e.name or "")
                 continue
             try:
                 obj, digest = load_json(path)
@@ -306,6 +239,7 @@ def ingest(
                     r, c = parse_eval(obj, e.uid, e.name or "")
                     eval_rows.extend(r)
                     cat_rows.extend(c)
+                    diag_rows.extend(parse_diagnostics(obj, e.uid, e.name or ""))
                 else:
                     filt_rows.append(parse_filter_stats(obj, e.uid))
             except (BadFile, OSError) as exc:
@@ -319,12 +253,21 @@ def ingest(
 
         metrics_files = {p: u for p, u in metrics_files.items() if u not in bad_cells}
         if metrics_files:
-            for p, why in _load_metrics(con, metrics_files).items():
+            for p, why in load_metrics(con, metrics_files).items():
                 bad_cells[metrics_files[p]].append(f"{os.path.relpath(p, study)}: {why}")
         for p, u in metrics_files.items():
             if u not in bad_cells:
                 e = by_rel[os.path.relpath(p, study)]
                 file_rows.append({"path": e.rel, "kind": e.kind, "uid": e.uid, "name": None,
+                                  "size": e.size, "mtime_ns": e.mtime_ns, "sha256": None})  # fmt: skip
+        example_files = {p: v for p, v in example_files.items() if v[0] not in bad_cells}
+        if example_files:
+            for p, why in load_examples(con, example_files).items():
+                bad_cells[example_files[p][0]].append(f"{os.path.relpath(p, study)}: {why}")
+        for p, (u, name) in example_files.items():
+            if u not in bad_cells:
+                e = by_rel[os.path.relpath(p, study)]
+                file_rows.append({"path": e.rel, "kind": e.kind, "uid": e.uid, "name": name,
                                   "size": e.size, "mtime_ns": e.mtime_ns, "sha256": None})  # fmt: skip
         for reasons in bad_cells.values():
             rep.skipped.extend(reasons)
@@ -352,6 +295,9 @@ def ingest(
             evals = {(u, n or "") for k, u, n in todo if k == "eval"}
             _delete_keys(con, "eval_results", ["uid", "eval_name"], evals)
             _delete_keys(con, "eval_categories", ["uid", "eval_name"], evals)
+            _delete_keys(con, "eval_diagnostics", ["uid", "eval_name"], evals)
+            _delete_keys(con, "eval_examples", ["uid", "eval_name"],
+                         {(u, n or "") for k, u, n in todo if k == "examples"})  # fmt: skip
             _delete_keys(
                 con, "filter_stats", ["filter_key"], {(u,) for k, u, _ in todo if k == "filter"}
             )
@@ -365,6 +311,18 @@ def ingest(
             insert_rows(con, "jobs", ok(job_rows))
             insert_rows(con, "eval_results", ok(eval_rows))
             insert_rows(con, "eval_categories", ok(cat_rows))
+            insert_rows(con, "eval_diagnostics", ok(diag_rows))
+            good_x = [p for p, (u, _) in example_files.items() if u not in bad_cells]
+            if good_x:
+                import pyarrow as pa
+
+                con.register("_good_x", pa.table({"filename": good_x}))
+                con.execute(
+                    "INSERT INTO eval_examples SELECT f.uid, f.eval_name, r.variant, r.benchmark, "
+                    "r.example, r.value FROM _x_raw r JOIN _x_files f USING (filename) "
+                    "WHERE r.filename IN (SELECT filename FROM _good_x)"
+                )
+                con.unregister("_good_x")
             insert_rows(
                 con,
                 "filter_stats",
@@ -395,6 +353,8 @@ def ingest(
         con.execute("DROP VIEW IF EXISTS _m_long")
         con.execute("DROP TABLE IF EXISTS _m_raw")
         con.execute("DROP TABLE IF EXISTS _m_files")
+        con.execute("DROP TABLE IF EXISTS _x_raw")
+        con.execute("DROP TABLE IF EXISTS _x_files")
         rep.files_read = len(file_rows)
         rep.files_removed = len(removed)
         rep.cells_updated = len(

@@ -137,16 +137,54 @@ def parse_eval(obj: Any, uid: str, name: str) -> tuple[list[dict[str, Any]], lis
                 "category": _opt_str(r.get("category")),
                 "metric": _opt_str(r.get("metric")),
                 "value": None if value is None else float(value),
+                "variant": _variant(r.get("variant"), f"results[{i}].variant"),
             }
         )
     cats = obj.get("categories") or {}
     if not isinstance(cats, dict):
         raise BadFile("field 'categories' is not an object")
+    by_variant = obj.get("categories_by_variant") or {}
+    if not isinstance(by_variant, dict) or not all(
+        isinstance(v, dict) for v in by_variant.values()
+    ):
+        raise BadFile("field 'categories_by_variant' is not an object of objects")
     cat_rows = [
-        {"uid": uid, "eval_name": name, "category": str(k), "value": _opt_float(v)}
-        for k, v in sorted(cats.items())
-    ]
+        {"uid": uid, "eval_name": name, "category": str(k), "value": _opt_float(v),
+         "variant": variant}
+        for variant, group in [("encoder", cats)] + sorted(
+            (_variant(k, f"categories_by_variant.{k}"), v) for k, v in by_variant.items())
+        for k, v in sorted(group.items())
+    ]  # fmt: skip
     return rows, cat_rows
+
+
+def _variant(v: Any, where: str) -> str:
+    from webssl_cli.outcomes import VARIANTS
+
+    if v is None:
+        return "encoder"
+    if v not in VARIANTS:
+        raise BadFile(f"{where}: unknown variant {v!r} (valid: {', '.join(VARIANTS)})")
+    return str(v)
+
+
+def parse_diagnostics(obj: Any, uid: str, name: str) -> list[dict[str, Any]]:
+    """Numbers under ``details.features`` (the encoder's) and ``details.features_by_variant``
+    (baselines'): effective rank, per-dimension std of the features an eval computed."""
+    details = obj.get("details") if isinstance(obj, dict) else None
+    if not isinstance(details, dict):
+        return []
+    groups: list[tuple[str, Any]] = [("encoder", details.get("features"))]
+    extra = details.get("features_by_variant")
+    if isinstance(extra, dict):
+        groups += sorted(extra.items())
+    return [
+        {"uid": uid, "eval_name": name, "variant": str(variant), "name": str(k), "value": float(v)}
+        for variant, feats in groups
+        if isinstance(feats, dict)
+        for k, v in sorted(feats.items())
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    ]
 
 
 def parse_filter_stats(obj: Any, key: str) -> dict[str, Any]:

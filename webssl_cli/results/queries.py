@@ -137,30 +137,54 @@ def curves(con: Any, name: str = "loss", every: int = 1) -> Any:
     )
 
 
-def scores(con: Any) -> Any:
+def scores(con: Any, variant: str | None = "encoder") -> Any:
     """Every evaluation score, long: the cell's axes, ``kind`` (category | benchmark | probe),
-    ``label`` (e.g. 'Average', 'OCR & Chart', 'synth-color', 'knn top1') and ``value``."""
+    ``label`` (e.g. 'Average', 'OCR & Chart', 'synth-color', 'knn top1'), ``benchmark`` (the
+    benchmark a benchmark or probe score is the mean over; NULL for categories), ``variant``
+    and ``value``. ``variant``: the encoder's scores by default; None: every variant."""
+    where = "" if variant is None else "WHERE s.variant = ?"
     return _pl(
         con,
-        """
+        f"""
         WITH s AS (
-            SELECT uid, eval_name, 'category' AS kind, category AS label, NULL AS category, value
+            SELECT uid, eval_name, 'category' AS kind, category AS label, NULL AS category,
+                   NULL AS benchmark, variant, value
             FROM eval_categories
             UNION ALL
-            SELECT uid, eval_name, 'benchmark', benchmark, category, value
+            SELECT uid, eval_name, 'benchmark', benchmark, category, benchmark, variant, value
             FROM eval_results WHERE category IS NOT NULL
             UNION ALL
             SELECT uid, eval_name, 'probe', task || ' ' || coalesce(metric, 'score')
-                || CASE WHEN count(*) OVER (PARTITION BY uid, eval_name) > 1
-                        THEN ' (' || benchmark || ')' ELSE '' END, NULL, value
+                || CASE WHEN count(*) OVER (PARTITION BY uid, eval_name, variant) > 1
+                        THEN ' (' || benchmark || ')' ELSE '' END, NULL, benchmark, variant, value
             FROM eval_results WHERE category IS NULL
         )
         SELECT c.study, c.uid, c.model, c.params, c.samples_seen, c.data_filter, c.flops,
-               c.state, s.eval_name, s.kind, s.label, s.category, s.value
-        FROM s JOIN cells c USING (uid)
+               c.seed, c.state, s.eval_name, s.kind, s.label, s.category, s.benchmark,
+               s.variant, s.value
+        FROM s JOIN cells c USING (uid) {where}
         ORDER BY c.study, c.params NULLS LAST, c.samples_seen, c.data_filter, s.kind, s.label
         """,
+        None if variant is None else [variant],
     )
+
+
+def examples(con: Any, uids: list[str] | None = None) -> Any:
+    """Per-example outcomes (uid, eval_name, variant, benchmark, example, value)."""
+    if uids is None:
+        return _pl(con, "SELECT * FROM eval_examples ORDER BY uid, eval_name, variant, benchmark")
+    import pyarrow as pa
+
+    con.register("_uids", pa.table({"uid": uids}))
+    try:
+        return _pl(con, "SELECT * FROM eval_examples WHERE uid IN (SELECT uid FROM _uids)")
+    finally:
+        con.unregister("_uids")
+
+
+def diagnostics(con: Any) -> Any:
+    """Feature diagnostics of each eval (effective rank, per-dimension std), long."""
+    return _pl(con, "SELECT * FROM eval_diagnostics ORDER BY uid, eval_name, variant, name")
 
 
 def category_table(con: Any) -> Any:

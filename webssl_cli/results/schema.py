@@ -12,11 +12,17 @@ table                     source file                            replaced by key
 ``train_metrics``         ``cells/<uid>/train/metrics.jsonl``    ``uid``
 ``eval_results``          ``cells/<uid>/eval/<name>.json``       ``(uid, eval_name)``
 ``eval_categories``       ``cells/<uid>/eval/<name>.json``       ``(uid, eval_name)``
+``eval_diagnostics``      ``cells/<uid>/eval/<name>.json``       ``(uid, eval_name)``
+``eval_examples``         ``cells/<uid>/eval/<name>.examples.jsonl``  ``(uid, eval_name)``
 ``filter_stats``          ``filters/<key>/stats.json``           ``filter_key``
 ``files``                 every file above (path, size, mtime)   ``path``
 ========================  =====================================  ========================
 
 ``cells`` is a view: the spec joined with a state derived from the stages in ``jobs``.
+
+``variant`` tells the cell's encoder (``encoder``) from a baseline evaluated beside it on the
+same examples (``random-init``: the same architecture untrained; ``blind``: VQA without the
+image); ``eval_examples`` holds the per-example outcomes each score is the mean of.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ ADDED_COLUMNS: list[tuple[str, str, str]] = [
     ("cell_specs", "filter_kind", "VARCHAR"),
     ("cell_specs", "filter_key", "VARCHAR"),
     ("cell_specs", "iterations", "BIGINT"),
+    # baseline variants beside the encoder's scores
+    ("eval_results", "variant", "VARCHAR DEFAULT 'encoder'"),
+    ("eval_categories", "variant", "VARCHAR DEFAULT 'encoder'"),
 ]
 
 TABLES_SQL = """
@@ -94,13 +103,32 @@ CREATE TABLE IF NOT EXISTS eval_results (
     benchmark VARCHAR NOT NULL,
     category VARCHAR,                -- NULL for kNN/linear
     metric VARCHAR,                  -- top1, accuracy, anls, ...
-    value DOUBLE
+    value DOUBLE,
+    variant VARCHAR NOT NULL DEFAULT 'encoder'  -- encoder | random-init | blind
 );
 
 CREATE TABLE IF NOT EXISTS eval_categories (
     uid VARCHAR NOT NULL,
     eval_name VARCHAR NOT NULL,
     category VARCHAR NOT NULL,       -- General, Knowledge, OCR & Chart, Vision-Centric, Average
+    value DOUBLE,
+    variant VARCHAR NOT NULL DEFAULT 'encoder'
+);
+
+CREATE TABLE IF NOT EXISTS eval_examples (
+    uid VARCHAR NOT NULL,
+    eval_name VARCHAR NOT NULL,
+    variant VARCHAR NOT NULL,        -- encoder | random-init | blind
+    benchmark VARCHAR NOT NULL,
+    example VARCHAR NOT NULL,        -- stable id of the resampling unit (image key, question id)
+    value DOUBLE                     -- the example's score; its mean is the benchmark's score
+);
+
+CREATE TABLE IF NOT EXISTS eval_diagnostics (
+    uid VARCHAR NOT NULL,
+    eval_name VARCHAR NOT NULL,
+    variant VARCHAR NOT NULL DEFAULT 'encoder',
+    name VARCHAR NOT NULL,           -- effective_rank, dim_std_mean, dim_std_min, dim, ...
     value DOUBLE
 );
 
@@ -127,7 +155,7 @@ CREATE TABLE IF NOT EXISTS fits (
 
 CREATE TABLE IF NOT EXISTS files (
     path VARCHAR PRIMARY KEY,        -- relative to the study directory, or absolute for references
-    kind VARCHAR NOT NULL,           -- cell | status | metrics | eval | filter | reference
+    kind VARCHAR NOT NULL,           -- cell | status | metrics | eval | examples | filter | reference
     uid VARCHAR,                     -- the cell; the filter key for kind='filter'
     name VARCHAR,                    -- eval name for kind='eval'
     size BIGINT NOT NULL,
@@ -160,6 +188,8 @@ TABLE_NAMES = (
     "train_metrics",
     "eval_results",
     "eval_categories",
+    "eval_examples",
+    "eval_diagnostics",
     "filter_stats",
     "fits",
     "files",
@@ -177,9 +207,10 @@ def create_schema(con: object) -> None:
         version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()  # type: ignore[attr-defined]
         if version and version[0][0] == str(SCHEMA_VERSION):
             return
-        con.execute(TABLES_SQL)  # type: ignore[attr-defined]
+        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}  # type: ignore[attr-defined]
         for table, column, kind in ADDED_COLUMNS:
-            con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")  # type: ignore[attr-defined]
+            if table in tables:
+                con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")  # type: ignore[attr-defined]
         con.execute(TABLES_SQL)  # type: ignore[attr-defined]
         con.execute("DELETE FROM files")  # type: ignore[attr-defined]
     else:

@@ -4,6 +4,13 @@ benchmarks and demos of ingest and report without a trainer.
 Scores follow a known law so that plots and fits have something true to find:
 ``score = 0.85 - 0.30·(N/1e5)^-0.35 - 0.15·(D/1e4)^-0.5`` (N params, D samples seen), shifted
 per category and filter (the heavy text filter helps OCR & Chart and costs General), plus noise.
+
+With ``n_examples`` > 0 every score is the mean of per-example outcomes (0/1) written to
+``eval/<name>.examples.jsonl``: example ``e`` of a benchmark is answered right with probability
+``score + 0.2·(1 − 2·u_e)``, ``u_e`` a difficulty shared by every cell (so paired comparisons
+pay), and the baselines sit at a known level: ``random-init`` kNN at 0.15, ``blind`` VQA at
+``BLIND_SCORE``. The encoder's gain over its baseline is therefore known, and so is the trend
+along each axis (the law above).
 """
 
 from __future__ import annotations
@@ -15,10 +22,15 @@ import random
 from pathlib import Path
 from typing import Any
 
+from webssl_cli.outcomes import Outcome, examples_path, write_outcomes
 from webssl_cli.rundir import CellDir, atomic_write_json
 from webssl_cli.specs.categories import CATEGORIES
 from webssl_cli.specs.cell import CellData, CellSpec
-from webssl_cli.specs.train import TrainConfig
+from webssl_cli.specs.train import HeadConfig, TrainConfig
+
+RANDOM_INIT_KNN = 0.15
+BLIND_SCORE = 0.25
+N_PROTOTYPES = 1024
 
 _FILTER_SHIFT = {
     "none": {},
@@ -42,8 +54,29 @@ def true_score(
     )
 
 
-def cell_uid(model: str, samples: int, data_filter: str) -> str:
-    return hashlib.sha1(f"{model}|{samples}|{data_filter}".encode()).hexdigest()[:12]
+def cell_uid(model: str, samples: int, data_filter: str, seed: int = 0) -> str:
+    key = f"{model}|{samples}|{data_filter}" + (f"|{seed}" if seed else "")
+    return hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
+def _difficulty(benchmark: str, n: int) -> list[float]:
+    """Fixed per-example difficulties of a benchmark (the same in every cell)."""
+    r = random.Random(int(hashlib.sha1(benchmark.encode()).hexdigest()[:8], 16))
+    return [r.random() for _ in range(n)]
+
+
+def _outcomes(variant: str, benchmark: str, score: float, n: int, rng: random.Random
+              ) -> list[Outcome]:  # fmt: skip
+    out = []
+    for i, u in enumerate(_difficulty(benchmark, n)):
+        p = min(1.0, max(0.0, score + 0.2 * (1 - 2 * u)))
+        out.append(Outcome(variant, benchmark, f"{benchmark}/{i:04d}", float(rng.random() < p)))
+    return out
+
+
+def _mean(outs: list[Outcome], variant: str, benchmark: str) -> float:
+    vals = [o.value for o in outs if o.variant == variant and o.benchmark == benchmark]
+    return sum(vals) / len(vals)
 
 
 def write_cell(
@@ -71,19 +104,30 @@ def write_cell(
     noise: float = 0.005,
     rng: random.Random | None = None,
     state: str = "done",
+    n_examples: int = 0,
+    seed: int = 0,
+    uniform: bool = False,
+    collapsed: bool = False,
 ) -> Path:
-    """Write one cell: cell.json, status.json, train/metrics.jsonl, eval/vqa.json, eval/knn.json."""
+    """Write one cell: cell.json, status.json, train/metrics.jsonl, eval/vqa.json, eval/knn.json
+    (+ their ``.examples.jsonl`` and baseline variants when ``n_examples`` > 0, per VQA benchmark;
+    kNN gets 4× as many examples).
+    ``uniform``: the teacher never leaves the uniform assignment (entropy stays at log K);
+    ``collapsed``: the features collapse (effective rank 1, zero spread)."""
     rng = rng or random.Random(0)
-    uid = cell_uid(model, samples, data_filter)
+    uid = cell_uid(model, samples, data_filter, seed)
     root = study_dir / "cells" / uid
+    axes: dict[str, Any] = {"model": model, "samples_seen": samples, "data_filter": data_filter}
+    if seed:
+        axes["seed"] = seed
     kind = data_filter if data_filter in ("light", "heavy") else "none"
     spec = CellSpec.build(
-        uid=uid, study=study, model=model, samples_seen=samples, data_filter=data_filter,
-        axes={"model": model, "samples_seen": samples, "data_filter": data_filter},
+        uid=uid, study=study, model=model, samples_seen=samples, data_filter=data_filter, axes=axes,
         data=CellData(source="synth", shards=str(study_dir / "data" / "{000000..000003}.tar"),
                       filter=kind, classifier=None if kind == "none" else "ocr",
                       filter_key=None if kind == "none" else f"synth-{kind}"),
-        train=TrainConfig(), evals=[{"task": "vqa"}, {"task": "knn"}], seed=0,
+        train=TrainConfig(dino_head=HeadConfig(n_prototypes=N_PROTOTYPES)),
+        evals=[{"task": "vqa"}, {"task": "knn"}], seed=seed,
     )  # fmt: skip
     CellDir(root).write_cell(spec)
     atomic_write_json(
@@ -97,6 +141,8 @@ def write_cell(
         }},
     )  # fmt: skip
     # Loss curve: decays with samples seen, lower floor for bigger models.
+    if n_examples or uniform:  # a full cell carries the teacher's entropy for the diagnostics
+        metrics = (*metrics, "teacher_entropy")
     lines = []
     floor = 2.0 + 3.0 * (params / 1e5) ** -0.3
     for s in range(1, steps + 1):
@@ -105,28 +151,61 @@ def write_cell(
         for i, m in enumerate(metrics):
             if m == "loss":
                 row[m] = floor + 6.0 * math.exp(-seen / (samples / 4)) + rng.gauss(0, 0.05)
+            elif m == "teacher_entropy":
+                log_k = math.log(N_PROTOTYPES)
+                row[m] = log_k * (1.0 if uniform else 0.6 + 0.4 * math.exp(-seen / (samples / 4)))
             else:
                 row[m] = (i + 1) * 0.1 + rng.random() * 0.01
         lines.append(json.dumps(row))
     (root / "train").mkdir(parents=True, exist_ok=True)
     (root / "train" / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     results: list[dict[str, Any]] = []
-    for cat, benches in CATEGORIES.items():
-        for b in benches[:benchmarks_per_category]:
-            v = true_score(params, samples, cat, data_filter) + rng.gauss(0, noise)
-            results.append({"benchmark": f"synth-{b.lower().replace(' ', '-')}", "category": cat,
-                            "metric": "accuracy", "value": round(v, 6)})  # fmt: skip
-    cats = {
-        c: sum(r["value"] for r in results if r["category"] == c) / benchmarks_per_category
-        for c in CATEGORIES
-    }
-    cats["Average"] = sum(cats.values()) / len(CATEGORIES)
-    atomic_write_json(root / "eval" / "vqa.json", {"task": "vqa", "name": "vqa", "cell": uid, "settings": {},
-                                                   "results": results, "categories": cats})  # fmt: skip
+    outs: list[Outcome] = []
+    by_variant: dict[str, dict[str, float]] = {}
+    variants = ("encoder", "blind") if n_examples else ("encoder",)
+    for variant in variants:
+        rows = []
+        for cat, benches in CATEGORIES.items():
+            for b in benches[:benchmarks_per_category]:
+                bench = f"synth-{b.lower().replace(' ', '-')}"
+                v = true_score(params, samples, cat, data_filter) + rng.gauss(0, noise)
+                if variant == "blind":
+                    v = BLIND_SCORE
+                if n_examples:
+                    outs += _outcomes(variant, bench, v, n_examples, rng)
+                    v = _mean(outs, variant, bench)
+                row = {"benchmark": bench, "category": cat, "metric": "accuracy", "value": v}
+                rows.append(row | ({"variant": variant} if variant != "encoder" else {}))
+        results += rows
+        cats = {
+            c: sum(r["value"] for r in rows if r["category"] == c) / benchmarks_per_category
+            for c in CATEGORIES
+        }
+        cats["Average"] = sum(cats.values()) / len(CATEGORIES)
+        by_variant[variant] = cats
+    vqa: dict[str, Any] = {"task": "vqa", "name": "vqa", "cell": uid, "settings": {},
+                           "results": results, "categories": by_variant.pop("encoder")}  # fmt: skip
+    if by_variant:
+        vqa["categories_by_variant"] = by_variant
+    atomic_write_json(root / "eval" / "vqa.json", vqa)
+    if n_examples:
+        write_outcomes(examples_path(root / "eval" / "vqa.json"), outs)
     knn = true_score(params, samples, "Vision-Centric", data_filter) + 0.1 + rng.gauss(0, noise)
+    knn_rows = [{"benchmark": "synth-labelled", "category": None, "metric": "top1", "value": knn}]
+    feats = {"effective_rank": 1.0 if collapsed else 20.0 + 10 * rng.random(), "dim": 64,
+             "dim_std_mean": 0.0 if collapsed else 0.05, "dim_std_min": 0.0 if collapsed else 0.01,
+             "feature_rms": 1.0}  # fmt: skip
+    if n_examples:
+        kouts = _outcomes("encoder", "synth-labelled", knn, 4 * n_examples, rng)
+        kouts += _outcomes("random-init", "synth-labelled", RANDOM_INIT_KNN, 4 * n_examples, rng)
+        knn_rows = [
+            {"benchmark": "synth-labelled", "category": None, "metric": "top1",
+             "value": _mean(kouts, v, "synth-labelled")} | ({"variant": v} if v != "encoder" else {})
+            for v in ("encoder", "random-init")
+        ]  # fmt: skip
+        write_outcomes(examples_path(root / "eval" / "knn.json"), kouts)
     atomic_write_json(root / "eval" / "knn.json", {"task": "knn", "name": "knn", "cell": uid,
-                      "results": [{"benchmark": "synth-labelled", "category": None, "metric": "top1",
-                                   "value": round(knn, 6)}], "categories": {}})  # fmt: skip
+                      "results": knn_rows, "categories": {}, "details": {"features": feats}})  # fmt: skip
     return root
 
 
@@ -136,9 +215,12 @@ def write_study(
     budgets: tuple[int, ...] = (10_000, 40_000),
     filters: tuple[str, ...] = ("none", "heavy"),
     seed: int = 0,
+    seeds: tuple[int, ...] = (0,),
+    n_examples: int = 60,
     **kw: Any,
 ) -> list[Path]:
-    """A full grid (models × budgets × filters) of synthetic cells; params from the registry."""
+    """A full grid (models × budgets × filters × seeds) of synthetic cells; params from the
+    registry."""
     from webssl_cli.specs.registry import get_model
 
     rng = random.Random(seed)
@@ -148,7 +230,9 @@ def write_study(
         p = get_model(m).backbone_params()
         for b in budgets:
             for f in filters:
-                out.append(write_cell(study_dir, m, b, f, params=p, rng=rng, **kw))
+                for s in seeds:
+                    out.append(write_cell(study_dir, m, b, f, params=p, rng=rng, seed=s,
+                                          n_examples=n_examples, **kw))  # fmt: skip
     for f in filters:
         if f != "none":
             atomic_write_json(study_dir / "filters" / f"synth-{f}-ocr-v1" / "stats.json",

@@ -32,6 +32,9 @@ class _EvalBase(Frozen):
         return self.name or self.task  # type: ignore[attr-defined,no-any-return]
 
 
+Baseline = Literal["random-init"]
+
+
 class KnnEval(_EvalBase):
     task: Literal["knn"] = "knn"
     dataset: str = "synth-labelled"
@@ -41,6 +44,10 @@ class KnnEval(_EvalBase):
     """Read at most this many labelled images (train + val; webdataset only); None: all."""
     k: int = Field(20, ge=1)
     temperature: float = Field(0.07, gt=0)
+    baselines: tuple[Baseline, ...] = ("random-init",)
+    """Baselines probed beside the encoder on the same images: ``random-init`` is the same
+    architecture initialised as the trainer does with the cell's seed, untrained (one more
+    forward pass; skipped for an ``encoder`` that is not a webssl checkpoint). ``[]``: none."""
 
 
 class LinearEval(_EvalBase):
@@ -54,6 +61,8 @@ class LinearEval(_EvalBase):
     n_last_blocks: tuple[int, ...] = (1, 4)
     avgpool: tuple[bool, ...] = (False, True)
     epochs: int = Field(10, ge=1)
+    baselines: tuple[Baseline, ...] = ("random-init",)
+    """Baselines probed beside the encoder, as for knn."""
 
 
 class VqaEval(_EvalBase):
