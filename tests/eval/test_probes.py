@@ -172,13 +172,12 @@ def test_baseline_encoder_override(tmp_path: Path, synth_shards: str, make_cell:
 def test_random_twin_is_the_trainers_initialisation(tmp_path: Path, synth_shards: str,
                                                      make_cell: Any) -> None:  # fmt: skip
     """The baseline is the trainer's student backbone at step 0 for the cell's seed."""
-    from webssl_cli.train.ssl_model import build_models
-
     from webssl_cli.eval.run import _random_twin
     from webssl_cli.rundir import CellDir
     from webssl_cli.specs.evals import KnnEval
     from webssl_cli.specs.registry import get_model
     from webssl_cli.specs.train import TrainConfig
+    from webssl_cli.train.objectives.dinov2_model import build_models
 
     cell = make_cell(tmp_path, synth_shards, [{"task": "knn"}], model="vit-test")
     spec = json.loads((cell / "cell.json").read_text())
