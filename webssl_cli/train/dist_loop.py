@@ -35,12 +35,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from webssl_cli import device as dev
 from webssl_cli.data.stream import Position
 from webssl_cli.errors import UserError
 from webssl_cli.rundir import CellDir, now_iso
 from webssl_cli.specs.registry import ModelSpec, get_model
 from webssl_cli.specs.train import TrainConfig
-from webssl_cli.train import device as dev
 from webssl_cli.train import dist_checkpoint as dckpt
 from webssl_cli.train import losses as L
 from webssl_cli.train.batches import to_model_input

@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from webssl_cli import device as dev
 from webssl_cli.data.stream import Position, ShardStream, expand_urls
 from webssl_cli.errors import UserError
 from webssl_cli.rundir import CellDir, atomic_write_bytes, atomic_write_text, now_iso
 from webssl_cli.specs.registry import ModelSpec, get_model
 from webssl_cli.specs.train import TrainConfig
 from webssl_cli.train import checkpoint as ckpt
-from webssl_cli.train import device as dev
 from webssl_cli.train.batches import Batch, BatchLoader, to_model_input
 from webssl_cli.train.ema import ema_update
 from webssl_cli.train.masking import batch_masks
