@@ -28,7 +28,10 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from webssl_cli.specs.cell import CellSpec
 
 STATES = ("pending", "queued", "running", "done", "failed", "diverged", "cancelled")
 TERMINAL_STATES = ("done", "failed", "diverged", "cancelled")
@@ -98,12 +101,19 @@ class CellDir:
     def eval_json(self, task: str) -> Path:
         return self.eval_dir / f"{task}.json"
 
+    def read_cell(self) -> CellSpec:
+        """The cell's typed spec; a one-line UserError names cell.json and the bad field."""
+        from webssl_cli.specs.cell import read_cell
+
+        return read_cell(self.cell_json)
+
     def read_spec(self) -> dict[str, Any]:
-        spec: dict[str, Any] = read_json(self.cell_json)
+        """The validated cell spec in its JSON form (for code that passes it on as data)."""
+        spec: dict[str, Any] = self.read_cell().model_dump(mode="json")
         return spec
 
-    def write_spec(self, spec: dict[str, Any]) -> None:
-        atomic_write_json(self.cell_json, spec)
+    def write_cell(self, spec: CellSpec) -> None:
+        atomic_write_text(self.cell_json, spec.to_json())
 
     # ---- status -------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from webssl_cli.rundir import CellDir
+from webssl_cli.specs.cell import CellData, CellSpec
+from webssl_cli.specs.train import CropConfig, TrainConfig
 
 
 @pytest.fixture(scope="session")
@@ -41,14 +44,16 @@ def _make_cell(
         spec,
         cell / "train" / "teacher_backbone.pt",
     )
-    doc = {
-        "uid": "abc123",
-        "model": model,
-        "train": {"crops": {"global_size": 64}},
-        "data": {"source": "synth", "shards": shards},
-        "evals": evals,
-        "sources": {"synth-labelled": {"shards": shards}},
-        "seed": 0,
-    }
-    (cell / "cell.json").write_text(json.dumps(doc))
+    CellDir(cell).write_cell(
+        CellSpec.build(
+            uid="abc123",
+            model=model,
+            samples_seen=1000,
+            train=TrainConfig(crops=CropConfig(global_size=64)),
+            data=CellData(source="synth", shards=shards),
+            evals=evals,
+            sources={"synth-labelled": {"shards": shards}},
+            seed=0,
+        )
+    )
     return cell

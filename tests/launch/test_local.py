@@ -15,6 +15,8 @@ from webssl_cli.launch import progress as P
 from webssl_cli.launch.cancel import cancel_study
 from webssl_cli.launch.runner import RunOptions, run_study
 from webssl_cli.rundir import CellDir
+from webssl_cli.specs.cell import CellData, CellSpec
+from webssl_cli.specs.train import TrainConfig
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -280,7 +282,10 @@ def test_status_never_hangs_when_slurm_does_not_answer(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setattr(S, "SCHED_TIMEOUT_S", 1.0)
     cd = CellDir(tmp_path / "study" / "cells" / "abc")
-    cd.write_spec({"uid": "abc", "axes": {"model": "vit-test"}, "evals": []})
+    cd.write_cell(
+        CellSpec.build(uid="abc", model="vit-test", samples_seen=100, train=TrainConfig(),
+                       data=CellData(source="s", shards="/x.tar"), axes={"model": "vit-test"})
+    )  # fmt: skip
     cd.update_stage("train", state="running", executor="slurm", job="123", job_ids=["123"])
     t0 = time.time()
     rows = P.collect(tmp_path / "study")

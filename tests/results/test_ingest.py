@@ -109,6 +109,7 @@ def test_corrupt_files_are_reported_and_never_leave_a_partial_cell(study_dir: Pa
     (b / "status.json").write_text("{not json")
     # a new cell with a corrupt cell.json
     new = write_cell(study_dir, "vit-test", 10_000, "none", params=30_000)
+    good_cell = (new / "cell.json").read_text()
     (new / "cell.json").write_text('{"uid": ')
     rep = ingest(study_dir)
     assert len(rep.skipped) == 3, rep.skipped
@@ -122,17 +123,7 @@ def test_corrupt_files_are_reported_and_never_leave_a_partial_cell(study_dir: Pa
     (b / "status.json").write_text(
         json.dumps({"stages": {"train": {"state": "failed", "error": "oom"}}})
     )
-    (new / "cell.json").write_text(
-        json.dumps(
-            {
-                "uid": new.name,
-                "study": "synthetic",
-                "model": "vit-test",
-                "samples_seen": 10_000,
-                "data_filter": "none",
-            }
-        )
-    )
+    (new / "cell.json").write_text(good_cell)
     rep = ingest(study_dir)
     assert rep.skipped == []
     con = duckdb.connect(str(study_dir / "results.duckdb"), read_only=True)

@@ -139,13 +139,23 @@ def test_cell_spec_contract(write_study) -> None:
     loaded = load_study(write_study())
     cell = next(c for c in loaded.cells if c.data_filter == "light")
     spec = cell.spec
-    assert spec["uid"] == cell.uid and spec["model"] == cell.model
-    assert spec["data"]["filter"] == "light" and spec["data"]["classifier"] == "label"
-    assert spec["data"]["filter_dir"].endswith(next(iter(loaded.filters)))
-    assert spec["data"]["shards"].endswith("shard-{000000..000001}.tar")
-    assert spec["evals"][0]["task"] == "knn"
+    assert spec.uid == cell.uid and spec.model == cell.model and spec.method == "webdino"
+    assert spec.data.filter == "light" and spec.data.classifier == "label"
+    assert spec.data.filter_key == next(iter(loaded.filters))
+    assert spec.data.filter_dir is not None and spec.data.filter_dir.endswith(spec.data.filter_key)
+    assert isinstance(spec.data.shards, str) and spec.data.shards.endswith(
+        "shard-{000000..000001}.tar"
+    )
+    assert spec.evals[0].task == "knn"
+    # the derived facts are stated once, in the spec
+    assert spec.facts.iterations == -(-cell.samples_seen // spec.train.batch_size)
+    assert (
+        spec.facts.flops
+        == spec.facts.flops_per_sample * spec.facts.iterations * spec.train.batch_size
+    )
     full = next(c for c in loaded.cells if c.data_filter == "full")
-    assert full.spec["data"]["filter_dir"] is None
+    assert full.spec.data.filter_dir is None and full.spec.data.filter == "none"
+    assert full.spec.data.filter_key is None
 
 
 def test_hundred_thousand_cells_plan_fast(write_study) -> None:

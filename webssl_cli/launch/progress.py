@@ -69,13 +69,14 @@ def stage_targets(study_dir: Path) -> list[tuple[str, str, Path, str]]:
     for uid in uids:
         cd = CellDir.of(study_dir, uid)
         try:
-            spec = cd.read_spec()
-        except (OSError, ValueError):
-            spec = {}
-        axes = " ".join(f"{k}={v}" for k, v in (spec.get("axes") or {}).items())
+            spec = cd.read_cell()
+        except UserError:  # an unreadable cell.json: its train stage still has a log
+            out.append((uid, "", cd.root, "train"))
+            continue
+        axes = " ".join(f"{k}={v}" for k, v in spec.axes.items())
         out.append((uid, axes, cd.root, "train"))
-        for ev in spec.get("evals") or []:
-            out.append((uid, axes, cd.root, f"eval/{ev.get('name') or ev.get('task')}"))
+        for ev in spec.evals:
+            out.append((uid, axes, cd.root, f"eval/{ev.stage_name}"))
     return out
 
 

@@ -65,8 +65,8 @@ def select_uids(study_dir: Path, uids: list[str], only: list[str]) -> set[str]:
             hit = set()
             for uid in uids:
                 try:
-                    axes = CellDir.of(study_dir, uid).read_spec().get("axes", {})
-                except (OSError, ValueError):
+                    axes = CellDir.of(study_dir, uid).read_cell().axes
+                except UserError:  # unreadable cell.json: it matches no axis value
                     continue
                 if axis.strip() in axes and axis_match(axes[axis.strip()], value.strip()):
                     hit.add(uid)

@@ -24,8 +24,6 @@ from webssl_cli.report.tables import (
     pivot_table,
 )
 
-_BASELINE_FILTERS = ("none", "full")
-
 
 @dataclass
 class ReportResult:
@@ -49,10 +47,15 @@ def _to_percent(scores: Any) -> Any:
 
 
 def _main_filter(cells: Any) -> str | None:
-    counts = cells.group_by("data_filter").len().rows()
+    """The data filter most cells train on, preferring an unfiltered one (cell.json's kind)."""
+    cols = ["data_filter", "filter_kind"] if "filter_kind" in cells.columns else ["data_filter"]
+    counts = cells.group_by(cols).len().rows(named=True)
     if not counts:
         return None
-    return max(counts, key=lambda r: (r[1], r[0] in _BASELINE_FILTERS, str(r[0])))[0]
+    best = max(
+        counts, key=lambda r: (r["len"], r.get("filter_kind") == "none", str(r["data_filter"]))
+    )
+    return best["data_filter"]  # type: ignore[no-any-return]
 
 
 def _pick_slice(

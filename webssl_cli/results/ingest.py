@@ -194,7 +194,8 @@ def _load_metrics(con: Any, files: dict[str, str]) -> dict[str, str]:
 # ---- the ingest --------------------------------------------------------------------------------
 _COLUMNS = {
     "cell_specs": ["uid", "study", "model", "samples_seen", "data_filter", "classifier", "params",
-                   "flops_per_sample", "flops", "seed", "axes", "spec"],
+                   "flops_per_sample", "flops", "seed", "axes", "spec", "method", "filter_kind",
+                   "filter_key", "iterations"],
     "jobs": ["uid", "stage", "state", "attempts", "job_ids", "last_job_id", "host", "started",
              "ended", "error", "samples_seen", "step", "images_per_s"],
     "eval_results": ["uid", "eval_name", "task", "benchmark", "category", "metric", "value"],

@@ -42,69 +42,37 @@ def _type_names(types: type | tuple[type, ...]) -> str:
     return "/".join(t.__name__ for t in _as_tuple(types))
 
 
-_flops_cache: dict[tuple[str, str], float | None] = {}
+def parse_cell(obj: Any, uid: str) -> dict[str, Any]:
+    """A cell_specs row from cell.json, validated as a ``CellSpec`` (older layouts migrated).
 
-
-def backbone_params(model: str | None) -> int | None:
-    if not model:
-        return None
+    The cell's facts (parameters, iterations, FLOPs, the filter's kind and key) are read from
+    the file: ingest never re-prices a cell or guesses a filter from its name."""
     from webssl_cli.errors import UserError
-    from webssl_cli.specs.registry import get_model
+    from webssl_cli.specs.cell import parse_cell as parse_cell_spec
 
     try:
-        return int(get_model(model).backbone_params())
-    except UserError:
-        return None
-
-
-def _flops_per_sample(model: str | None, train: Any) -> float | None:
-    """FLOPs per training image from ``study.compute`` when that module exists (else NULL)."""
-    if not model or not isinstance(train, dict):
-        return None
-    key = (model, json.dumps(train, sort_keys=True))
-    if key not in _flops_cache:
-        value: float | None = None
-        try:
-            from webssl_cli.specs import compute  # type: ignore[attr-defined,unused-ignore]
-            from webssl_cli.specs.registry import get_model
-            from webssl_cli.specs.train import TrainConfig
-
-            value = float(compute.flops_per_sample(get_model(model), TrainConfig(**train)))
-        except Exception:  # an absent module or a spec it cannot cost: FLOPs stay unknown
-            value = None
-        _flops_cache[key] = value
-    return _flops_cache[key]
-
-
-def parse_cell(obj: Any, uid: str) -> dict[str, Any]:
-    _need(obj, "uid", str, optional=True)
-    if obj.get("uid") not in (None, uid):
-        raise BadFile(f"uid {obj.get('uid')!r} does not match its directory {uid!r}")
-    axes = obj.get("axes") or {}
-    if not isinstance(axes, dict):
-        raise BadFile("field 'axes' is not an object")
-    model = _need(obj, "model", str, optional=True) or axes.get("model")
-    samples = _need(obj, "samples_seen", int, optional=True)
-    if samples is None and isinstance(axes.get("samples_seen"), int):
-        samples = axes["samples_seen"]
-    data = obj.get("data") if isinstance(obj.get("data"), dict) else {}
-    data_filter = obj.get("data_filter") or axes.get("data_filter") or data.get("filter")
-    params = backbone_params(model)
-    fps = _flops_per_sample(model, obj.get("train"))
-    seed = obj.get("seed") if isinstance(obj.get("seed"), int) else None
+        cell = parse_cell_spec(obj, "cell.json")
+    except UserError as exc:
+        raise BadFile(str(exc.message).removeprefix("cell.json: ")) from None
+    if cell.uid != uid:
+        raise BadFile(f"uid {cell.uid!r} does not match its directory {uid!r}")
     return {
         "uid": uid,
-        "study": str(obj.get("study") or ""),
-        "model": model,
-        "samples_seen": samples,
-        "data_filter": None if data_filter is None else str(data_filter),
-        "classifier": data.get("classifier"),
-        "params": params,
-        "flops_per_sample": fps,
-        "flops": None if fps is None or samples is None else fps * samples,
-        "seed": seed,
-        "axes": json.dumps(axes, sort_keys=True),
-        "spec": json.dumps(obj, sort_keys=True),
+        "study": cell.study or "",
+        "model": cell.model,
+        "samples_seen": cell.samples_seen,
+        "data_filter": cell.data_filter,
+        "classifier": cell.data.classifier,
+        "params": cell.facts.params,
+        "flops_per_sample": cell.facts.flops_per_sample,
+        "flops": cell.facts.flops,
+        "seed": cell.seed,
+        "axes": json.dumps(cell.axes, sort_keys=True),
+        "spec": json.dumps(cell.model_dump(mode="json"), sort_keys=True),
+        "method": cell.method,
+        "filter_kind": cell.data.filter,
+        "filter_key": cell.data.filter_key,
+        "iterations": cell.facts.iterations,
     }
 
 

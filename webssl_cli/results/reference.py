@@ -167,6 +167,18 @@ def read_reference(path: Path, name: str) -> tuple[list[dict[str, Any]], Referen
     return out, ReferenceImport(name, len(out), [bench[c] or c for c in known], other, check)
 
 
+def backbone_params(model: str | None) -> int | None:
+    """The registry's parameter count of ``model``; None for a name the registry lacks."""
+    if not model:
+        return None
+    from webssl_cli.specs.registry import get_model
+
+    try:
+        return int(get_model(model).backbone_params())
+    except UserError:
+        return None
+
+
 def import_reference(
     csv_path: str | os.PathLike[str], name: str, study_dir: str | os.PathLike[str]
 ) -> ReferenceImport:
@@ -175,7 +187,6 @@ def import_reference(
     import pyarrow as pa
 
     from webssl_cli.results.ingest import DB_NAME, insert_rows
-    from webssl_cli.results.parse import backbone_params
     from webssl_cli.results.schema import create_schema
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
@@ -199,6 +210,7 @@ def import_reference(
             "flops_per_sample": None, "flops": None, "seed": None,
             "axes": json.dumps(axes, sort_keys=True),
             "spec": json.dumps({"reference": name, "csv": str(path), "row": r["row"], "label": r["label"]}),
+            "method": None, "filter_kind": None, "filter_key": None, "iterations": None,
         })  # fmt: skip
         for col, (bench, v) in r["scores"].items():
             results.append({

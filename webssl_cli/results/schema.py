@@ -21,7 +21,17 @@ table                     source file                            replaced by key
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Columns added after version 1, as (table, column, type): a database of an older version gains
+# them on the next ingest, and every run-directory file is read again to fill them (the
+# database is derived data; imported references are kept).
+ADDED_COLUMNS: list[tuple[str, str, str]] = [
+    ("cell_specs", "method", "VARCHAR"),
+    ("cell_specs", "filter_kind", "VARCHAR"),
+    ("cell_specs", "filter_key", "VARCHAR"),
+    ("cell_specs", "iterations", "BIGINT"),
+]
 
 TABLES_SQL = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -37,14 +47,18 @@ CREATE TABLE IF NOT EXISTS cell_specs (
     study VARCHAR NOT NULL,
     model VARCHAR,                   -- registry key (canonical)
     samples_seen BIGINT,             -- the samples-seen axis (training budget)
-    data_filter VARCHAR,             -- 'none' | 'light' | 'heavy' | ...
-    classifier VARCHAR,
+    data_filter VARCHAR,             -- the study's filter name (the data_filter axis value)
+    classifier VARCHAR,              -- the filter's classifier (ocr, vlm, label), NULL unfiltered
     params BIGINT,                   -- backbone parameters (registry, analytic)
     flops_per_sample DOUBLE,         -- training FLOPs per image (study.compute), NULL if unknown
     flops DOUBLE,                    -- flops_per_sample * samples_seen
     seed BIGINT,
     axes JSON,                       -- every axis value of the cell, as in cell.json
-    spec JSON                        -- the whole resolved cell.json
+    spec JSON,                       -- the whole resolved cell.json
+    method VARCHAR,                  -- training objective (webdino)
+    filter_kind VARCHAR,             -- 'none' | 'light' | 'heavy' (cell.json data.filter)
+    filter_key VARCHAR,              -- the filter output's key under filters/, NULL unfiltered
+    iterations BIGINT                -- optimiser steps (cell.json facts.iterations)
 );
 
 CREATE TABLE IF NOT EXISTS jobs (
@@ -163,7 +177,13 @@ def create_schema(con: object) -> None:
         version = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()  # type: ignore[attr-defined]
         if version and version[0][0] == str(SCHEMA_VERSION):
             return
-    con.execute(TABLES_SQL)  # type: ignore[attr-defined]
+        con.execute(TABLES_SQL)  # type: ignore[attr-defined]
+        for table, column, kind in ADDED_COLUMNS:
+            con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")  # type: ignore[attr-defined]
+        con.execute(TABLES_SQL)  # type: ignore[attr-defined]
+        con.execute("DELETE FROM files")  # type: ignore[attr-defined]
+    else:
+        con.execute(TABLES_SQL)  # type: ignore[attr-defined]
     con.execute(  # type: ignore[attr-defined]
         "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
     )

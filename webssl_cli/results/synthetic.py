@@ -15,8 +15,10 @@ import random
 from pathlib import Path
 from typing import Any
 
-from webssl_cli.results.reference import CATEGORIES
-from webssl_cli.rundir import atomic_write_json
+from webssl_cli.rundir import CellDir, atomic_write_json
+from webssl_cli.specs.categories import CATEGORIES
+from webssl_cli.specs.cell import CellData, CellSpec
+from webssl_cli.specs.train import TrainConfig
 
 _FILTER_SHIFT = {
     "none": {},
@@ -74,14 +76,16 @@ def write_cell(
     rng = rng or random.Random(0)
     uid = cell_uid(model, samples, data_filter)
     root = study_dir / "cells" / uid
-    spec: dict[str, Any] = {
-        "uid": uid, "study": study,
-        "axes": {"model": model, "samples_seen": samples, "data_filter": data_filter},
-        "model": model, "samples_seen": samples, "data_filter": data_filter,
-        "data": {"source": "synth", "filter": data_filter, "classifier": "ocr", "filter_dir": None},
-        "train": {}, "evals": [{"task": "vqa"}, {"task": "knn"}], "seed": 0,
-    }  # fmt: skip
-    atomic_write_json(root / "cell.json", spec)
+    kind = data_filter if data_filter in ("light", "heavy") else "none"
+    spec = CellSpec.build(
+        uid=uid, study=study, model=model, samples_seen=samples, data_filter=data_filter,
+        axes={"model": model, "samples_seen": samples, "data_filter": data_filter},
+        data=CellData(source="synth", shards=str(study_dir / "data" / "{000000..000003}.tar"),
+                      filter=kind, classifier=None if kind == "none" else "ocr",
+                      filter_key=None if kind == "none" else f"synth-{kind}"),
+        train=TrainConfig(), evals=[{"task": "vqa"}, {"task": "knn"}], seed=0,
+    )  # fmt: skip
+    CellDir(root).write_cell(spec)
     atomic_write_json(
         root / "status.json",
         {"cell": uid, "stages": {

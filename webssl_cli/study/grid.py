@@ -21,7 +21,10 @@ import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from webssl_cli.specs.cell import CellSpec
 
 UID_LENGTH = 12  # 48 bits: collision odds ~1e-5 at 100,000 cells (and collisions are checked)
 UID_VERSION = "webssl-cell-v1"
@@ -51,19 +54,21 @@ class Cell:
     )  # eval name -> field -> value
     extras: dict[str, Any] = field(default_factory=dict)  # settings set by include entries
     # Builds the cell.json content on first use: planning 100,000 cells never needs it.
-    spec_factory: Callable[[Cell], dict[str, Any]] | None = field(default=None, repr=False)
-    _spec: dict[str, Any] | None = field(default=None, repr=False)
+    spec_factory: Callable[[Cell], CellSpec] | None = field(default=None, repr=False)
+    _spec: CellSpec | None = field(default=None, repr=False)
 
     @property
-    def spec(self) -> dict[str, Any]:
+    def spec(self) -> CellSpec:
         """The resolved cell spec: what ``cell.json`` holds."""
         if self._spec is None:
-            self._spec = self.spec_factory(self) if self.spec_factory else {}
+            if self.spec_factory is None:
+                raise ValueError(f"cell {self.uid}: no spec factory")
+            self._spec = self.spec_factory(self)
         return self._spec
 
     @property
     def evals(self) -> list[str]:
-        return [e["name"] or e["task"] for e in self.spec.get("evals", [])]
+        return [e.stage_name for e in self.spec.evals]
 
 
 def expand_axes(axes: dict[str, list[Any]], zips: list[list[str]]) -> list[dict[str, Any]]:

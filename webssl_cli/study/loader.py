@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from webssl_cli.errors import UserError, did_you_mean
+from webssl_cli.specs.cell import CellData, CellSpec
 from webssl_cli.specs.evals import KnnEval, LinearEval, VqaEval
 from webssl_cli.specs.presets import PRESETS
 from webssl_cli.specs.registry import resolve_model_name
@@ -57,7 +58,7 @@ class LoadedStudy:
     evals: list[dict[str, Any]]  # the study's eval configs, JSON form
     source_map: SourceMap = field(repr=False)
 
-    def cell_spec(self, cell: G.Cell) -> dict[str, Any]:
+    def cell_spec(self, cell: G.Cell) -> CellSpec:
         return cell.spec
 
     def filter_for(self, cell: G.Cell) -> FilterJob | None:
@@ -421,7 +422,7 @@ def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         path.absolute(), study, output_dir, cells, sources, filters, eval_base, smap
     )
 
-    def factory(cell: G.Cell) -> dict[str, Any]:
+    def factory(cell: G.Cell) -> CellSpec:
         return _cell_spec(loaded, cell, filter_defs, job_of_filter, smap)
 
     # Per distinct setting values (train.*, eval.*, seed): the resolved train dict, its hash and
@@ -517,7 +518,7 @@ def _cell_spec(
     filter_defs: dict[str, dict[str, Any]],
     job_of_filter: dict[str, FilterJob | None],
     smap: SourceMap,
-) -> dict[str, Any]:
+) -> CellSpec:
     fdef = filter_defs[cell.data_filter]
     job = job_of_filter[cell.data_filter]
     evals = []
@@ -534,23 +535,24 @@ def _cell_spec(
                     ("grid",), f"eval.{name}.{dotted(tuple(err['loc']))}: {err['msg']}"
                 ) from None
         evals.append(ev)
-    return {
-        "uid": cell.uid,
-        "study": loaded.study.name,
-        "axes": cell.axes,
-        "model": cell.model,
-        "samples_seen": cell.samples_seen,
-        "data_filter": cell.data_filter,
-        "data": {
-            "source": fdef["source"],
-            "shards": loaded.sources[fdef["source"]]["shards"],
-            "filter": fdef["filter"],
-            "classifier": fdef["classifier"],
-            "vlm_path": fdef["vlm_path"],
-            "filter_dir": str(job.out_dir) if job else None,
-        },
-        "train": cell.train,
-        "evals": evals,
-        "sources": loaded.sources,
-        "seed": cell.seed,
-    }
+    return CellSpec.build(
+        uid=cell.uid,
+        study=loaded.study.name,
+        axes=cell.axes,
+        model=cell.model,
+        samples_seen=cell.samples_seen,
+        data_filter=cell.data_filter,
+        data=CellData(
+            source=fdef["source"],
+            shards=loaded.sources[fdef["source"]]["shards"],
+            filter=fdef["filter"],
+            classifier=fdef["classifier"],
+            vlm_path=fdef["vlm_path"],
+            filter_key=job.key if job else None,
+            filter_dir=str(job.out_dir) if job else None,
+        ),
+        train=TrainConfig.model_validate(cell.train),
+        evals=evals,
+        sources=loaded.sources,
+        seed=cell.seed,
+    )

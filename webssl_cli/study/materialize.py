@@ -16,7 +16,12 @@ from webssl_cli.study.loader import LoadedStudy
 
 
 def _write_if_changed(path: Path, obj: Any) -> bool:
-    text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+    return _write_text_if_changed(
+        path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+    )
+
+
+def _write_text_if_changed(path: Path, text: str) -> bool:
     try:
         if path.read_text(encoding="utf-8") == text:
             return False
@@ -55,8 +60,8 @@ def write_cells(loaded: LoadedStudy) -> int:
         loaded.output_dir.mkdir(parents=True, exist_ok=True)
         changed = int(_write_if_changed(loaded.output_dir / "study.json", study_record(loaded)))
         for cell in loaded.cells:
-            changed += _write_if_changed(
-                CellDir.of(loaded.output_dir, cell.uid).cell_json, cell.spec
+            changed += _write_text_if_changed(
+                CellDir.of(loaded.output_dir, cell.uid).cell_json, cell.spec.to_json()
             )
     except PermissionError as exc:
         raise UserError(

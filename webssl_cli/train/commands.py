@@ -21,6 +21,7 @@ from pydantic import Field
 
 from webssl_cli.errors import UserError
 from webssl_cli.specs.base import Frozen
+from webssl_cli.specs.cell import CellData, CellSpec
 
 
 class RunFile(Frozen):
@@ -48,7 +49,7 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def resolve_run(
     config: Path | None, overrides: dict[str, Any], train_overrides: dict[str, Any]
-) -> dict[str, Any]:
+) -> CellSpec:
     """The cell.json of a run outside a study (validated); UserError names file and field."""
     from pydantic import ValidationError
 
@@ -84,16 +85,14 @@ def resolve_run(
         if source is not None:
             raise validation_error(exc, source, prefix=("train",), model=TrainConfig) from None
         raise UserError(f"train.{exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
-    return {
-        "uid": "run",
-        "study": None,
-        "model": resolve_model_name(run.model),
-        "samples_seen": run.samples_seen,
-        "data": {"source": "shards", "shards": run.shards, "filter": "none", "filter_dir": None},
-        "train": cfg.model_dump(mode="json"),
-        "evals": [],
-        "seed": run.seed,
-    }
+    return CellSpec.build(
+        uid="run",
+        model=resolve_model_name(run.model),
+        samples_seen=run.samples_seen,
+        data=CellData(source="shards", shards=run.shards),
+        train=cfg,
+        seed=run.seed,
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -139,11 +138,11 @@ def register(app: typer.Typer) -> None:
             run = CellDir(out)
             if (
                 run.cell_json.exists()
-                and run.read_spec() != spec
+                and run.read_cell() != spec
                 and any(run.checkpoints_dir.glob("ckpt-*.pt"))
             ):
                 raise UserError(f"{out}: holds checkpoints of a different run; use a new --out")
-            run.write_spec(spec)
+            run.write_cell(spec)
             cell_dir = out
         # Under torchrun/SLURM every rank runs this command: only rank 0 draws a progress bar.
         rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or "0"
@@ -162,7 +161,7 @@ def _run_with_progress(cell_dir: Path, quiet: bool) -> None:
     from webssl_cli.rundir import CellDir
     from webssl_cli.train.loop import train_cell
 
-    spec = CellDir(cell_dir).read_spec()
+    spec = CellDir(cell_dir).read_cell()
     columns = (
         TextColumn("[bold]train[/] {task.fields[model]}"),
         BarColumn(),
@@ -176,8 +175,8 @@ def _run_with_progress(cell_dir: Path, quiet: bool) -> None:
     with Progress(*columns, disable=quiet, transient=False) as bar:
         task = bar.add_task(
             "train",
-            total=spec.get("samples_seen"),
-            model=spec.get("model"),
+            total=spec.samples_seen,
+            model=spec.model,
             loss=float("nan"),
             ips=0.0,
         )
