@@ -80,6 +80,7 @@ def run_study(
 ) -> RunReport:
     """Submit what the study still needs (see the module docstring); returns what happened."""
     from webssl_cli.study.materialize import write_cells
+    from webssl_cli.study.plan import resolve_operational
 
     opts = opts or RunOptions()
     loaded, profile, executor = resolve(study_path, opts)
@@ -103,6 +104,7 @@ def run_study(
                 time.sleep(opts.poll_s)
             report.driver_pid = None
         return report
+    resolve_operational(loaded, profile)  # 'auto' micro-batch / checkpointing, as planned
     write_cells(loaded)
     prepare_sources(loaded, echo)
     run = Run(loaded, profile, executor, opts, echo)
