@@ -33,15 +33,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from webssl_cli.train.ssl_model import Centers, build_models, param_groups
 
+from webssl_cli import device as dev
 from webssl_cli.specs.compute import flops_per_sample
 from webssl_cli.specs.registry import get_model
 from webssl_cli.specs.train import TrainConfig
-from webssl_cli.train import device as dev
 from webssl_cli.train.batches import Batch
 from webssl_cli.train.loop import State, train_step
 from webssl_cli.train.schedules import Schedules
-from webssl_cli.train.ssl_model import Centers, build_models, param_groups
 
 PEAK = 989e12
 TARGETS = {"webdino-300m": 200.0, "webdino-1b": 60.0}
@@ -127,10 +127,11 @@ def _dist_rank(rank: int, world: int, port: int, name: str, cfg_json: str, spec_
     import dataclasses
     import os
 
-    from webssl_cli.specs.registry import ModelSpec
-    from webssl_cli.study.memory import resolve_strategy
     from webssl_cli.train.dist_data import RankBatch, micro_batches_for
     from webssl_cli.train.dist_loop import DistState, dist_train_step
+
+    from webssl_cli.specs.registry import ModelSpec
+    from webssl_cli.study.memory import resolve_strategy
     from webssl_cli.train.distributed import (
         DistEnv,
         device_for,

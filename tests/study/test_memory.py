@@ -151,7 +151,7 @@ def test_auto_values_are_what_the_training_job_reads(tmp_path: Path):
     from webssl_cli.study.loader import load_study
     from webssl_cli.study.materialize import write_cells
     from webssl_cli.study.plan import resolve_operational
-    from webssl_cli.train.dist_data import micro_batches_for
+    from webssl_cli.train.batches import micro_batches_for
 
     study = tmp_path / "paper.yaml"
     text = (

@@ -1,4 +1,3 @@
-import json
 import sys
 from pathlib import Path
 
@@ -8,6 +7,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from shapes import write_shards  # noqa: E402
 
+from webssl_cli.rundir import CellDir  # noqa: E402
+from webssl_cli.specs.cell import CellData, CellSpec  # noqa: E402
 from webssl_cli.specs.presets import PRESETS  # noqa: E402
 from webssl_cli.specs.train import TrainConfig  # noqa: E402
 
@@ -24,15 +25,13 @@ def _cpu(monkeypatch):
 
 def make_cell(root: Path, shards: str, samples: int, **train) -> Path:
     cfg = TrainConfig.model_validate(PRESETS["test"] | train)
-    spec = {
-        "uid": root.name,
-        "model": "vit-test",
-        "samples_seen": samples,
-        "data": {"source": "synth", "shards": shards, "filter": "none", "filter_dir": None},
-        "train": cfg.model_dump(mode="json"),
-        "evals": [],
-        "seed": 0,
-    }
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "cell.json").write_text(json.dumps(spec))
+    spec = CellSpec.build(
+        uid=root.name,
+        model="vit-test",
+        samples_seen=samples,
+        train=cfg,
+        data=CellData(source="synth", shards=shards),
+        seed=0,
+    )
+    CellDir(root).write_cell(spec)
     return root

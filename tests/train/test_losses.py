@@ -19,26 +19,105 @@ def test_sinkhorn_rows_and_columns():
     torch.testing.assert_close(q3.sum(dim=1), torch.ones(12), atol=1e-5, rtol=0)
 
 
-def test_sinkhorn_reduce_hook_sees_global_batch():
-    # Two "ranks" holding halves of a batch, with an all-reduce emulated over both halves,
-    # give the same targets as one rank holding the whole batch.
-    torch.manual_seed(1)
-    logits = torch.randn(8, 6)
-    whole = L.sinkhorn_knopp(logits, 0.2, 3)
-    halves = logits.chunk(2)
-    # Emulate all_reduce(sum): a reduce that adds the other rank's matching partial sum.
-    # Run both ranks in lockstep by computing each partial from its own half.
-    parts = [torch.exp(h / 0.2).t() for h in halves]
-    k = 6
-    b = 8.0
-    total = sum(p.sum() for p in parts)
-    parts = [p / total for p in parts]
-    for _ in range(3):
-        rows = sum(p.sum(dim=1, keepdim=True) for p in parts)
-        parts = [p / rows / k for p in parts]
-        parts = [p / p.sum(dim=0, keepdim=True) / b for p in parts]
-    ref = torch.cat([p.t() * b for p in parts])
-    torch.testing.assert_close(whole, ref)
+def _official_sinkhorn(logits, temp, iters=3, dtype=torch.float32):
+    """DINOv2's sinkhorn_knopp_teacher transcribed for one process: exp(logits / temp) directly,
+    then the alternating normalisations."""
+    q = torch.exp(logits.to(dtype) / temp).t()
+    k, b = q.shape
+    q /= q.sum()
+    for _ in range(iters):
+        q /= q.sum(dim=1, keepdim=True)
+        q /= k
+        q /= q.sum(dim=0, keepdim=True)
+        q /= b
+    q *= b
+    return q.t()
+
+
+def _cosine_logits(b, k, scale=1.0, seed=0):
+    """Logits as the heads make them: unit features against unit prototypes, in [-1, 1]; each
+    feature lies near a prototype, as after training (cosines up to ~1)."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.nn.functional.normalize(torch.randn(k, 32, generator=g), dim=-1)
+    near = w[torch.randint(0, k, (b,), generator=g)]
+    x = torch.nn.functional.normalize(near + 0.03 * torch.randn(b, 32, generator=g), dim=-1)
+    return (x @ w.t()) * scale
+
+
+def _relative_error(got, ref):
+    return ((got.double() - ref.double()).abs() / ref.double().abs()).max().item()
+
+
+def test_sinkhorn_matches_dinov2_formula_on_normal_logits():
+    cases = [
+        (16, 4096, 1.0, 0.04),
+        (64, 1024, 1.0, 0.07),
+        (200, 8192, 0.3, 0.04),
+        (12, 5, 0.1, 0.1),
+    ]
+    for b, k, scale, temp in cases:
+        logits = _cosine_logits(b, k, scale)
+        ref = _official_sinkhorn(logits, temp)
+        assert torch.isfinite(ref).all()
+        assert _relative_error(L.sinkhorn_knopp(logits, temp), ref) <= 1e-6, (b, k, scale, temp)
+
+
+def test_sinkhorn_stays_finite_where_dinov2_overflows():
+    logits = _cosine_logits(32, 512, scale=5.0, seed=3)  # logits / temp up to 100 > 88
+    assert torch.isnan(_official_sinkhorn(logits, 0.05)).any()  # the unshifted formula fails
+    q = L.sinkhorn_knopp(logits, 0.05)
+    assert torch.isfinite(q).all() and (q >= 0).all()
+    torch.testing.assert_close(q.sum(dim=1), torch.ones(32), atol=1e-5, rtol=0)
+    # The same formula in float64 (where exp(100) is finite) is the exact reference; entries
+    # near fp32's underflow (rows of prototypes no sample is near) differ by < 1e-7 absolute.
+    ref = _official_sinkhorn(logits, 0.05, dtype=torch.float64)
+    torch.testing.assert_close(q.double(), ref, rtol=1e-4, atol=1e-7)
+    # Iterated to convergence: doubly stochastic (each sample 1, each prototype B / K).
+    q = L.sinkhorn_knopp(logits, 0.05, iters=2000)
+    torch.testing.assert_close(q.sum(dim=1), torch.ones(32), atol=1e-4, rtol=0)
+    torch.testing.assert_close(q.sum(dim=0), torch.full((512,), 32 / 512), atol=1e-3, rtol=0)
+
+
+class _Ranks:
+    """World size n in threads: ``reduce(r)`` is rank r's all-reduce(sum), in lockstep."""
+
+    def __init__(self, n):
+        import threading
+
+        self.slots = [None] * n
+        self.barrier = threading.Barrier(n)
+
+    def reduce(self, r):
+        def all_reduce_sum(x):
+            self.slots[r] = x.clone()
+            self.barrier.wait()
+            total = sum(self.slots[1:], self.slots[0].clone())  # same order on every rank
+            self.barrier.wait()
+            return total
+
+        return all_reduce_sum
+
+    def run(self, fn, parts):
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(parts)) as pool:
+            futures = [pool.submit(fn, p, self.reduce(r)) for r, p in enumerate(parts)]
+            return [f.result(timeout=60) for f in futures]
+
+
+def test_sinkhorn_over_ranks_equals_the_global_batch():
+    for scale, temp in ((1.0, 0.04), (5.0, 0.05)):  # normal, and past DINOv2's overflow
+        logits = _cosine_logits(24, 256, scale, seed=1)
+        whole = L.sinkhorn_knopp(logits, temp)
+        # Uneven shards, one empty (a rank without masked tokens in the iBOT case).
+        parts = [logits[:10], logits[10:10], logits[10:17], logits[17:]]
+        outs = _Ranks(len(parts)).run(lambda p, red, t=temp: L.sinkhorn_knopp(p, t, 3, red), parts)
+        got = torch.cat(outs)
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, whole, rtol=1e-5, atol=1e-7)
+        if scale == 1.0:
+            assert _relative_error(got, _official_sinkhorn(logits, temp)) <= 1e-5
+        torch.testing.assert_close(got.sum(dim=1), torch.ones(24), atol=1e-5, rtol=0)
 
 
 def test_dino_loss_at_uniform_outputs_is_log_k():
@@ -109,3 +188,15 @@ def test_head_param_counts_match_registry():
         head = DINOHead(1024, cfg).to("meta")
         n = sum(p.numel() for p in head.parameters())
         assert n == head_params(1024, cfg.hidden, cfg.bottleneck, cfg.n_prototypes, cfg.layers)
+
+
+def test_recipe_heads_follow_dinov2_vitg_config():
+    from webssl_cli.specs.train import TrainConfig
+
+    # DINOv2's train/vitg14.yaml sets head_bottleneck_dim 384 under dino only; the iBOT head
+    # keeps ssl_default_config.yaml's 256. Both have 131072 prototypes.
+    cfg = TrainConfig()
+    assert (cfg.dino_head.bottleneck, cfg.ibot_head.bottleneck) == (384, 256)
+    assert cfg.dino_head.n_prototypes == cfg.ibot_head.n_prototypes == 131072
+    # A partial override of the iBOT head keeps its own default bottleneck.
+    assert TrainConfig(ibot_head={"n_prototypes": 1024}).ibot_head.bottleneck == 256

@@ -107,3 +107,50 @@ def test_swiglu_backbone_runs():
     model = build_backbone(small)
     assert count_params(model) == small.backbone_params()
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 48)
+
+
+def _official_pos_embed(pos: torch.Tensor, h: int, w: int, offset: float) -> torch.Tensor:
+    """DINOv2's formula, written out: the M x M grid resized by scale factors (g + offset) / M,
+    bicubic without antialiasing, in fp32, the CLS embedding kept in front."""
+    import torch.nn.functional as F
+
+    m = int((pos.shape[1] - 1) ** 0.5)
+    grid = pos[:, 1:].float().reshape(1, m, m, -1).permute(0, 3, 1, 2)
+    out = F.interpolate(
+        grid, scale_factor=((h + offset) / m, (w + offset) / m), mode="bicubic", antialias=False
+    )
+    return torch.cat([pos[:, :1], out.permute(0, 2, 3, 1).reshape(1, h * w, -1)], dim=1)
+
+
+def test_pos_embed_interpolation_is_dinov2s_scale_factor_formula():
+    from dataclasses import replace
+
+    # ViT-g's geometry: patch 14, 224 px (16 x 16 grid), a 98 px local crop (7 x 7), at width 32.
+    spec = replace(get_model("vit-test"), patch=14, img_size=224, depth=1)
+    torch.manual_seed(0)
+    model = build_backbone(spec)
+    with torch.no_grad():
+        model.pos_embed.normal_()  # a rough grid, so the sampling points matter
+    got = model.interpolate_pos_encoding(7, 7)
+    torch.testing.assert_close(got, _official_pos_embed(model.pos_embed, 7, 7, 0.1), rtol=0, atol=0)
+    assert got.shape == (1, 50, 32)
+    # ... which is not a plain resize to the 7 x 7 size (Hugging Face's Dinov2Model).
+    import torch.nn.functional as F
+
+    grid = model.pos_embed[:, 1:].reshape(1, 16, 16, -1).permute(0, 3, 1, 2)
+    sized = F.interpolate(grid, size=(7, 7), mode="bicubic", align_corners=False)
+    sized = sized.permute(0, 2, 3, 1).reshape(1, 49, -1)
+    assert (got[:, 1:] - sized).abs().max() > 1e-2
+    # Offset 0 selects the size= resize; a non-square grid follows the same formula per axis.
+    plain = build_backbone(spec, interpolate_offset=0.0)
+    plain.load_state_dict(model.state_dict())
+    torch.testing.assert_close(plain.interpolate_pos_encoding(7, 7)[:, 1:], sized)
+    torch.testing.assert_close(
+        model.interpolate_pos_encoding(7, 9), _official_pos_embed(model.pos_embed, 7, 9, 0.1)
+    )
+    # The tokens of a 98 px crop carry the interpolated embeddings.
+    x = torch.randn(2, 3, 98, 98)
+    with torch.no_grad():
+        tokens = model.prepare_tokens(x)
+        no_pos = torch.cat([model.cls_token.expand(2, -1, -1), model.patch_embed(x)], dim=1)
+    torch.testing.assert_close(tokens - no_pos, got.expand(2, -1, -1))

@@ -25,6 +25,13 @@ class HeadConfig(Frozen):
     """Linear layers before the bottleneck output (DINOv2: 3)."""
 
 
+class IBOTHeadConfig(HeadConfig):
+    """The separate iBOT head. DINOv2's ViT-g recipe raises only the DINO head's bottleneck to
+    384; the iBOT head keeps the default 256 (a partial ``ibot_head`` override keeps it too)."""
+
+    bottleneck: int = Field(256, ge=1)
+
+
 class CropConfig(Frozen):
     global_size: int = Field(224, ge=8)
     """Side of the global crops in pixels."""
@@ -100,7 +107,7 @@ class TrainConfig(Frozen):
     center_momentum: float = Field(0.9, ge=0, le=1)
     """Momentum of the EMA centre (``centering: ema`` only)."""
     dino_head: HeadConfig = HeadConfig()
-    ibot_head: HeadConfig = HeadConfig()
+    ibot_head: IBOTHeadConfig = IBOTHeadConfig()
     """The separate iBOT head (Web-DINO does not share it with the DINO head)."""
     dino_weight: float = Field(1.0, ge=0)
     ibot_weight: float = Field(1.0, ge=0)

@@ -131,7 +131,7 @@ OPERATIONAL_TRAIN_FIELDS = frozenset(
 )
 # Bump when a TrainConfig default changes what a run computes (the recipe changed): every
 # uid changes with it. Adding a field whose default keeps the old behaviour needs no bump.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: iBOT head bottleneck 256 (was 384), as DINOv2's ViT-g
 
 
 def flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -26,6 +26,21 @@ def _identity(x: Tensor) -> Tensor:
     return x
 
 
+def _shared_shift(z: Tensor, reduce: Reduce) -> Tensor:
+    """A shift c, the same on every rank, with max(z over all ranks) <= c <= that + log(ranks).
+
+    The hook only sums, so c is a log-sum-exp of the rank maxima around their mean (float64:
+    maxima may differ by hundreds). One rank: c is its max. A rank without rows takes no part.
+    """
+    f64 = torch.float64
+    has = torch.tensor(float(z.numel() > 0), dtype=f64, device=z.device)
+    m = z.max().to(f64) if z.numel() else torch.zeros((), dtype=f64, device=z.device)
+    stats = reduce(torch.stack([m * has, has]))
+    mean = stats[0] / stats[1].clamp(min=1.0)
+    spread = reduce(torch.exp(m - mean) * has)
+    return (mean + torch.log(spread.clamp(min=1e-300))).to(z.dtype)
+
+
 @torch.no_grad()
 def sinkhorn_knopp(
     logits: Tensor, temp: float, iters: int = 3, reduce: Reduce | None = None
@@ -33,10 +48,22 @@ def sinkhorn_knopp(
     """Teacher targets (B, K) from logits (B, K): rows sum to 1, prototypes used equally.
 
     Q = exp(logits / temp) is alternately normalised over prototypes (rows of Q^T) and samples,
-    in fp32 as DINOv2 does; B counts the samples of every rank.
+    in fp32 as DINOv2 does; B counts the samples of every rank. Unlike DINOv2, which overflows
+    to NaN once logits / temp passes ~88 (fp32 exp), Q is formed as exp(logits / temp - c)
+    with a shift c shared by all ranks; the first normalisation cancels the factor exp(-c).
+    The rounding of the subtraction is recovered (TwoSum error term, exp(d + e) ~ exp(d)(1 + e))
+    so the targets match the unshifted formula to fp32 accuracy.
     """
     reduce = reduce or _identity
-    q = torch.exp(logits.float() / temp).t()  # (K, B)
+    z = logits.float() / temp
+    c = _shared_shift(z, reduce)
+    d = z - c
+    back = d - z  # TwoSum of z + (-c): err = (z - (d - back)) + (-c - back), exactly
+    err = z.sub_(d - back)
+    err -= back.add_(c)
+    del back
+    q = d.exp_().mul_(err.add_(1.0)).t()  # (K, B)
+    del err
     k = q.shape[0]
     b = reduce(torch.tensor(float(q.shape[1]), device=q.device))
     q /= reduce(q.sum())

@@ -2,7 +2,8 @@
 
 Pre-norm blocks with LayerScale and stochastic depth, SwiGLU (fused ``w12`` + ``w3``) or MLP
 FFN, biases on qkv/proj/ffn, a learned CLS token, learned position embeddings interpolated
-(bicubic, fp32) to any crop size, a mask token for iBOT and a final LayerNorm. State-dict names
+(bicubic, fp32, DINOv2's scale factor) to any crop size, a mask token for iBOT and a final
+LayerNorm. State-dict names
 and the ``forward_features`` / ``get_intermediate_layers`` API follow DINOv2, so its checkpoints
 (and Hugging Face ``Dinov2Model`` weights, after renaming) load into this class.
 """
@@ -21,6 +22,11 @@ from webssl_cli import device as dev
 from webssl_cli.specs.registry import ModelSpec
 
 LN_EPS = 1e-6  # DINOv2 and Hugging Face Dinov2 both use 1e-6
+# DINOv2 resizes the position-embedding grid M -> g by the scale factor (g + 0.1) / M rather
+# than to the size g: the bicubic sampling points (and so the embeddings of a 98 px local crop)
+# differ slightly from a plain resize, and its checkpoints were trained with them.
+# Hugging Face's Dinov2Model resizes to the size; 0.0 selects that (same at the native size).
+INTERPOLATE_OFFSET = 0.1
 
 
 class PatchEmbed(nn.Module):
@@ -205,10 +211,16 @@ class Block(nn.Module):
 
 class VisionTransformer(nn.Module):
     def __init__(
-        self, spec: ModelSpec, *, drop_path: float = 0.0, layerscale: float | None = 1e-5
+        self,
+        spec: ModelSpec,
+        *,
+        drop_path: float = 0.0,
+        layerscale: float | None = 1e-5,
+        interpolate_offset: float = INTERPOLATE_OFFSET,
     ) -> None:
         super().__init__()
         self.spec = spec
+        self.interpolate_offset = interpolate_offset
         d = spec.width
         self.embed_dim = d
         self.patch_size = spec.patch
@@ -233,16 +245,23 @@ class VisionTransformer(nn.Module):
                     nn.init.zeros_(m.bias)
 
     def interpolate_pos_encoding(self, h: int, w: int) -> Tensor:
-        """Position embeddings for an (h, w) patch grid: (1, 1 + h*w, D), bicubic in fp32."""
+        """Position embeddings for an (h, w) patch grid: (1, 1 + h*w, D), bicubic in fp32.
+
+        With ``interpolate_offset`` > 0 (DINOv2) the M x M grid is resized by the scale factors
+        ((h + offset) / M, (w + offset) / M), without antialiasing; with 0, to the size (h, w).
+        """
         pos = self.pos_embed
         n = pos.shape[1] - 1
         side = int(math.isqrt(n))
         if h == side and w == side:
             return pos
         patch_pos = pos[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
-        patch_pos = F.interpolate(
-            patch_pos.float(), size=(h, w), mode="bicubic", align_corners=False
-        )
+        off, src = self.interpolate_offset, patch_pos.float()
+        if off:
+            scale = ((h + off) / side, (w + off) / side)
+            patch_pos = F.interpolate(src, scale_factor=scale, mode="bicubic", antialias=False)
+        else:
+            patch_pos = F.interpolate(src, size=(h, w), mode="bicubic", align_corners=False)
         patch_pos = patch_pos.to(pos.dtype).permute(0, 2, 3, 1).reshape(1, h * w, -1)
         return torch.cat([pos[:, :1], patch_pos], dim=1)
 
@@ -330,13 +349,20 @@ def build_backbone(
     *,
     drop_path: float = 0.0,
     layerscale: float | None = 1e-5,
+    interpolate_offset: float = INTERPOLATE_OFFSET,
     device: torch.device | str | None = None,
 ) -> VisionTransformer:
     """A ViT for ``spec``; ``device='meta'`` builds it without memory (parameter counts)."""
+
+    def make() -> VisionTransformer:
+        return VisionTransformer(
+            spec, drop_path=drop_path, layerscale=layerscale, interpolate_offset=interpolate_offset
+        )
+
     if device is None:
-        return VisionTransformer(spec, drop_path=drop_path, layerscale=layerscale)
+        return make()
     with torch.device(device):
-        return VisionTransformer(spec, drop_path=drop_path, layerscale=layerscale)
+        return make()
 
 
 def count_params(module: nn.Module) -> int:
