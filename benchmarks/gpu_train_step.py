@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from webssl_cli import device as dev
 from webssl_cli.specs.compute import flops_per_sample
 from webssl_cli.specs.registry import get_model
 from webssl_cli.specs.train import TrainConfig
-from webssl_cli.train import device as dev
 from webssl_cli.train.batches import Batch
 from webssl_cli.train.schedules import Schedules
 from webssl_cli.train.step import Step, train_step

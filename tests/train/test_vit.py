@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from webssl_cli import device as dev
 from webssl_cli.specs.registry import MODELS, get_model
-from webssl_cli.train import device as dev
 from webssl_cli.train.vit import build_backbone, count_params
 
 

@@ -115,11 +115,13 @@ class MLLM(nn.Module):
             extra = [fill] * (width - len(seq))
             return extra + seq if left_pad else seq + extra
 
-        ids = torch.tensor([padded(r, pad) for r in rows])
-        mask = torch.tensor([padded([1] * len(r), 0) for r in rows])
-        lab = torch.tensor([padded(r, -100) for r in labels])
-        is_img = torch.tensor([padded(m, False) for m in img_mask])
+        device = next(self.adapter.parameters()).device
+        ids = torch.tensor([padded(r, pad) for r in rows], device=device)
+        mask = torch.tensor([padded([1] * len(r), 0) for r in rows], device=device)
+        lab = torch.tensor([padded(r, -100) for r in labels], device=device)
+        is_img = torch.tensor([padded(m, False) for m in img_mask], device=device)
         emb = self.lm.get_input_embeddings()(ids)
+        patches = patches.to(device)
         vis = self.adapter(resize_tokens(patches, self.tokens)).to(emb.dtype)  # (B, T, H)
         emb = emb.masked_scatter(is_img.unsqueeze(-1), vis)  # row-major: row b gets vis[b]
         return emb, mask, lab

@@ -96,6 +96,9 @@ def _run(
         )
     else:
         encoder = load_own(cell.backbone_export)
+    from webssl_cli.device import pick_device
+
+    encoder = encoder.to(pick_device())  # the probes and the VQA model follow the same choice
     size = image_size_for(cfg, spec, encoder)
     settings = {
         **cfg.model_dump(mode="json"),

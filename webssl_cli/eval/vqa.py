@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from webssl_cli import device as dev
 from webssl_cli.errors import UserError
 from webssl_cli.eval import metrics as M
 from webssl_cli.eval.benchmarks import Question, benchmark_scores, load_suite_dir
@@ -199,7 +200,7 @@ def run_vqa(
             tokenizer.pad_token = tokenizer.eos_token
         lm = AutoModelForCausalLM.from_pretrained(str(lm_path), attn_implementation="eager")
     vis_dim = next(iter(features.values())).shape[-1]
-    model = MLLM(lm, tokenizer, vis_dim, cfg.tokens, cfg.adapter_depth)
+    model = MLLM(lm, tokenizer, vis_dim, cfg.tokens, cfg.adapter_depth).to(dev.pick_device())
     s1 = (
         cfg.stage1_steps
         if cfg.stage1_steps is not None

@@ -117,6 +117,12 @@ class Profile(Frozen):
     """Local executor: most jobs running at once on this machine."""
     python: str | None = None
     """Python command on the compute nodes (None: this interpreter)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where jobs compute: 'auto' (CUDA when a GPU is visible, else CPU), 'cpu' or 'cuda';
+    jobs receive it as WEBSSL_DEVICE."""
+    dtype: Literal["auto", "bf16", "fp32"] = "auto"
+    """Autocast precision of jobs: 'auto' (bf16 on CUDA, fp32 on CPU), 'bf16' or 'fp32'; jobs
+    receive it as WEBSSL_DTYPE. A study's explicit train.dtype wins over it for training."""
 
     @field_validator("partition", "account", "qos")
     @classmethod
@@ -188,6 +194,12 @@ class Profile(Frozen):
                     f"exceeds node.cpus = {self.node.cpus}"
                 )
         return self
+
+    def job_env(self) -> dict[str, str]:
+        """Environment variables every job of this profile runs with (the device module reads
+        them); a setting left at 'auto' sets nothing, so the job's own environment decides."""
+        env = {"WEBSSL_DEVICE": self.device, "WEBSSL_DTYPE": self.dtype}
+        return {k: v for k, v in env.items() if v != "auto"}
 
     def train_resources(self, model: str) -> Resources:
         """Resources of the training job for a model size (its own entry, else 'default')."""

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
+from webssl_cli import device as dev
 from webssl_cli.specs.registry import ModelSpec
-from webssl_cli.train import device as dev
 
 LN_EPS = 1e-6  # DINOv2 and Hugging Face Dinov2 both use 1e-6
 # DINOv2 resizes the position-embedding grid M -> g by the scale factor (g + 0.1) / M rather
