@@ -264,3 +264,30 @@ def test_blind_twin_lock_computes_once_under_concurrency(
         t.join()
     assert len(calls) == 1 and len(results) == 3
     assert all(r["predictions"] == {"q": "yes"} for r in results)
+
+
+def test_synthetic_questions_per_image() -> None:
+    """Several colour and position questions per image, with stable distinct ids; the first
+    colour question is about the large shape; position answers follow the boxes."""
+    from webssl_cli.eval.synth_vqa import questions_for
+
+    meta = {
+        "key": "k1", "kind": "natural", "width": 96, "height": 96, "has_text": False,
+        "objects": [
+            {"bbox": [0, 0, 10, 10], "color": "red", "shape": "circle"},
+            {"bbox": [80, 0, 95, 10], "color": "blue", "shape": "square"},
+            {"bbox": [20, 20, 70, 70], "color": "green", "shape": "star"},
+        ],
+    }  # fmt: skip
+    one = [q for q in questions_for(meta, 1) if q.benchmark == "synth-color"]
+    assert [(q.id, q.answers) for q in one] == [("synth-color/k1", ["green"])]
+    qs = questions_for(meta, 2)
+    color = [q for q in qs if q.benchmark == "synth-color"]
+    assert [q.id for q in color] == ["synth-color/k1", "synth-color/k1/1"]
+    assert color[0].answers == ["green"] and color[1].answers[0] in ("red", "blue")
+    pos = [q for q in qs if q.benchmark == "synth-position"]
+    assert len(pos) == 2 and len({q.id for q in qs}) == len(qs)
+    x = {o["shape"]: (o["bbox"][0] + o["bbox"][2]) / 2 for o in meta["objects"]}  # type: ignore[index]
+    for q in pos:
+        a, b = (w for w in q.question.rstrip("?").split() if w in x)
+        assert q.answers == ["left" if x[a] < x[b] else "right"]

@@ -74,6 +74,8 @@ def tiny_llama(vocab_size: int, width: int, layers: int, heads: int, max_len: in
 
 
 class MLLM(nn.Module):
+    lm: Any  # a transformers causal LM (its methods are untyped)
+
     def __init__(
         self, lm: nn.Module, tokenizer: Any, vis_dim: int, tokens: int, adapter_depth: int = 2
     ) -> None:
@@ -81,7 +83,7 @@ class MLLM(nn.Module):
         self.lm = lm
         self.tokenizer = tokenizer
         self.tokens = tokens
-        hidden = lm.get_input_embeddings().weight.shape[1]
+        hidden = self.lm.get_input_embeddings().weight.shape[1]
         self.adapter = Adapter(vis_dim, hidden, adapter_depth)
         self._token_cache: dict[str, list[int]] = {}  # prompts and answers repeat across steps
 

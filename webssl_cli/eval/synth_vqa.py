@@ -125,8 +125,12 @@ def questions_for(meta: dict[str, Any], per_image: int = 1) -> list[Question]:
         )
         shapes = Counter(o["shape"] for o in objects)
         unique = [o for o in objects if shapes[o["shape"]] == 1]
-        r = _rng(key, "synth-color")
-        for j, o in enumerate(r.sample(unique, min(per_image, len(unique)))):
+        # the large shape first (when its shape is unique): the one a 48 px encoder resolves
+        rest = [o for o in unique if o is not main]
+        picked = ([main] if main in unique else []) + _rng(key, "synth-color").sample(
+            rest, len(rest)
+        )
+        for j, o in enumerate(picked[:per_image]):
             out.append(
                 _q(
                     meta,
