@@ -13,9 +13,16 @@ stages (LLaVA format: stage 1 captions, stage 2 question/answer pairs) from a di
 | synth-word | OCR & Chart | a word written in the image | VQA accuracy (TextVQA) |
 | synth-chart-value | OCR & Chart | a bar's / slice's value | relaxed accuracy (ChartQA) |
 | synth-doc-field | OCR & Chart | a form field's or table row's value | ANLS (DocVQA) |
-| synth-color | Vision-Centric | the colour of a named shape | VQA accuracy |
+| synth-color | Vision-Centric | the colour of a named shape (the large one first) | VQA accuracy |
 | synth-count | Vision-Centric | how many shapes | VQA accuracy (CV-Bench count) |
 | synth-position | Vision-Centric | is shape a left or right of shape b? | VQA accuracy (CV-Bench relation) |
+
+Colour and position ask up to ``questions_per_image`` questions per image (distinct shapes,
+pairs of distinct shapes at least 10% of the width apart), so that each has a few hundred test
+questions from a corpus of ~1,500 images. What an encoder can help with at the CPU studies'
+48 px (6x6 patches): image kind, text present or not, chart type, the large shape's class and
+colour; count and position of 8-12 px shapes are at the limit; reading words, values and
+fields (OCR & Chart, chart-max) is impossible at that size: those stay at chance by design.
 """
 
 from __future__ import annotations
