@@ -63,7 +63,7 @@ def synthetic_batch(cfg: TrainConfig, device: torch.device) -> Batch:
 
 def make_step(spec, cfg: TrainConfig, device: torch.device, rank: int = 0, world: int = 1) -> Step:
     """The objective, optimiser and schedules of a run, as ``train.loop`` builds them."""
-    from webssl_cli.study.memory import resolve_strategy
+    from webssl_cli.specs.train import resolve_strategy
     from webssl_cli.train.batches import micro_batches_for
     from webssl_cli.train.objective import RunContext
     from webssl_cli.train.objectives import build_objective

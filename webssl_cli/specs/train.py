@@ -164,3 +164,14 @@ class TrainConfig(Frozen):
         ratio = self.batch_size / 1024
         scale = {"sqrt": ratio**0.5, "linear": ratio, "none": 1.0}[self.lr_scaling]
         return self.base_lr * scale
+
+
+AUTO_FSDP_PARAMS = 1_000_000_000
+"""'auto' strategy: FSDP2 from this many backbone parameters (Web-DINO 1B and up), DDP below."""
+
+
+def resolve_strategy(strategy: str, backbone_params: int) -> str:
+    """'ddp' | 'fsdp' for a configured strategy ('auto' | 'ddp' | 'fsdp')."""
+    if strategy == "auto":
+        return "fsdp" if backbone_params >= AUTO_FSDP_PARAMS else "ddp"
+    return strategy

@@ -29,19 +29,10 @@ from dataclasses import dataclass
 
 from webssl_cli.specs.compute import expected_masked_tokens, heads_params
 from webssl_cli.specs.registry import ModelSpec
-from webssl_cli.specs.train import TrainConfig
+from webssl_cli.specs.train import TrainConfig, resolve_strategy
 
-AUTO_FSDP_PARAMS = 1_000_000_000
-"""'auto' strategy: FSDP2 from this many backbone parameters (Web-DINO 1B and up), DDP below."""
 RESERVE_BYTES = 2 * 1024**3  # CUDA context + cuBLAS/NCCL workspaces, about 1.5-2 GiB on H100
 GiB = 1024**3
-
-
-def resolve_strategy(strategy: str, backbone_params: int) -> str:
-    """'ddp' | 'fsdp' for a configured strategy ('auto' | 'ddp' | 'fsdp')."""
-    if strategy == "auto":
-        return "fsdp" if backbone_params >= AUTO_FSDP_PARAMS else "ddp"
-    return strategy
 
 
 @dataclass(frozen=True)

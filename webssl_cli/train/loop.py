@@ -34,8 +34,7 @@ from webssl_cli import device as dev
 from webssl_cli.errors import UserError
 from webssl_cli.rundir import CellDir, now_iso
 from webssl_cli.specs.registry import ModelSpec
-from webssl_cli.specs.train import TrainConfig
-from webssl_cli.study.memory import resolve_strategy
+from webssl_cli.specs.train import TrainConfig, resolve_strategy
 from webssl_cli.train import distributed as D
 from webssl_cli.train.batches import Batch, LaneLoader, lanes_for, micro_batches_for
 from webssl_cli.train.cell import load_cell

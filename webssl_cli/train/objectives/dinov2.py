@@ -89,7 +89,7 @@ class DINOv2:
         torch.manual_seed(ctx.seed)  # every rank builds the same initial weights
         self.student, self.teacher = build_models(spec, cfg, ctx.device)
         self.student.train()
-        self.student.backbone.grad_checkpointing = cfg.dist.activation_checkpointing
+        self.student.backbone.grad_checkpointing = bool(cfg.dist.activation_checkpointing)
         if cfg.dist.compile:
             for m in (self.student, self.teacher):
                 for blk in m.backbone.blocks:
