@@ -9,8 +9,11 @@ per width:
   different order): the equality check;
 - the step time (schedules, forward, backward, per-module clip, AdamW, EMA), median of
   alternating A B A B rounds of process CPU time, and the median of per-round ratios ours/theirs;
-- the peak memory of one step: each side in its own process (large allocations unmapped on
-  free), after a warm-up step, as the growth of the peak RSS over the RSS before the step.
+- the peak memory of one step, each side in its own process after a warm-up step: the peak
+  of the live bytes of tensors the step creates (counted per op through a dispatch mode, as
+  ``torch.cuda.max_memory_allocated`` counts on a GPU), and the growth of the peak RSS over
+  the RSS before the step (large allocations unmapped on free; this one also depends on how
+  the C allocator reuses freed pages, so the tensor count is the comparison).
 
 The official code is read from a checkout named by ``DINOV2_SRC`` (github.com/facebookresearch/
 dinov2); nothing else needs installing. Its CPU shims (below) stand in for xFormers (block-
@@ -35,6 +38,7 @@ import subprocess
 import sys
 import time
 import types
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +48,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from torch.utils._pytree import tree_flatten  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -365,6 +371,40 @@ def cpu_time(fn: Callable[[], Any]) -> float:
     return time.process_time() - t
 
 
+class TensorPeak(TorchDispatchMode):
+    """Peak bytes of the tensor storages created while active and still alive: what
+    ``torch.cuda.max_memory_allocated`` counts, for CPU tensors (views and in-place results
+    share their input's storage and are not counted again)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.current = self.peak = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        inputs = {
+            a.untyped_storage().data_ptr()
+            for a in tree_flatten((args, kwargs))[0]
+            if isinstance(a, torch.Tensor)
+        }
+        for t in tree_flatten(out)[0]:
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            key, n = storage.data_ptr(), storage.nbytes()
+            if key in inputs or key in self.live or n == 0:
+                continue
+            self.live[key] = n
+            self.current += n
+            self.peak = max(self.peak, self.current)
+            weakref.finalize(storage, self._free, key)
+        return out
+
+    def _free(self, key: int) -> None:
+        self.current -= self.live.pop(key, 0)
+
+
 def _status_kb(key: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(key + ":"):
@@ -382,14 +422,18 @@ def memory_child(src: Path, width: int, side: str) -> None:
     before = _status_kb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current RSS
     step(1)
-    print(json.dumps({"peak_mib": (_status_kb("VmHWM") - before) / 1024}))
+    rss = (_status_kb("VmHWM") - before) / 1024
+    gc.collect()
+    with TensorPeak() as tracked:
+        step(2)
+    print(json.dumps({"rss_mib": rss, "tensor_mib": tracked.peak / 2**20}))
 
 
-def measure_memory(src: Path, width: int, side: str) -> float:
+def measure_memory(src: Path, width: int, side: str) -> dict[str, float]:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
     cmd = [sys.executable, __file__, "--memory-child", side, "--widths", str(width)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-    return float(json.loads(out.strip().splitlines()[-1])["peak_mib"])
+    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def compare(src: Path, width: int, rounds: int) -> dict[str, float]:
@@ -414,8 +458,8 @@ def compare(src: Path, width: int, rounds: int) -> dict[str, float]:
         "ours_s": statistics.median(t_ours),
         "official_s": statistics.median(t_theirs),
         "ratio": statistics.median(ratios),
-        "mem_ours_mib": measure_memory(src, width, "ours"),
-        "mem_official_mib": measure_memory(src, width, "official"),
+        **{f"{k}_ours": v for k, v in measure_memory(src, width, "ours").items()},
+        **{f"{k}_official": v for k, v in measure_memory(src, width, "official").items()},
     }
 
 
@@ -451,8 +495,9 @@ def main() -> int:
             f"{r['loss_official']:.6f} (rel. diff {rel:.1e}, {'equal' if rel <= 1e-4 else 'DIFFERENT'})\n"
             f"  step time ours {r['ours_s']:.3f} s official {r['official_s']:.3f} s, "
             f"ratio ours/official {r['ratio']:.3f} (median of {args.rounds} rounds)\n"
-            f"  peak step memory ours {r['mem_ours_mib']:.1f} MiB official {r['mem_official_mib']:.1f} MiB "
-            f"(ratio {r['mem_ours_mib'] / r['mem_official_mib']:.3f})"
+            f"  peak tensor memory of a step ours {r['tensor_mib_ours']:.1f} MiB official "
+            f"{r['tensor_mib_official']:.1f} MiB (ratio {r['tensor_mib_ours'] / r['tensor_mib_official']:.3f}); "
+            f"peak RSS growth ours {r['rss_mib_ours']:.1f} MiB official {r['rss_mib_official']:.1f} MiB"
         )
     return 1 if failed else 0
 
