@@ -2,7 +2,7 @@
 1 rank x 2 micro-batches of b, through a checkpoint/resume in the middle, at any world size.
 
 What "equal" means here (measured, see docs/distributed.md):
-- losses: relative difference per step <= 1e-5 (measured ~2e-7);
+- losses: relative difference per step <= 1e-6 (measured ~2e-7);
 - teacher weights: per tensor ||a - b|| / ||b|| <= 1e-5 for every parameter, except the key
   slice of ``attn.qkv.bias``. Its gradient is identically zero in exact arithmetic (softmax is
   invariant to a constant added to every key), so what reaches AdamW is rounding noise, which
@@ -23,15 +23,15 @@ import json
 import pytest
 import torch
 from conftest import make_cell
-from dist_worker import launch
+from dist_worker import launch, launch_preempted
 
 from webssl_cli.rundir import CellDir
 from webssl_cli.specs.registry import get_model
 from webssl_cli.specs.train import TrainConfig
 from webssl_cli.study.memory import estimate_memory
-from webssl_cli.train.dist_loop import train_distributed
+from webssl_cli.train.cell import load_cell
 from webssl_cli.train.distributed import DistEnv
-from webssl_cli.train.loop import cell_shards
+from webssl_cli.train.loop import train
 
 B = 4  # images per rank (or per micro-batch); the global batch is 2B = 8 (preset 'test')
 EQUAL = dict(layerscale=None, dist={"data_lanes": 2, "koleo_group": B})
@@ -46,10 +46,7 @@ def _cell(root, shards, steps: int, strategy: str = "ddp", **kw):
 def _in_process(cell, stop_after=None) -> str:
     """One rank in this process (a one-rank gloo group)."""
     run = CellDir(cell)
-    spec = run.read_spec()
-    cfg = TrainConfig.model_validate(spec["train"])
-    return train_distributed(run, get_model(spec["model"]), cfg, cell_shards(spec),
-                             int(spec["samples_seen"]), 0, env=DistEnv(), stop_after=stop_after)  # fmt: skip
+    return train(run, *load_cell(run), env=DistEnv(), stop_after=stop_after)
 
 
 def losses(cell) -> list[float]:
@@ -85,7 +82,7 @@ def assert_equal(cell, ref, steps: int) -> None:
     print(
         f"loss rel {loss_rel:.2e}  teacher rel {teacher_rel:.2e}  key-bias/(lr*steps) {key_bias_lr:.2e}"
     )
-    assert loss_rel <= 1e-5
+    assert loss_rel <= 1e-6
     assert teacher_rel <= 1e-5
     assert key_bias_lr < 1.0  # noise-driven, bounded by the optimiser: see the module docstring
 
@@ -135,6 +132,47 @@ def test_accumulation_checkpoint_of_one_rank_resumes_on_two(tmp_path, shards, re
     first = json.loads(CellDir(cell).metrics_jsonl.read_text().splitlines()[0])
     assert first["accumulation"] == 2 and first["effective_batch"] == 2 * B
     launch(2, cell)  # resumes on 2 ranks x B
+    assert_equal(cell, ref6, 6)
+
+
+@pytest.mark.slow
+def test_one_checkpoint_resumes_on_one_process_and_on_two_ranks(tmp_path, shards, ref6):
+    """The same checkpoint, written by a single process, resumes on 1 process and on 2 gloo
+    ranks; and one written by 2 ranks resumes on 2 and on 1: every run equals ``ref6``."""
+    import shutil
+
+    single = _cell(tmp_path / "single", shards, 6)
+    assert _in_process(single, stop_after=3) == "running"
+    on_two = tmp_path / "single-on-two"
+    shutil.copytree(single, on_two)
+    assert _in_process(single) == "done"
+    launch(2, on_two)
+    for cell in (single, on_two):
+        assert CellDir(cell).stage_status("train")["resumed_from"].endswith("dcp-00000003")
+        assert_equal(cell, ref6, 6)
+
+    two = _cell(tmp_path / "two", shards, 6)
+    launch(2, two, 3)
+    on_one = tmp_path / "two-on-one"
+    shutil.copytree(two, on_one)
+    launch(2, two)
+    assert _in_process(on_one) == "done"
+    for cell in (two, on_one):
+        assert_equal(cell, ref6, 6)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_request_on_one_rank_checkpoints_all_ranks(tmp_path, shards, ref6):
+    """Rank 1 alone asks during step 2 (index 1): both ranks agree at that step boundary, save
+    the step-2 checkpoint together and stop; the resumed run equals one never interrupted."""
+    cell = _cell(tmp_path / "pre", shards, 6)  # periodic checkpoints at 3 and 6 only
+    launch_preempted(2, cell, who=1, at=1, out=tmp_path / "result")
+    assert [(tmp_path / f"result.{r}").read_text() for r in (0, 1)] == ["preempted"] * 2
+    run = CellDir(cell)
+    assert sorted(p.name for p in run.checkpoints_dir.iterdir()) == ["dcp-00000002"]
+    assert run.stage_status("train")["state"] == "queued"
+    launch(2, cell)
+    assert run.stage_status("train")["resumed_from"].endswith("dcp-00000002")
     assert_equal(cell, ref6, 6)
 
 
