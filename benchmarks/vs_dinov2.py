@@ -75,34 +75,40 @@ def our_config() -> TrainConfig:
     )  # fmt: skip
 
 
-# ---- our side ---------------------------------------------------------------------------------
+# ---- our side (the adapter to our training loop's step) ---------------------------------------
 def our_state(width: int) -> Any:
-    from webssl_cli.train.loop import State
+    """Our objective, optimiser and schedules, built as the training loop builds them."""
+    from webssl_cli.train.objective import RunContext
+    from webssl_cli.train.objectives import build_objective
+    from webssl_cli.train.optim import build_optimizer
     from webssl_cli.train.schedules import Schedules
-    from webssl_cli.train.ssl_model import Centers, build_models, param_groups
+    from webssl_cli.train.step import Step
 
-    torch.manual_seed(0)
-    cfg, dev = our_config(), torch.device("cpu")
-    student, teacher = build_models(our_spec(width), cfg, dev)
-    opt = torch.optim.AdamW(param_groups(student, cfg), lr=0.0, betas=(0.9, 0.999))
-    return State(student, teacher, opt, Centers(), cfg, Schedules(cfg, 100), dev, None, seed=0)
+    cfg, cpu = our_config(), torch.device("cpu")
+    ctx = RunContext(cpu, None, seed=0, iterations=100, micro=BATCH, accum=1, strategy="ddp")
+    objective = build_objective(our_spec(width), cfg, ctx)
+    optimizer = build_optimizer(objective.param_groups(), cpu)
+    return Step(objective, optimizer, Schedules(cfg, ctx.iterations), cfg, ctx)
 
 
 def our_step(state: Any, batch: Any, it: int) -> float:
-    """Our training step (the one call to adapt when the loop's step changes)."""
-    from webssl_cli.train.loop import train_step
+    from webssl_cli.train.step import train_step
 
-    return train_step(state, batch, it)["loss"]
+    return float(train_step(state, batch, it)["loss"])
+
+
+def our_models(state: Any) -> tuple[Any, Any]:
+    """(student, teacher), each with ``backbone``, ``dino_head`` and ``ibot_head``."""
+    return state.objective.student, state.objective.teacher
 
 
 def our_masks(state: Any, it: int) -> torch.Tensor:
-    from webssl_cli.train.loop import make_masks
-
-    return make_masks(state, it, 2 * BATCH)
+    """The (2B, N) iBOT masks our step uses at ``it``, view-major."""
+    return torch.from_numpy(state.objective.masks(it)).reshape(2 * BATCH, -1)
 
 
 def our_drop_path(state: Any, rate: float) -> None:
-    for blk in state.student.backbone.blocks:
+    for blk in our_models(state)[0].backbone.blocks:
         blk.drop_path = rate
 
 
@@ -112,7 +118,9 @@ def make_batch(seed: int) -> Any:
 
     g = torch.Generator().manual_seed(seed)
     u8 = lambda *s: torch.randint(0, 256, s, generator=g, dtype=torch.uint8)  # noqa: E731
-    return Batch(u8(2, BATCH, GLOBAL, GLOBAL, 3), u8(N_LOCAL, BATCH, LOCAL, LOCAL, 3), Position())
+    return Batch(
+        u8(2, BATCH, GLOBAL, GLOBAL, 3), u8(N_LOCAL, BATCH, LOCAL, LOCAL, 3), {0: Position()}
+    )
 
 
 # ---- CPU shims for the official code ------------------------------------------------------------
@@ -275,7 +283,7 @@ def official_model(src: Path, width: int, state: Any) -> tuple[Any, torch.optim.
     meta = importlib.import_module("dinov2.train.ssl_meta_arch")
     model = meta.SSLMetaArch(official_config(src, width))
     model.need_to_synchronize_fsdp_streams = False  # CUDA streams of FSDP: none here
-    for side, ours in (("student", state.student), ("teacher", state.teacher)):
+    for side, ours in zip(("student", "teacher"), our_models(state), strict=True):
         for name in ("backbone", "dino_head", "ibot_head"):
             getattr(model, side)[name].load_state_dict(getattr(ours, name).state_dict())
     model.train()
