@@ -230,6 +230,9 @@ def load_hf_dinov2(path: Path) -> Encoder:
         ours = {k: v for k, v in ours.items() if not k.endswith(".gamma")}
         spec = dataclasses.replace(spec, layerscale=None)
     model = build_vit(spec, ours)
+    # transformers' Dinov2Model resizes position embeddings to the grid (no DINOv2 offset):
+    # features of a checkpoint loaded from it stay equal to transformers' at every size.
+    model.interpolate_offset = 0.0
     return Encoder(
         model, name=spec.name, width=spec.width, patch=spec.patch, img_size=spec.img_size
     )
