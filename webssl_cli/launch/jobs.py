@@ -23,17 +23,21 @@ import contextlib
 import importlib
 import importlib.util
 import os
+import signal
 import socket
+import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import Any
 
 import submitit
 
 from webssl_cli.rundir import CellDir, atomic_write_json, now_iso, read_json
+from webssl_cli.train import preemption
+from webssl_cli.train.preemption import PREEMPTED
 
 STAGE_IMPL_ENV = "WEBSSL_STAGE_IMPL"
 _REAL = {
@@ -153,38 +157,81 @@ def _append_log(cd: CellDir, stage: str, text: str) -> None:
 
 
 class TrainJob(submitit.helpers.Checkpointable):
-    """Train one cell; on USR2 (preemption, time limit) checkpoint and requeue itself."""
+    """Train one cell; on USR2 (preemption, time limit) checkpoint and requeue itself.
+
+    Every task of the job runs this (one per rank). While the trainer is in its step loop, USR2
+    on any rank makes all ranks save a checkpoint at the next step boundary (a distributed
+    checkpoint needs every rank, ``train.preemption``); then rank 0 requeues the job once,
+    through submitit (which calls ``checkpoint`` below), and the next attempt resumes from that
+    checkpoint. Outside the loop (building the model, exporting) USR2 requeues at once, as
+    submitit does, and the next attempt resumes from the newest periodic checkpoint.
+    """
 
     def __init__(self, cell_dir: str) -> None:
         self.cell_dir = str(cell_dir)
 
     def __call__(self) -> str:
         train_cell = stage_impl("train_cell")
-        result: str = run_stage(
-            Path(self.cell_dir), "train", lambda: train_cell(Path(self.cell_dir))
-        )
+        cell = Path(self.cell_dir)
+
+        def body() -> str:
+            with _usr2_saves_first() as requeue:
+                result: str = train_cell(cell)
+            if result == PREEMPTED:
+                requeue()
+            return result
+
+        result: str = run_stage(cell, "train", body)
         return result
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
-        # In a signal handler: no status lock here (the trainer may hold it). The trainer's own
-        # periodic checkpoints are what the next attempt resumes from; ask it to save now when
-        # it offers a hook for that.
-        cd = CellDir(self.cell_dir)
-        try:
-            hook = getattr(
-                importlib.import_module("webssl_cli.train.loop"), "request_checkpoint", None
-            )
-            if callable(hook):
-                hook()
-        except Exception:
-            pass
-        marker = _requeue_marker(cd, "train")
+        # Called by submitit on rank 0 just before it requeues the job (the trainer has saved,
+        # or is not in its loop): count the requeue. Maybe inside a signal handler while the
+        # trainer holds the status lock: a marker file, never status.json.
+        marker = _requeue_marker(CellDir(self.cell_dir), "train")
         try:
             count = int(read_json(marker).get("requeues", 0)) if marker.exists() else 0
             atomic_write_json(marker, {"requeues": count + 1, "at": now_iso()})
         except (OSError, ValueError):
             pass
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def _usr2_saves_first() -> Iterator[Callable[[], None]]:
+    """While the block runs, USR2 asks the training loop to save on every rank first.
+
+    Yields ``requeue``: after the loop returned ``PREEMPTED``, rank 0 hands over to submitit's
+    own USR2 handler (checkpoint(), requeue under the same job id, exit); the other ranks exit
+    and the requeue ends the job. Where submitit installed no handler (the debug executor),
+    or outside the main thread, USR2 is left alone.
+    """
+    previous = signal.getsignal(signal.SIGUSR2)
+
+    def on_usr2(signum: int, frame: FrameType | None) -> None:
+        if preemption.request():  # the loop saves on every rank at its next step boundary
+            return
+        if callable(previous):
+            previous(signum, frame)
+
+    def requeue() -> None:
+        if not callable(previous):
+            raise RuntimeError("training stopped for USR2 but no submitit handler can requeue it")
+        if _job_context()["rank"] == 0:
+            previous(signal.SIGUSR2, None)  # exits (SystemExit) once the job is requeued
+            raise RuntimeError("submitit did not requeue the job after USR2")
+        # Not an error: rank 0 requeues the job, which ends this task too.
+        sys.exit(0)
+
+    try:
+        signal.signal(signal.SIGUSR2, on_usr2)
+    except ValueError:  # not the main thread: no signals to handle here
+        yield requeue
+        return
+    try:
+        yield requeue
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
 
 
 class EvalJob(submitit.helpers.Checkpointable):

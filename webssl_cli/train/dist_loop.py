@@ -43,6 +43,7 @@ from webssl_cli.specs.train import TrainConfig
 from webssl_cli.train import device as dev
 from webssl_cli.train import dist_checkpoint as dckpt
 from webssl_cli.train import losses as L
+from webssl_cli.train import preemption
 from webssl_cli.train.batches import to_model_input
 from webssl_cli.train.dist_data import LaneLoader, RankBatch, lanes_for, micro_batches_for
 from webssl_cli.train.distributed import (
@@ -62,6 +63,7 @@ from webssl_cli.train.distributed import (
 )
 from webssl_cli.train.loop import truncate_metrics, write_backbone
 from webssl_cli.train.masking import block_mask
+from webssl_cli.train.preemption import PREEMPTED
 from webssl_cli.train.schedules import Schedules
 from webssl_cli.train.ssl_model import Centers, apply_hyper, build_models, param_groups
 
@@ -307,6 +309,7 @@ def _train(run: CellDir, spec: ModelSpec, cfg: TrainConfig, shards: list[str], s
     it, t_last, n_last = start_it, time.perf_counter(), 0
     last: dict[str, Any] = {}
     metrics_file = open(run.metrics_jsonl, "a", encoding="utf-8") if main else None  # noqa: SIM115
+    preemption.start_listening()
     try:
         while it < iterations and (stop_after is None or it < stop_after):
             rb = next(batches)
@@ -343,7 +346,9 @@ def _train(run: CellDir, spec: ModelSpec, cfg: TrainConfig, shards: list[str], s
                         **metrics,
                     }
                 )
-            if it % cfg.checkpoint_every == 0 or it == iterations:
+            # USR2 on any rank (preemption, time limit): every rank saves now and stops.
+            stop = it < iterations and preemption.agreed(device)
+            if it % cfg.checkpoint_every == 0 or it == iterations or stop:
                 data = _data_state(rb)
                 dckpt.save(run.checkpoints_dir, it, student, teacher, optimizer, state.centers, {
                     "samples_seen": it * cfg.batch_size, "model": spec.name, "world_size": W,
@@ -352,7 +357,10 @@ def _train(run: CellDir, spec: ModelSpec, cfg: TrainConfig, shards: list[str], s
                 if main:
                     run.update_stage("train", step=it, samples_seen=it * cfg.batch_size,
                                      images_per_s=last.get("images_per_s"))  # fmt: skip
+            if stop:
+                return PREEMPTED
     finally:
+        preemption.stop_listening()
         loader.close()
         if metrics_file is not None:
             metrics_file.close()
