@@ -4,12 +4,14 @@ Each job reads its inputs from the run directory and records its state in the st
 that directory (``running`` at start; ``done`` / ``diverged`` / ``failed`` with the one-line
 error at the end). The stage implementations import torch inside; this module does not.
 
-Preemption and timeouts: SLURM sends USR2 before the time limit (and ``scancel --signal=USR2``
-does the same by hand). submitit then calls ``checkpoint()`` of a ``Checkpointable`` job, which
-returns the ``DelayedSubmission`` to run again, and requeues the job under the same id. The
-trainer saves checkpoints on its own schedule and resumes exactly from its newest one, so the
-requeued job continues the same run (and a SIGTERM or a lost node loses at most one interval).
-``checkpoint()`` runs inside a signal handler, perhaps while the trainer holds the status
+Preemption and timeouts: SLURM sends USR2 to every task before the time limit (and
+``scancel --signal=USR2`` does the same by hand). In a training job every rank's handler asks
+the trainer to save at its next step boundary (all ranks together, ``train.preemption``); then
+rank 0 lets submitit call ``checkpoint()`` of the ``Checkpointable`` job, which returns the
+``DelayedSubmission`` to run again, and requeue the job under the same id. The trainer resumes
+exactly from its newest checkpoint, so the requeued job continues the same run (and, thanks to
+its periodic checkpoints, a SIGTERM or a lost node loses at most one interval).
+``checkpoint()`` may run inside a signal handler, perhaps while the trainer holds the status
 lock: it writes a marker file, never status.json; the next attempt turns it into status.
 
 Seam for tests: ``$WEBSSL_STAGE_IMPL`` may name a Python file defining ``train_cell``,
