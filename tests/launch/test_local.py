@@ -330,3 +330,24 @@ def test_a_job_slurm_does_not_report_is_lost_only_when_old(tmp_path, monkeypatch
     assert S.observe(fresh, slurm, tmp_path).state == "unknown"
     old = {**fresh, "submitted": "2020-01-01T00:00:00+00:00"}
     assert S.observe(old, slurm, tmp_path).state == "lost"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_two_local_tasks_usr2_save_on_every_rank_requeue_resume(two_ranks) -> None:
+    """The local executor runs the profile's 2 tasks; USR2 to both: they save at the same
+    step, the controller restarts them, they resume and match one process."""
+    r = run_study(
+        two_ranks.study, opts(executor="local", profile=str(two_ranks.profile), wait=False)
+    )
+    cell = next((r.study_dir / "cells").iterdir())
+    wait_for(lambda: two_ranks.steps_done(cell) >= 4, timeout=240)
+    controller = int(CellDir(cell).stage_status("train")["job"])
+    tasks = _children(controller)
+    assert len(tasks) == 2
+    for task in tasks:
+        os.kill(task, signal.SIGUSR2)
+    signalled_at = two_ranks.steps_done(cell)
+    run_study(two_ranks.study, opts(executor="local", profile=str(two_ranks.profile)))
+    saved_at, rel = two_ranks.check(cell, signalled_at)
+    print(f"2 local tasks: USR2 after step {signalled_at}, saved at {saved_at}, loss rel {rel:.2e}")
