@@ -102,11 +102,9 @@ class TwoRanks:
         import json
 
         from webssl_cli.rundir import CellDir
-        from webssl_cli.specs.registry import get_model
-        from webssl_cli.specs.train import TrainConfig
-        from webssl_cli.train.dist_loop import train_distributed
+        from webssl_cli.train.cell import load_cell
         from webssl_cli.train.distributed import DistEnv
-        from webssl_cli.train.loop import cell_shards
+        from webssl_cli.train.loop import train as train_in_process
 
         cd = CellDir(cell)
         train = cd.stage_status("train")
@@ -123,11 +121,7 @@ class TwoRanks:
         ref = CellDir(self.tmp_path / "one-process")  # the same cell, a one-rank group
         ref.root.mkdir()
         ref.cell_json.write_text(cd.cell_json.read_text())
-        spec = ref.read_spec()
-        cfg = TrainConfig.model_validate(spec["train"])
-        seed = int(spec.get("seed", cfg.seed))
-        assert train_distributed(ref, get_model(spec["model"]), cfg, cell_shards(spec),
-                                 int(spec["samples_seen"]), seed, env=DistEnv()) == "done"  # fmt: skip
+        assert train_in_process(ref, *load_cell(ref), env=DistEnv()) == "done"
         a = [row["loss"] for row in rows]
         b = [json.loads(x)["loss"] for x in ref.metrics_jsonl.read_text().splitlines()]
         assert len(b) == self.iterations

@@ -1,13 +1,13 @@
-"""USR2 in a training job: the loop saves on every rank first, then the job requeues once.
+"""USR2 in a training job: the trainer saves on every rank first, then the job requeues once.
 
-In-process checks of the protocol between ``launch.jobs`` (signal handler, requeue) and
-``train.preemption`` (the flag the loop answers); the real 2-task run on SLURM is in
-test_slurm.py.
+In-process checks of what ``launch.jobs.TrainJob`` does around the trainer's checkpoint hook
+(``train.loop``: USR2 or ``request_checkpoint`` -> save at the next step boundary -> hand the
+signal to submitit's handler -> "preempted"); the real 2-task runs are in test_slurm.py and
+test_local.py (slow).
 """
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -16,105 +16,96 @@ import pytest
 
 from webssl_cli.launch import jobs
 from webssl_cli.rundir import CellDir, read_json
-from webssl_cli.train import preemption
 
-LISTENING_STAGE = """\
-import os, signal
+# A trainer that stopped on a checkpoint request. RECEIVED: this rank got USR2 itself, so (like
+# the real loop) it hands the signal to the handler installed before it, submitit's.
+STAGE = """\
+import signal
 from pathlib import Path
-from webssl_cli.train import preemption
 
 def train_cell(cell_dir):
-    preemption.start_listening()
-    try:
-        for step in range(1, 100):
-            if step == 3:
-                os.kill(os.getpid(), signal.SIGUSR2)  # arrives mid-step
-            if preemption.agreed():  # the step boundary
-                (Path(cell_dir) / "saved-at").write_text(str(step))
-                return preemption.PREEMPTED
-    finally:
-        preemption.stop_listening()
-    return "done"
+    (Path(cell_dir) / "saved").write_text("yes")  # the checkpoint of every rank
+    if {received}:
+        signal.getsignal(signal.SIGUSR2)(signal.SIGUSR2, None)
+    return "preempted"
 """
 
 
 @pytest.fixture
-def submitit_handler():
-    """A stand-in for submitit's USR2 handler; restores whatever was installed."""
-    calls: list[str] = []
-    before = signal.getsignal(signal.SIGUSR2)
-
-    def install(fn: Any = None) -> list[str]:
-        signal.signal(signal.SIGUSR2, fn or (lambda s, f: calls.append("submitit")))
-        return calls
-
-    yield install
-    signal.signal(signal.SIGUSR2, before)
-    preemption.clear()
-
-
-def test_usr2_goes_to_the_listening_loop_else_to_submitit(submitit_handler) -> None:
-    calls = submitit_handler()
-    installed = signal.getsignal(signal.SIGUSR2)
-    with jobs._usr2_saves_first():
-        os.kill(os.getpid(), signal.SIGUSR2)  # no loop listening: submitit requeues at once
-        assert calls == ["submitit"] and not preemption.pending()
-        preemption.start_listening()
-        os.kill(os.getpid(), signal.SIGUSR2)  # the loop will save first
-        assert calls == ["submitit"] and preemption.pending()
-        assert preemption.agreed()  # no process group: this process decides alone
-        assert not preemption.pending() and not preemption.agreed()
-        os.kill(os.getpid(), signal.SIGUSR2)
-        preemption.stop_listening()  # a request the loop never answered is dropped
-        assert not preemption.pending()
-    assert signal.getsignal(signal.SIGUSR2) is installed
-
-
-def test_requeue_once_on_rank_0_only(submitit_handler, monkeypatch) -> None:
-    calls = submitit_handler()
-    with jobs._usr2_saves_first() as requeue:
-        # submitit's handler returned instead of exiting: the job was not requeued
-        with pytest.raises(RuntimeError, match="did not requeue"):
-            requeue()
-        assert calls == ["submitit"]
-        monkeypatch.setattr(jobs, "_job_context", lambda: {"job_id": "7", "rank": 1})
-        with pytest.raises(SystemExit) as e:
-            requeue()  # rank 1 leaves; rank 0's requeue ends the job
-        assert e.value.code == 0 and calls == ["submitit"]
-
-
-def test_train_job_saves_then_requeues_and_records_queued(
-    submitit_handler, tmp_path: Path, monkeypatch
-) -> None:
-    stage = tmp_path / "stage.py"
-    stage.write_text(LISTENING_STAGE)
-    monkeypatch.setenv(jobs.STAGE_IMPL_ENV, str(stage))
+def train_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """(job, requeues) with a submitit-like USR2 handler installed: on rank 0 it calls
+    checkpoint(), records the requeue and exits; on other ranks it returns."""
     cell = tmp_path / "cell"
     cell.mkdir()
     job = jobs.TrainJob(str(cell))
-    requeued: list[int] = []
+    requeues: list[int] = []
+    rank = {"rank": 0}
+    monkeypatch.setattr(jobs, "_job_context", lambda: {"job_id": "7", **rank})
 
-    def submitit_like(signum: int, frame: Any) -> None:  # what submitit does on rank 0
+    def submitit_like(signum: int, frame: Any) -> None:
+        if rank["rank"] != 0:
+            return
         job.checkpoint()
-        requeued.append(signum)
+        requeues.append(signum)
         raise SystemExit(-1)
 
-    submitit_handler(submitit_like)
+    before = signal.signal(signal.SIGUSR2, submitit_like)
+    yield job, requeues, rank
+    signal.signal(signal.SIGUSR2, before)
+
+
+def _use_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    stage = tmp_path / f"stage{abs(hash(text))}.py"
+    stage.write_text(text)
+    monkeypatch.setenv(jobs.STAGE_IMPL_ENV, str(stage))
+
+
+@pytest.mark.parametrize("received", [True, False])
+def test_rank_0_requeues_once_after_the_collective_save(
+    train_job, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, received: bool
+) -> None:
+    job, requeues, _ = train_job
+    _use_stage(tmp_path, monkeypatch, STAGE.format(received=received))
     with pytest.raises(SystemExit):
         job()
-    assert (cell / "saved-at").read_text() == "3"  # saved at the step boundary after USR2
-    assert requeued == [signal.SIGUSR2]  # then requeued once
+    cell = Path(job.cell_dir)
+    assert (cell / "saved").exists()
+    # Once, whether the trainer handed the signal over (rank 0 got it) or launch did.
+    assert requeues == [signal.SIGUSR2]
     entry = CellDir(cell).stage_status("train")
     assert entry["state"] == "queued" and "USR2" in entry["note"]
     assert read_json(cell / "logs" / "train.requeued.json")["requeues"] == 1
     # The next attempt counts the requeue and finishes.
-    monkeypatch.setenv(jobs.STAGE_IMPL_ENV, str(_done_stage(tmp_path)))
+    _use_stage(tmp_path, monkeypatch, "def train_cell(cell_dir):\n    return 'done'\n")
     assert job() == "done"
     entry = CellDir(cell).stage_status("train")
     assert entry["state"] == "done" and entry["requeues"] == 1
 
 
-def _done_stage(tmp_path: Path) -> Path:
-    path = tmp_path / "done_stage.py"
-    path.write_text("def train_cell(cell_dir):\n    return 'done'\n")
-    return path
+def test_other_ranks_leave_without_requeueing_or_writing_status(
+    train_job, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job, requeues, rank = train_job
+    rank["rank"] = 1
+    _use_stage(tmp_path, monkeypatch, STAGE.format(received=True))
+    with pytest.raises(SystemExit) as e:
+        job()
+    assert e.value.code == 0 and requeues == []
+    assert "train" not in (CellDir(job.cell_dir).read_status().get("stages") or {})
+
+
+def test_without_submitit_a_preempted_stage_fails_with_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cell = tmp_path / "cell"
+    cell.mkdir()
+    monkeypatch.setattr(jobs, "_job_context", lambda: {"job_id": None, "rank": 0})
+    _use_stage(tmp_path, monkeypatch, STAGE.format(received=False))
+    before = signal.signal(signal.SIGUSR2, signal.SIG_DFL)
+    try:
+        with pytest.raises(RuntimeError, match="nothing requeues it"):
+            jobs.TrainJob(str(cell))()
+    finally:
+        signal.signal(signal.SIGUSR2, before)
+    entry = CellDir(cell).stage_status("train")
+    assert entry["state"] == "failed" and "run the stage again" in entry["error"]

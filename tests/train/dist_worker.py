@@ -1,4 +1,4 @@
-"""Run ``train_distributed`` as rank ``rank`` of ``world`` gloo processes (tests and benchmarks).
+"""Run ``loop.train`` as rank ``rank`` of ``world`` gloo processes (tests and benchmarks).
 
 Used with ``launch(world, cell, *phases)``, or as a script:
 ``python tests/train/dist_worker.py WORLD CELL_DIR [STOP_AFTER ... end]``.
@@ -29,18 +29,13 @@ def run_rank(rank: int, world: int, ports: list[int], cell: str, phases: list[in
 
     torch.set_num_threads(1)
     from webssl_cli.rundir import CellDir
-    from webssl_cli.specs.registry import get_model
-    from webssl_cli.specs.train import TrainConfig
-    from webssl_cli.train.dist_loop import train_distributed
-    from webssl_cli.train.loop import cell_shards
+    from webssl_cli.train.cell import load_cell
+    from webssl_cli.train.loop import train
 
     run = CellDir(Path(cell))
-    spec = run.read_spec()
-    cfg = TrainConfig.model_validate(spec["train"])
     for port, stop_after in zip(ports, phases, strict=True):
         os.environ["MASTER_PORT"] = str(port)
-        train_distributed(run, get_model(spec["model"]), cfg, cell_shards(spec), int(spec["samples_seen"]),
-                          int(spec.get("seed", 0)), stop_after=stop_after)  # fmt: skip
+        train(run, *load_cell(run), stop_after=stop_after)
 
 
 def launch(world: int, cell: Path, *phases: int | None) -> None:

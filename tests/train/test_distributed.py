@@ -29,9 +29,9 @@ from webssl_cli.rundir import CellDir
 from webssl_cli.specs.registry import get_model
 from webssl_cli.specs.train import TrainConfig
 from webssl_cli.study.memory import estimate_memory
-from webssl_cli.train.dist_loop import train_distributed
+from webssl_cli.train.cell import load_cell
 from webssl_cli.train.distributed import DistEnv
-from webssl_cli.train.loop import cell_shards
+from webssl_cli.train.loop import train
 
 B = 4  # images per rank (or per micro-batch); the global batch is 2B = 8 (preset 'test')
 EQUAL = dict(layerscale=None, dist={"data_lanes": 2, "koleo_group": B})
@@ -46,10 +46,7 @@ def _cell(root, shards, steps: int, strategy: str = "ddp", **kw):
 def _in_process(cell, stop_after=None) -> str:
     """One rank in this process (a one-rank gloo group)."""
     run = CellDir(cell)
-    spec = run.read_spec()
-    cfg = TrainConfig.model_validate(spec["train"])
-    return train_distributed(run, get_model(spec["model"]), cfg, cell_shards(spec),
-                             int(spec["samples_seen"]), 0, env=DistEnv(), stop_after=stop_after)  # fmt: skip
+    return train(run, *load_cell(run), env=DistEnv(), stop_after=stop_after)
 
 
 def losses(cell) -> list[float]:

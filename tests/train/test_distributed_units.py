@@ -15,10 +15,12 @@ from webssl_cli.specs.train import TrainConfig
 from webssl_cli.study.memory import estimate_memory, resolve_strategy
 from webssl_cli.train import device as dev
 from webssl_cli.train import losses as L
-from webssl_cli.train.dist_data import LaneLoader, lanes_for, micro_batches_for
-from webssl_cli.train.dist_loop import koleo_grouped, rank_masks
+from webssl_cli.train.batches import LaneLoader, lanes_for, micro_batches_for
 from webssl_cli.train.distributed import detect_env, first_host, state_bytes
-from webssl_cli.train.ssl_model import build_models, param_groups
+from webssl_cli.train.objective import RunContext
+from webssl_cli.train.objectives.dinov2 import DINOv2, koleo_grouped
+from webssl_cli.train.objectives.dinov2_model import build_models
+from webssl_cli.train.optim import param_groups
 from webssl_cli.train.vit import build_backbone
 
 
@@ -136,11 +138,9 @@ def test_ibot_masks_are_per_global_crop_at_any_world_size():
 
     cfg, spec = _cfg(batch_size=16), get_model("vit-test")
 
-    def masks(rank, world, micro):
-        st = SimpleNamespace(
-            cfg=cfg, spec=spec, seed=3, rank=rank, micro=micro, accum=16 // world // micro
-        )
-        return rank_masks(st, it=5)  # type: ignore[arg-type]
+    def masks(rank, world, micro, it=5):
+        ctx = RunContext(torch.device("cpu"), None, 3, 10, rank, world, micro, 16 // world // micro)
+        return DINOv2.masks(SimpleNamespace(cfg=cfg, spec=spec, ctx=ctx), it)  # type: ignore[arg-type]
 
     one = masks(0, 1, 16)
     two = np.concatenate([masks(0, 2, 4), masks(1, 2, 8)], axis=1)
@@ -149,10 +149,7 @@ def test_ibot_masks_are_per_global_crop_at_any_world_size():
     assert masked.sum() == int(32 * cfg.mask_prob)  # a mask_prob fraction of the global crops
     ratios = one.reshape(32, 16)[masked].mean(axis=1)
     assert ratios.min() >= 0.05 and ratios.max() <= 0.55
-    assert not np.array_equal(
-        one,
-        rank_masks(SimpleNamespace(cfg=cfg, spec=spec, seed=3, rank=0, micro=16, accum=1), it=6),
-    )  # type: ignore[arg-type]
+    assert not np.array_equal(one, masks(0, 1, 16, it=6))
 
 
 # ---- one packed student pass ----------------------------------------------------------------
@@ -217,7 +214,7 @@ def test_state_memory_estimate_within_10_percent(model, preset):
     cfg = TrainConfig.model_validate(PRESETS[preset])
     spec = get_model(model)
     student, _ = build_models(spec, cfg, torch.device("cpu"))
-    opt = torch.optim.AdamW(param_groups(student, cfg), lr=1e-3)
+    opt = torch.optim.AdamW(param_groups(student, cfg, spec.depth), lr=1e-3)
     for p in student.parameters():
         p.grad = torch.zeros_like(p)
     opt.step()  # allocates AdamW's moments

@@ -11,10 +11,10 @@ import torch
 from conftest import make_cell
 
 from webssl_cli.rundir import CellDir
-from webssl_cli.specs.registry import get_model
-from webssl_cli.specs.train import TrainConfig
 from webssl_cli.train import loop
+from webssl_cli.train.cell import load_cell
 from webssl_cli.train.loop import train_cell
+from webssl_cli.train.objectives import dinov2
 
 
 def _teacher(cell):
@@ -36,12 +36,13 @@ def test_train_cell_writes_the_run_directory_contract(tmp_path, shards):
     lines = [json.loads(x) for x in run.metrics_jsonl.read_text().splitlines()]
     assert [m["step"] for m in lines] == [1, 2, 3, 4, 5]
     for key in ("loss", "dino_loss", "ibot_loss", "koleo_loss", "lr", "wd", "momentum", "teacher_temp",
-                "grad_norm", "images_per_s", "samples_seen", "skipped_samples", "time", "data_epochs"):  # fmt: skip
+                "grad_norm", "dino_head_grad_norm", "ibot_head_grad_norm", "teacher_entropy",
+                "teacher_marginal_entropy", "masked_tokens", "student_temp", "world_size", "images_per_s", "samples_seen", "skipped_samples", "time", "data_epochs"):  # fmt: skip
         assert key in lines[-1], key
     export = _teacher(cell)
     assert export["model"] == "vit-test" and export["spec"]["width"] == 32
     assert "blocks.0.attn.qkv.weight" in export["state_dict"]
-    assert len(list(run.checkpoints_dir.glob("ckpt-*.pt"))) == 2  # keep_checkpoints
+    assert len(list(run.checkpoints_dir.glob("dcp-*"))) == 2  # keep_checkpoints
 
 
 def test_sigkill_midway_then_resume_gives_identical_teacher(tmp_path, shards):
@@ -60,7 +61,7 @@ def test_sigkill_midway_then_resume_gives_identical_teacher(tmp_path, shards):
     )
     ckdir = CellDir(killed).checkpoints_dir
     deadline = time.time() + 120
-    while not (ckdir / "ckpt-00000015.pt").exists():
+    while not (ckdir / "dcp-00000015" / "meta.json").exists():
         assert proc.poll() is None, "the training process ended before it could be killed"
         assert time.time() < deadline
         time.sleep(0.01)
@@ -71,7 +72,7 @@ def test_sigkill_midway_then_resume_gives_identical_teacher(tmp_path, shards):
     assert CellDir(killed).stage_status("train")["state"] == "running"
 
     assert train_cell(killed) == "done"
-    assert CellDir(killed).stage_status("train")["resumed_from"].endswith(".pt")
+    assert CellDir(killed).stage_status("train")["resumed_from"].endswith("dcp-00000015")
     assert _max_diff(_teacher(straight)["state_dict"], _teacher(killed)["state_dict"]) == 0.0
     steps = [json.loads(x)["step"] for x in CellDir(killed).metrics_jsonl.read_text().splitlines()]
     assert steps == list(range(1, 61))  # lines after the checkpoint were dropped and redone
@@ -83,33 +84,24 @@ def test_truncated_newest_checkpoint_falls_back(tmp_path, shards):
     assert train_cell(straight) == "done"
 
     cell = make_cell(tmp_path / "trunc", shards, samples=64, **kw)
-    cfg = TrainConfig.model_validate(json.loads((cell / "cell.json").read_text())["train"])
     run = CellDir(cell)
-    assert (
-        loop.train(
-            run, get_model("vit-test"), cfg, loop.cell_shards(run.read_spec()), 64, 0, stop_after=6
-        )
-        == "running"
-    )
-    newest = run.checkpoints_dir / "ckpt-00000006.pt"
-    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    assert loop.train(run, *load_cell(run), stop_after=6) == "running"
+    newest = run.checkpoints_dir / "dcp-00000006"
+    for shard in newest.glob("*.distcp"):  # cut every shard file as a kill mid-write would
+        shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
     assert train_cell(cell) == "done"
-    assert run.stage_status("train")["resumed_from"].endswith("ckpt-00000004.pt")
+    assert run.stage_status("train")["resumed_from"].endswith("dcp-00000004")
     assert _max_diff(_teacher(straight)["state_dict"], _teacher(cell)["state_dict"]) == 0.0
 
 
 def test_nan_loss_stops_as_diverged_keeping_last_good_checkpoint(tmp_path, shards, monkeypatch):
-    real = loop.forward_losses
-    calls = {"n": 0}
+    real = dinov2.DINOv2.loss
 
-    def poisoned(*a, **kw):
-        out = real(*a, **kw)
-        calls["n"] += 1
-        if calls["n"] == 4:  # iteration 3
-            out["loss"] = out["loss"] * float("nan")
-        return out
+    def poisoned(self, inputs, it):
+        loss, metrics = real(self, inputs, it)
+        return (loss * float("nan") if it == 3 else loss), metrics
 
-    monkeypatch.setattr(loop, "forward_losses", poisoned)
+    monkeypatch.setattr(dinov2.DINOv2, "loss", poisoned)
     cell = make_cell(tmp_path / "nan", shards, samples=80, checkpoint_every=2)
     assert train_cell(cell) == "diverged"
     run = CellDir(cell)
@@ -117,7 +109,7 @@ def test_nan_loss_stops_as_diverged_keeping_last_good_checkpoint(tmp_path, shard
     assert (
         status["state"] == "diverged" and status["diverged_at"] == 3 and "step 3" in status["error"]
     )
-    assert [p.name for p in sorted(run.checkpoints_dir.iterdir())] == ["ckpt-00000002.pt"]
+    assert [p.name for p in sorted(run.checkpoints_dir.iterdir())] == ["dcp-00000002"]
     assert not run.backbone_export.exists()
 
 
@@ -147,10 +139,8 @@ def test_filtered_cell_reads_filtered_sources_and_repeats(tmp_path, shards, monk
 
 def test_resume_drops_a_metrics_line_cut_by_a_kill(tmp_path, shards):
     cell = make_cell(tmp_path / "cut", shards, samples=48, checkpoint_every=2)
-    cfg = TrainConfig.model_validate(json.loads((cell / "cell.json").read_text())["train"])
     run = CellDir(cell)
-    urls = loop.cell_shards(run.read_spec())
-    assert loop.train(run, get_model("vit-test"), cfg, urls, 48, 0, stop_after=3) == "running"
+    assert loop.train(run, *load_cell(run), stop_after=3) == "running"
     with open(run.metrics_jsonl, "a") as f:
         f.write('{"step": 4, "loss": 1.')  # killed mid-write
     assert train_cell(cell) == "done"

@@ -3,7 +3,7 @@ import pytest
 
 from webssl_cli.specs.presets import PRESETS
 from webssl_cli.specs.train import TrainConfig
-from webssl_cli.train.masking import batch_masks, block_mask
+from webssl_cli.train.masking import block_mask, crop_masks
 from webssl_cli.train.schedules import Schedules
 
 
@@ -15,16 +15,17 @@ def test_block_mask_covers_about_the_target():
         assert m.sum() >= 0.5 * target
 
 
-def test_batch_masks_probability_and_ratios():
-    rng = np.random.default_rng(0)
-    masks = batch_masks(rng, 64, (16, 16), 0.5, (0.1, 0.5))
+def test_crop_masks_probability_and_ratios():
+    masks = crop_masks(0, 7, 64, np.arange(64), (16, 16), 0.5, (0.1, 0.5))
     assert masks.shape == (64, 256)
     counts = masks.sum(1)
     assert (counts > 0).sum() == 32  # mask_prob 0.5
     assert counts.max() <= 0.5 * 256
     assert abs(counts[counts > 0].mean() / 256 - 0.3) < 0.08  # ratios spread over 0.1-0.5
-    again = batch_masks(np.random.default_rng(0), 64, (16, 16), 0.5, (0.1, 0.5))
+    again = crop_masks(0, 7, 64, np.arange(64), (16, 16), 0.5, (0.1, 0.5))
     assert np.array_equal(masks, again)
+    some = crop_masks(0, 7, 64, np.array([5, 40]), (16, 16), 0.5, (0.1, 0.5))
+    assert np.array_equal(some, masks[[5, 40]])  # a crop's mask does not depend on who draws it
 
 
 def test_schedules_recipe_endpoints():

@@ -5,10 +5,10 @@ that directory (``running`` at start; ``done`` / ``diverged`` / ``failed`` with 
 error at the end). The stage implementations import torch inside; this module does not.
 
 Preemption and timeouts: SLURM sends USR2 to every task before the time limit (and
-``scancel --signal=USR2`` does the same by hand). In a training job every rank's handler asks
-the trainer to save at its next step boundary (all ranks together, ``train.preemption``); then
-rank 0 lets submitit call ``checkpoint()`` of the ``Checkpointable`` job, which returns the
-``DelayedSubmission`` to run again, and requeue the job under the same id. The trainer resumes
+``scancel --signal=USR2`` does the same by hand). In its step loop the trainer saves on every
+rank at the next step boundary (``train.loop``); then, on rank 0, submitit calls
+``checkpoint()`` of the ``Checkpointable`` job, which returns the ``DelayedSubmission`` to run
+again, and requeues the job under the same id. The trainer resumes
 exactly from its newest checkpoint, so the requeued job continues the same run (and, thanks to
 its periodic checkpoints, a SIGTERM or a lost node loses at most one interval).
 ``checkpoint()`` may run inside a signal handler, perhaps while the trainer holds the status
@@ -30,18 +30,17 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import ModuleType
 from typing import Any
 
 import submitit
 
 from webssl_cli.rundir import CellDir, atomic_write_json, now_iso, read_json
-from webssl_cli.train import preemption
-from webssl_cli.train.preemption import PREEMPTED
 
 STAGE_IMPL_ENV = "WEBSSL_STAGE_IMPL"
+PREEMPTED = "preempted"  # what the trainer returns after a checkpoint on request (USR2)
 _REAL = {
     "train_cell": "webssl_cli.train.loop",
     "run_eval": "webssl_cli.eval.run",
@@ -161,12 +160,13 @@ def _append_log(cd: CellDir, stage: str, text: str) -> None:
 class TrainJob(submitit.helpers.Checkpointable):
     """Train one cell; on USR2 (preemption, time limit) checkpoint and requeue itself.
 
-    Every task of the job runs this (one per rank). While the trainer is in its step loop, USR2
-    on any rank makes all ranks save a checkpoint at the next step boundary (a distributed
-    checkpoint needs every rank, ``train.preemption``); then rank 0 requeues the job once,
-    through submitit (which calls ``checkpoint`` below), and the next attempt resumes from that
-    checkpoint. Outside the loop (building the model, exporting) USR2 requeues at once, as
-    submitit does, and the next attempt resumes from the newest periodic checkpoint.
+    Every task of the job runs this (one per rank). While the trainer is in its step loop, it
+    handles USR2 itself: every rank saves at the next step boundary (the ranks agree on the
+    step with an all-reduce; a distributed checkpoint needs all of them), then hands the signal
+    to submitit's handler, which on rank 0 calls ``checkpoint`` below and requeues the job once.
+    When rank 0 stopped without having received the signal itself (it went to another rank),
+    the trainer returns "preempted" and rank 0 requeues here. Outside the step loop USR2 goes
+    straight to submitit: requeue at once, resume from the newest checkpoint.
     """
 
     def __init__(self, cell_dir: str) -> None:
@@ -175,21 +175,21 @@ class TrainJob(submitit.helpers.Checkpointable):
     def __call__(self) -> str:
         train_cell = stage_impl("train_cell")
         cell = Path(self.cell_dir)
+        submitit_usr2 = signal.getsignal(signal.SIGUSR2)
 
         def body() -> str:
-            with _usr2_saves_first() as requeue:
-                result: str = train_cell(cell)
+            result: str = train_cell(cell)
             if result == PREEMPTED:
-                requeue()
+                _requeue_once(submitit_usr2)
             return result
 
         result: str = run_stage(cell, "train", body)
         return result
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
-        # Called by submitit on rank 0 just before it requeues the job (the trainer has saved,
-        # or is not in its loop): count the requeue. Maybe inside a signal handler while the
-        # trainer holds the status lock: a marker file, never status.json.
+        # Called by submitit on rank 0 just before it requeues the job: count the requeue.
+        # Maybe inside a signal handler while the trainer holds the status lock: a marker
+        # file, never status.json.
         marker = _requeue_marker(CellDir(self.cell_dir), "train")
         try:
             count = int(read_json(marker).get("requeues", 0)) if marker.exists() else 0
@@ -199,41 +199,19 @@ class TrainJob(submitit.helpers.Checkpointable):
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
-@contextlib.contextmanager
-def _usr2_saves_first() -> Iterator[Callable[[], None]]:
-    """While the block runs, USR2 asks the training loop to save on every rank first.
-
-    Yields ``requeue``: after the loop returned ``PREEMPTED``, rank 0 hands over to submitit's
-    own USR2 handler (checkpoint(), requeue under the same job id, exit); the other ranks exit
-    and the requeue ends the job. Where submitit installed no handler (the debug executor),
-    or outside the main thread, USR2 is left alone.
-    """
-    previous = signal.getsignal(signal.SIGUSR2)
-
-    def on_usr2(signum: int, frame: FrameType | None) -> None:
-        if preemption.request():  # the loop saves on every rank at its next step boundary
-            return
-        if callable(previous):
-            previous(signum, frame)
-
-    def requeue() -> None:
-        if not callable(previous):
-            raise RuntimeError("training stopped for USR2 but no submitit handler can requeue it")
-        if _job_context()["rank"] == 0:
-            previous(signal.SIGUSR2, None)  # exits (SystemExit) once the job is requeued
-            raise RuntimeError("submitit did not requeue the job after USR2")
-        # Not an error: rank 0 requeues the job, which ends this task too.
+def _requeue_once(submitit_usr2: Any) -> None:
+    """After the trainer checkpointed on every rank and returned "preempted": rank 0 runs
+    submitit's USR2 handler (``checkpoint()``, requeue under the same job id, exit); the other
+    ranks leave, and the requeue ends the job."""
+    if _job_context()["rank"] != 0:
         sys.exit(0)
-
-    try:
-        signal.signal(signal.SIGUSR2, on_usr2)
-    except ValueError:  # not the main thread: no signals to handle here
-        yield requeue
-        return
-    try:
-        yield requeue
-    finally:
-        signal.signal(signal.SIGUSR2, previous)
+    if not callable(submitit_usr2):
+        raise RuntimeError(
+            "training stopped on a checkpoint request, but outside a submitit job nothing "
+            "requeues it; run the stage again to resume"
+        )
+    submitit_usr2(signal.SIGUSR2, None)  # exits (SystemExit) once the job is requeued
+    raise RuntimeError("submitit did not requeue the job after the preemption checkpoint")
 
 
 class EvalJob(submitit.helpers.Checkpointable):

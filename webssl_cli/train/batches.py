@@ -1,13 +1,21 @@
-"""Multi-crop batches from a shard stream: decode + augment (optionally in worker processes).
+"""The batch sequence of a run and each rank's slice of it: decode + multi-crop augmentation.
 
-A sample's augmentation draws from ``Generator(seed, rank, chunk, offset)``: a pure function of
-its place in the stream, so worker count and scheduling never change the crops. Workers return
-results in order; read-ahead is bounded. Undecodable images and samples without an image are
-skipped and counted.
+The global batch of step i is the concatenation, in lane order, of ``batch_size / lanes``
+images from each of ``lanes`` independent sample streams (lane l is ``ShardStream(seed,
+rank=l)``: shards drawn by ``Generator(seed, l, chunk)``, crops by ``Generator(seed, l, chunk,
+offset)``). Rank r of W reads lanes [r L/W, (r+1) L/W): a contiguous slice of every global
+batch, distinct from every other rank's, with no sample read twice. The lane count is fixed by
+the config, not by W, so the same images make step i at any world size, any micro-batch size,
+and after a resume at another world size (the checkpoint holds every lane's position).
+
+A sample's crops are a pure function of its place in its lane, so worker count and scheduling
+never change them. Workers return results in order; read-ahead is bounded. Undecodable images
+and samples without an image are skipped and counted per lane.
 """
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -19,15 +27,151 @@ import torch
 
 from webssl_cli.data.multicrop import MEAN, STD, MultiCrop, UndecodableImage
 from webssl_cli.data.stream import Position, ShardStream, image_bytes
-from webssl_cli.specs.train import CropConfig
+from webssl_cli.errors import UserError
+from webssl_cli.specs.train import CropConfig, TrainConfig
+
+
+def lanes_for(cfg: TrainConfig, world_size: int, resumed: int | None = None) -> int:
+    """The run's lane count; it must divide the batch and be a multiple of the world size.
+
+    ``resumed``: the lane count of the checkpoint being resumed, kept when the config leaves it
+    open (a cell started by the single-stream loop has one lane).
+    """
+    lanes = cfg.dist.data_lanes or resumed or math.gcd(cfg.batch_size, 64)
+    if cfg.batch_size % lanes:
+        raise UserError(
+            f"train.dist.data_lanes: {lanes} does not divide train.batch_size {cfg.batch_size}; "
+            "choose a divisor of the batch size"
+        )
+    if lanes % world_size:
+        raise UserError(
+            f"train.dist.data_lanes: {lanes} lanes cannot be split over {world_size} ranks; set it "
+            f"to a multiple of {world_size} that divides the batch size {cfg.batch_size}"
+        )
+    return lanes
+
+
+def micro_batches_for(cfg: TrainConfig, world_size: int) -> tuple[int, int]:
+    """(micro-batch, accumulation steps) per rank so that W x micro x accum = batch_size."""
+    if cfg.batch_size % world_size:
+        raise UserError(
+            f"train.batch_size: {cfg.batch_size} does not split over {world_size} ranks; use a multiple of {world_size}"
+        )
+    per_rank = cfg.batch_size // world_size
+    mb = cfg.micro_batch or per_rank
+    if per_rank % mb:
+        raise UserError(
+            f"train.micro_batch: {mb} does not divide the {per_rank} images per rank "
+            f"(batch_size {cfg.batch_size} / {world_size} ranks); choose a divisor"
+        )
+    return mb, per_rank // mb
 
 
 @dataclass
 class Batch:
-    globals_u8: torch.Tensor  # (2, B, G, G, 3) uint8
-    locals_u8: torch.Tensor  # (L, B, S, S, 3) uint8 (L may be 0)
-    position: Position  # stream position after the batch's last sample
-    problems: Counter[str] = field(default_factory=Counter)  # cumulative skipped samples
+    """This rank's slice of one global batch (what an objective's ``step_inputs`` receives)."""
+
+    globals_u8: torch.Tensor  # (2, B_rank, G, G, 3) uint8, this rank's slice of the global batch
+    locals_u8: torch.Tensor  # (L, B_rank, S, S, 3) uint8
+    positions: dict[int, Position]  # lane -> position after its last sample in this batch
+    problems: dict[int, Counter[str]] = field(default_factory=dict)  # lane -> skipped samples
+
+
+class LaneLoader:
+    """Yields this rank's slice of every global batch; one worker pool serves all its lanes."""
+
+    def __init__(
+        self,
+        urls: list[str],
+        seed: int,
+        crops: CropConfig,
+        batch_size: int,
+        lanes: int,
+        rank: int,
+        world_size: int,
+        positions: dict[int, Position] | None = None,
+        problems: dict[int, Counter[str]] | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        self.crops, self.per_lane = crops, batch_size // lanes
+        per_rank = lanes // world_size
+        self.lanes = list(range(rank * per_rank, (rank + 1) * per_rank))
+        positions = positions or {}
+        self.streams = {
+            lane: ShardStream(urls, seed=seed, rank=lane, start=positions.get(lane, Position()))
+            for lane in self.lanes
+        }
+        self.problems: dict[int, Counter[str]] = {
+            lane: Counter((problems or {}).get(lane, {})) for lane in self.lanes
+        }
+        self.num_workers = num_workers
+        self._pool: Any = None
+
+    def _lane_results(self, lane: int) -> Iterator[tuple[tuple[str, Any, Any], Position]]:
+        s = self.streams[lane]
+        jobs = (
+            ((image_bytes(x.members), [s.seed, s.rank, x.position.chunk, x.position.offset]), x.position)
+            for x in s
+        )  # fmt: skip
+        if self._pool is None:
+            for job, pos in jobs:
+                yield _augment(job), pos
+            return
+        group = max(1, min(8, self.per_lane))
+        inflight: deque[tuple[Any, list[Position]]] = deque()
+        ahead = max(2, -(-2 * self.per_lane // group))  # about two steps of this lane in flight
+        while True:
+            while len(inflight) < ahead:
+                chunk = [next(jobs) for _ in range(group)]
+                res = self._pool.apply_async(_augment_many, ([j for j, _ in chunk],))
+                inflight.append((res, [p for _, p in chunk]))
+            res, positions = inflight.popleft()
+            yield from zip(res.get(), positions, strict=True)
+
+    def __iter__(self) -> Iterator[Batch]:
+        if self.num_workers > 0:
+            ctx = mp.get_context("fork")
+            self._pool = ctx.Pool(
+                self.num_workers, initializer=_init_worker, initargs=(self.crops,)
+            )
+        else:
+            _init_worker(self.crops)
+        results = {lane: self._lane_results(lane) for lane in self.lanes}
+        while True:
+            gl: list[np.ndarray] = []
+            lo: list[np.ndarray] = []
+            positions: dict[int, Position] = {}
+            for lane in self.lanes:
+                got = 0
+                while got < self.per_lane:
+                    (status, g, loc), pos = next(results[lane])
+                    if status != "ok":
+                        self.problems[lane][status] += 1
+                        continue
+                    gl.append(g)
+                    lo.append(loc)
+                    positions[lane] = pos
+                    got += 1
+            c = self.crops
+            g_arr = np.stack([np.stack(x) for x in zip(*gl, strict=True)])  # (2, B_rank, G, G, 3)
+            if c.n_local:
+                l_arr = np.stack([np.stack(x) for x in zip(*lo, strict=True)])
+            else:
+                l_arr = np.zeros((0, len(gl), c.local_size, c.local_size, 3), np.uint8)
+            problems = {
+                lane: self.problems[lane] + self.streams[lane].problems for lane in self.lanes
+            }
+            yield Batch(torch.from_numpy(g_arr), torch.from_numpy(l_arr), positions, problems)
+
+    def epochs(self) -> float:
+        """This rank's share of the passes over the shard list (sum over ranks for the run's)."""
+        return sum(s.epochs() for s in self.streams.values())
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
 
 
 _WORKER_MC: MultiCrop | None = None
@@ -53,73 +197,6 @@ def _augment(job: tuple[bytes | None, list[int]]) -> tuple[str, Any, Any]:
 
 def _augment_many(jobs: list[tuple[bytes | None, list[int]]]) -> list[tuple[str, Any, Any]]:
     return [_augment(j) for j in jobs]
-
-
-class BatchLoader:
-    """Iterates multi-crop batches of ``batch_size`` images from ``stream``."""
-
-    def __init__(
-        self, stream: ShardStream, crops: CropConfig, batch_size: int, num_workers: int = 0
-    ) -> None:
-        self.stream, self.crops, self.batch_size = stream, crops, batch_size
-        self.num_workers = num_workers
-        self.problems: Counter[str] = Counter()
-        self._pool: Any = None
-
-    def _jobs(self) -> Iterator[tuple[tuple[bytes | None, list[int]], Position]]:
-        s = self.stream
-        for sample in s:
-            seed = [s.seed, s.rank, sample.position.chunk, sample.position.offset]
-            yield (image_bytes(sample.members), seed), sample.position
-
-    def _results(self) -> Iterator[tuple[tuple[str, Any, Any], Position]]:
-        jobs = self._jobs()
-        if self.num_workers == 0:
-            _init_worker(self.crops)
-            for job, pos in jobs:
-                yield _augment(job), pos
-            return
-        ctx = mp.get_context("fork")
-        self._pool = ctx.Pool(self.num_workers, initializer=_init_worker, initargs=(self.crops,))
-        group = 8  # samples per task: amortises the pickling round trip
-        inflight: deque[tuple[Any, list[Position]]] = deque()
-        while True:
-            while len(inflight) < 4 * self.num_workers:
-                chunk = [next(jobs) for _ in range(group)]
-                inflight.append(
-                    (
-                        self._pool.apply_async(_augment_many, ([j for j, _ in chunk],)),
-                        [p for _, p in chunk],
-                    )
-                )
-            res, positions = inflight.popleft()
-            yield from zip(res.get(), positions, strict=True)
-
-    def __iter__(self) -> Iterator[Batch]:
-        gl: list[list[np.ndarray]] = []
-        lo: list[list[np.ndarray]] = []
-        for (status, g, loc), pos in self._results():
-            if status != "ok":
-                self.problems[status] += 1
-                continue
-            gl.append(g)
-            lo.append(loc)
-            if len(gl) == self.batch_size:
-                c = self.crops
-                g_arr = np.stack([np.stack(x) for x in zip(*gl, strict=True)])  # (2, B, G, G, 3)
-                if c.n_local:
-                    l_arr = np.stack([np.stack(x) for x in zip(*lo, strict=True)])
-                else:
-                    l_arr = np.zeros((0, self.batch_size, c.local_size, c.local_size, 3), np.uint8)
-                problems = self.problems + self.stream.problems
-                yield Batch(torch.from_numpy(g_arr), torch.from_numpy(l_arr), pos, problems)
-                gl, lo = [], []
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
 
 
 def to_model_input(u8: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -140,7 +140,7 @@ def register(app: typer.Typer) -> None:
             if (
                 run.cell_json.exists()
                 and run.read_spec() != spec
-                and any(run.checkpoints_dir.glob("ckpt-*.pt"))
+                and any(run.checkpoints_dir.glob("*-[0-9]*"))  # dcp-N/ or older ckpt-N.pt
             ):
                 raise UserError(f"{out}: holds checkpoints of a different run; use a new --out")
             run.write_spec(spec)

@@ -9,8 +9,8 @@ model spread over us.
 - Strategies: 'ddp' (replicated student, gradients all-reduced) or 'fsdp' (FSDP2
   ``fully_shard`` per transformer block and per head, then the root; bf16 parameters with fp32
   reductions on CUDA). 'auto' picks FSDP2 from ``AUTO_FSDP_PARAMS`` backbone parameters.
-- The teacher is sharded like the student; its EMA runs on the local shards with ``_foreach``
-  ops (no all-gather), because both are sharded identically.
+- A frozen copy (an EMA teacher) is sharded like the trainable model; its EMA runs on the local
+  shards (``ema.ema_update``, no all-gather), because both are sharded identically.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from webssl_cli.study.memory import resolve_strategy
-from webssl_cli.train.ssl_model import SSLModel
 
 __all__ = ["resolve_strategy"]
 
@@ -170,103 +169,27 @@ def all_reduce_mean(values: list[float], device: torch.device) -> list[float]:
     return (t / world()).tolist()
 
 
-# ---- the student and teacher as root modules ------------------------------------------------
+# ---- spreading a model over the ranks ---------------------------------------------------------
 # FSDP2 determines its root by the first module whose forward runs, and DDP synchronises only
-# through its own forward: each side's whole forward therefore is one module call.
+# through its own forward: each side of an objective (student, teacher) therefore runs its
+# whole forward as one call of a root module, which is what gets wrapped.
 
 
-class StudentStep(nn.Module):
-    """The student's forward on all crops: CLS of the global crops, DINO logits of every crop
-    (2 globals, then the locals), iBOT logits of the masked global patch tokens."""
-
-    def __init__(self, model: SSLModel, packed: bool = True) -> None:
-        super().__init__()
-        self.model = model
-        self.packed = packed
-
-    def forward(
-        self, g: Tensor, loc: Tensor | None, masks: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        bb = self.model.backbone
-        sl: dict[str, Tensor | None] | None
-        if loc is not None and self.packed:  # one pass: globals and locals share token-wise layers
-            s, sl = bb.forward_features_list([g, loc], [masks, None])
-        else:
-            s = bb.forward_features(g, masks=masks)
-            sl = bb.forward_features(loc) if loc is not None else None
-        cls_g = s["x_norm_clstoken"]  # (2B, D)
-        assert cls_g is not None and s["x_norm_patchtokens"] is not None
-        cls = cls_g if sl is None else torch.cat([cls_g, sl["x_norm_clstoken"]])  # type: ignore[list-item]
-        dino = self.model.dino_head(cls)  # ((2+L)B, K)
-        ibot = self.model.ibot_head(s["x_norm_patchtokens"][masks])  # (M, K)
-        return cls_g, dino, ibot
-
-
-class TeacherStep(nn.Module):
-    """The teacher's forward on the unmasked global crops: DINO logits (2B, K) and iBOT logits
-    of the patch tokens the student sees masked (M, K)."""
-
-    def __init__(self, model: SSLModel) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, g: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
-        t = self.model.backbone.forward_features(g)
-        assert t["x_norm_clstoken"] is not None and t["x_norm_patchtokens"] is not None
-        dino = self.model.dino_head(t["x_norm_clstoken"])
-        ibot = self.model.ibot_head(t["x_norm_patchtokens"][masks])
-        return dino, ibot
-
-
-@dataclass
-class Parallel:
-    """The wrapped models of a run and how they are spread."""
-
-    student: SSLModel  # the parameters (sharded DTensors under FSDP2); optimiser and EMA use it
-    teacher: SSLModel
-    student_step: nn.Module  # call these for the forward passes
-    teacher_step: nn.Module
-    strategy: str  # "ddp" | "fsdp"
-    sharded: bool
-
-    def reshard_teacher(self) -> None:
-        """FSDP2 keeps the root's parameters gathered after forward (it expects a backward);
-        the teacher has none, so free them, and its EMA sees the same shards as the student."""
-        if self.sharded:
-            self.teacher_step.reshard()  # type: ignore[operator]
-
-    def no_sync(self, last_micro_batch: bool) -> Any:
-        """DDP: skip the all-reduce on all but the last micro-batch of a step. FSDP2 keeps
-        reduce-scattering every micro-batch: skipping it would keep whole unsharded gradients
-        (in bf16 on GPU) until the last one, which defeats the sharding."""
-        import contextlib
-
-        if not last_micro_batch and hasattr(self.student_step, "no_sync"):
-            return self.student_step.no_sync()  # type: ignore[operator]
-        return contextlib.nullcontext()
-
-
-def parallelize(
-    student: SSLModel,
-    teacher: SSLModel,
+def wrap(
+    root: nn.Module,
+    units: list[nn.Module],
     strategy: str,
     device: torch.device,
     *,
-    activation_checkpointing: bool = False,
-    compile_blocks: bool = False,
-    packed: bool = True,
-) -> Parallel:
-    """Wrap student and teacher for ``strategy`` ('ddp' | 'fsdp') over the default group.
+    trainable: bool,
+) -> nn.Module:
+    """``root`` spread over the default group with ``strategy`` ('ddp' | 'fsdp').
 
-    Call before building the optimiser: FSDP2 replaces the parameters by sharded DTensors.
+    'fsdp': FSDP2 ``fully_shard`` on each of ``units`` (blocks, heads), then on the root (bf16
+    parameters with fp32 reductions on CUDA). 'ddp': a trainable root is wrapped in DDP when
+    there are several ranks; a frozen one (an EMA teacher) is replicated as it is. Call before
+    building the optimiser: FSDP2 replaces the parameters by sharded DTensors.
     """
-    student.backbone.grad_checkpointing = activation_checkpointing
-    if compile_blocks:
-        for m in (student, teacher):
-            for blk in m.backbone.blocks:
-                blk.compile()
-    s_step: nn.Module = StudentStep(student, packed)
-    t_step: nn.Module = TeacherStep(teacher)
     if strategy == "fsdp":
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -280,25 +203,44 @@ def parallelize(
             if device.type == "cuda"
             else MixedPrecisionPolicy()
         )
-        for model, root in ((student, s_step), (teacher, t_step)):
-            for blk in model.backbone.blocks:
-                fully_shard(blk, mesh=mesh, mp_policy=mp)
-            fully_shard(model.dino_head, mesh=mesh, mp_policy=mp)
-            fully_shard(model.ibot_head, mesh=mesh, mp_policy=mp)
-            fully_shard(root, mesh=mesh, mp_policy=mp)
-        return Parallel(student, teacher, s_step, t_step, "fsdp", True)
+        for unit in units:
+            fully_shard(unit, mesh=mesh, mp_policy=mp)
+        fully_shard(root, mesh=mesh, mp_policy=mp)
+        return root
     if strategy != "ddp":
         raise ValueError(f"unknown strategy {strategy!r}; valid: ddp, fsdp")
-    if world() > 1:
+    if trainable and world() > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        s_step = DDP(
-            s_step,
+        return DDP(
+            root,
             device_ids=[device.index] if device.type == "cuda" else None,
             broadcast_buffers=False,
             gradient_as_bucket_view=True,  # gradients live in the buckets: no second copy
         )
-    return Parallel(student, teacher, s_step, t_step, "ddp", False)
+    return root
+
+
+def is_sharded(module: nn.Module) -> bool:
+    return any(type(p).__name__ == "DTensor" for p in module.parameters())
+
+
+def no_sync(root: nn.Module, last_micro_batch: bool) -> Any:
+    """DDP: skip the all-reduce on all but the last micro-batch of a step. FSDP2 keeps
+    reduce-scattering every micro-batch: skipping it would keep whole unsharded gradients
+    (in bf16 on GPU) until the last one, which defeats the sharding."""
+    import contextlib
+
+    if not last_micro_batch and hasattr(root, "no_sync"):
+        return root.no_sync()  # type: ignore[operator]
+    return contextlib.nullcontext()
+
+
+def reshard(root: nn.Module) -> None:
+    """FSDP2 keeps the root's parameters gathered after forward (it expects a backward); a
+    frozen root has none, so free them (its EMA then sees the same shards as the student)."""
+    if hasattr(root, "reshard"):
+        root.reshard()  # type: ignore[operator]
 
 
 def local(t: Tensor) -> Tensor:
@@ -306,17 +248,6 @@ def local(t: Tensor) -> Tensor:
     from torch.distributed.tensor import DTensor
 
     return t.to_local() if isinstance(t, DTensor) else t
-
-
-@torch.no_grad()
-def sharded_ema(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
-    """teacher = m * teacher + (1 - m) * student on each rank's local shards, no all-gather."""
-    t = [local(p) for p in teacher.parameters()]
-    s = [local(p.detach()) for p in student.parameters()]
-    if len(t) != len(s):
-        raise ValueError("teacher and student have different parameter lists")
-    torch._foreach_mul_(t, momentum)
-    torch._foreach_add_(t, s, alpha=1.0 - momentum)
 
 
 @torch.no_grad()
@@ -361,3 +292,26 @@ def state_bytes(module: nn.Module, optimizer: torch.optim.Optimizer | None = Non
 def peak_memory_bytes(device: torch.device) -> int:
     """Peak allocated accelerator memory of this process (0 on CPU, where it is not tracked)."""
     return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else 0
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on at least one (one small all-reduce)."""
+    if world() == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t)
+    return bool(t.item() > 0)
+
+
+def barrier() -> None:
+    if world() > 1:
+        dist.barrier()
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """``obj`` of every rank, in rank order (a list of one at world size 1)."""
+    if world() == 1:
+        return [obj]
+    out: list[Any] = [None] * world()
+    dist.all_gather_object(out, obj)
+    return out

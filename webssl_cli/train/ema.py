@@ -1,15 +1,21 @@
-"""The EMA teacher update: teacher = m * teacher + (1 - m) * student, with ``_foreach`` ops."""
+"""The EMA update of a frozen copy: teacher = m * teacher + (1 - m) * student.
+
+It runs on each rank's local shards with ``_foreach`` ops: unsharded tensors are their own
+local shard, and under FSDP2 teacher and student are sharded identically, so no all-gather.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from webssl_cli.train.distributed import local
+
 
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
-    t = [p for p in teacher.parameters()]
-    s = [p.detach() for p in student.parameters()]
+    t = [local(p) for p in teacher.parameters()]
+    s = [local(p.detach()) for p in student.parameters()]
     if len(t) != len(s):
         raise ValueError("teacher and student have different parameter lists")
     torch._foreach_mul_(t, momentum)

@@ -2,7 +2,7 @@
 
 A fraction ``mask_prob`` of the images get masks whose ratios are spread evenly over
 ``mask_ratio`` (one uniform draw per slice of the range); the rest get none. The draws come from
-a numpy Generator, so masks are a pure function of the seed the loop passes (seed, step).
+a numpy Generator, so masks are a pure function of (seed, step, crop).
 """
 
 from __future__ import annotations
@@ -50,22 +50,32 @@ def block_mask(
     return mask
 
 
-def batch_masks(
-    rng: np.random.Generator,
-    n_images: int,
+def crop_masks(
+    seed: int,
+    it: int,
+    n_crops: int,
+    crops: np.ndarray,
     grid: tuple[int, int],
     mask_prob: float,
     ratio: tuple[float, float],
 ) -> np.ndarray:
-    """(n_images, h*w) bool masks for the global crops of one batch, order shuffled."""
+    """(len(crops), h*w) bool masks of the global crops ``crops`` (indices into the step's
+    ``n_crops`` global crops, view-major) at step ``it``.
+
+    A fraction ``mask_prob`` of the step's crops are masked, with ratios spread evenly over
+    ``ratio`` (one uniform draw per slice of the range). Which crop gets which slice comes from
+    a permutation drawn from (seed, it); each mask from (seed, it, crop): a rank draws only its
+    own crops, and any world size gives the same mask to the same crop.
+    """
     h, w = grid
     n = h * w
-    n_masked_images = int(n_images * mask_prob)
-    edges = np.linspace(ratio[0], ratio[1], n_masked_images + 1)
-    masks = [
-        block_mask(rng, grid, int(n * rng.uniform(edges[i], edges[i + 1]))).reshape(n)
-        for i in range(n_masked_images)
-    ]
-    masks += [np.zeros(n, dtype=bool)] * (n_images - n_masked_images)
-    out = np.stack(masks) if masks else np.zeros((0, n), dtype=bool)
-    return out[rng.permutation(n_images)]
+    n_masked = int(n_crops * mask_prob)
+    edges = np.linspace(ratio[0], ratio[1], n_masked + 1)
+    slot = np.random.default_rng([seed, it, 0x1B07]).permutation(n_crops)  # crop -> slot
+    out = np.zeros((len(crops), n), dtype=bool)
+    for i, crop in enumerate(crops):
+        if slot[crop] < n_masked:
+            rng = np.random.default_rng([seed, it, 0x1B07, int(crop)])
+            r = rng.uniform(edges[slot[crop]], edges[slot[crop] + 1])
+            out[i] = block_mask(rng, grid, int(n * r)).reshape(n)
+    return out

@@ -1,0 +1,14 @@
+"""Self-supervised objectives behind ``train.objective.Objective``."""
+
+from __future__ import annotations
+
+from webssl_cli.specs.registry import ModelSpec
+from webssl_cli.specs.train import TrainConfig
+from webssl_cli.train.objective import Objective, RunContext
+
+
+def build_objective(spec: ModelSpec, cfg: TrainConfig, ctx: RunContext) -> Objective:
+    """The objective ``cfg`` trains; today every TrainConfig describes the Web-DINO recipe."""
+    from webssl_cli.train.objectives.dinov2 import DINOv2
+
+    return DINOv2(spec, cfg, ctx)
