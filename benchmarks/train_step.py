@@ -3,11 +3,13 @@
 (a) our ViT forward+backward on a multi-crop batch vs transformers' Dinov2Model of the same
     dimensions (SwiGLU, LayerScale, SDPA attention), each crop size as its own batch;
     the two are first checked to compute the same function (weights copied across).
-(b) our full training step (teacher, student, 3 losses, clip, AdamW, EMA): time, images/s.
+(b) the full training step (teacher, student, 3 losses, clip, AdamW, EMA) of the one loop vs
+    the earlier single-process loop (extracted from git: ``--baseline REV``), at the smoke
+    preset (vit-pico) and on a width-192 model; each side in its own process, ABBA rounds.
 (c) our multi-crop loader (decode + 2 global + 8 local crops with all augmentations, to
     normalised float) vs a plain PIL implementation of the same operations: images/s per core.
 
-    .venv/bin/python benchmarks/train_step.py [--rounds 8] [--quick]
+    .venv/bin/python benchmarks/train_step.py [--rounds 8] [--quick] [--only b] [--baseline REV]
 """
 
 from __future__ import annotations
@@ -139,36 +141,108 @@ def bench_backbone(spec: ModelSpec, batch: int, n_local: int, local: int, rounds
     return ratio
 
 
-# ---- (b) the full training step ---------------------------------------------------------------
-def bench_step(spec: ModelSpec, cfg: TrainConfig, rounds: int) -> float:
-    from webssl_cli.train.batches import Batch
-    from webssl_cli.train.loop import State, train_step
-    from webssl_cli.train.schedules import Schedules
-    from webssl_cli.train.ssl_model import Centers, build_models, param_groups
+# ---- (b) the full training step: the one loop's vs the earlier single-process loop's -------
+# Each side runs in its own process (the earlier code is extracted from git), alternately.
+_NEW_STEP = """
+import json, sys, time, statistics, numpy as np, torch
+torch.set_num_threads(1)
+from webssl_cli.specs.registry import ModelSpec
+from webssl_cli.specs.train import TrainConfig
+a = json.loads(sys.argv[1]); spec = ModelSpec(**a["spec"]); cfg = TrainConfig.model_validate(a["cfg"])
+B, c = cfg.batch_size, cfg.crops
+rng = np.random.default_rng(0)
+g = torch.from_numpy(rng.integers(0, 256, (2, B, c.global_size, c.global_size, 3), dtype=np.uint8))
+loc = torch.from_numpy(rng.integers(0, 256, (c.n_local, B, c.local_size, c.local_size, 3), dtype=np.uint8))
+"""
+_NEW_STEP_BODY = """
+from webssl_cli.train.batches import Batch
+from webssl_cli.train.objective import RunContext
+from webssl_cli.train.objectives import build_objective
+from webssl_cli.train.optim import build_optimizer
+from webssl_cli.train.schedules import Schedules
+from webssl_cli.train.step import Step, train_step
+ctx = RunContext(torch.device("cpu"), None, 0, 1000, micro=B)
+obj = build_objective(spec, cfg, ctx)
+state = Step(obj, build_optimizer(obj.param_groups(), ctx.device), Schedules(cfg, 1000), cfg, ctx)
+batch = Batch(g, loc, {})
+"""
+_OLD_STEP_BODY = """
+from webssl_cli.train.batches import Batch
+from webssl_cli.train.loop import State, train_step
+from webssl_cli.train.schedules import Schedules
+from webssl_cli.train.ssl_model import Centers, build_models, param_groups
+torch.manual_seed(0)
+dev = torch.device("cpu")
+student, teacher = build_models(spec, cfg, dev)
+opt = torch.optim.AdamW(param_groups(student, cfg), lr=0.0)
+state = State(student, teacher, opt, Centers(), cfg, Schedules(cfg, 1000), dev, None, 0)
+batch = Batch(g, loc, None)
+"""
+_TIME_STEPS = """
+train_step(state, batch, 10)
+times = []
+for it in range(11, 11 + a["steps"]):
+    t = time.process_time(); train_step(state, batch, it); times.append(time.process_time() - t)
+print(json.dumps(statistics.median(times)))
+"""
 
-    torch.manual_seed(0)
-    dev = torch.device("cpu")
-    student, teacher = build_models(spec, cfg, dev)
-    opt = torch.optim.AdamW(param_groups(student, cfg), lr=0.0)
-    state = State(student, teacher, opt, Centers(), cfg, Schedules(cfg, 1000), dev, None, 0)
+
+def _baseline_tree(rev: str | None) -> str:
+    """A directory holding the webssl_cli package of ``rev`` (default: the commit before the
+    single-process loop was merged into the one loop)."""
+    import subprocess
+    import tempfile
+
+    root = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                          check=True).stdout.strip()  # fmt: skip
+    if rev is None:
+        removed = subprocess.run(
+            ["git", "log", "-1", "--format=%H", "--diff-filter=D", "--",
+             "webssl_cli/train/dist_loop.py"], cwd=root, capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        rev = f"{removed}^"
+    out = tempfile.mkdtemp(prefix="webssl-baseline-")
+    archive = subprocess.run(["git", "archive", rev, "webssl_cli"], cwd=root, capture_output=True,
+                             check=True).stdout  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", out], input=archive, check=True)
+    return out
+
+
+def _step_time(pythonpath: str, body: str, spec: ModelSpec, cfg: TrainConfig, steps: int) -> float:
+    import dataclasses
+    import json
+    import subprocess
+    import sys
+
+    arg = json.dumps({"spec": dataclasses.asdict(spec), "cfg": cfg.model_dump(mode="json"),
+                      "steps": steps})  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", _NEW_STEP + body + _TIME_STEPS, arg], env=env,
+                          cwd=pythonpath, capture_output=True, text=True)  # fmt: skip
+    if proc.returncode:
+        raise SystemExit(f"step timing in {pythonpath} failed:\n{proc.stderr[-3000:]}")
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_step(spec: ModelSpec, cfg: TrainConfig, rounds: int, steps: int, baseline: str) -> float:
+    """Median step time of the one loop's ``train_step`` vs the earlier single-process one
+    (A B B A rounds, each a fresh process timing ``steps`` steps); returns new/old."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    new = lambda: _step_time(here, _NEW_STEP_BODY, spec, cfg, steps)  # noqa: E731
+    old = lambda: _step_time(baseline, _OLD_STEP_BODY, spec, cfg, steps)  # noqa: E731
+    tn, to, ratios = [], [], []
+    for r in range(rounds):
+        a, b = (new(), old()) if r % 2 == 0 else tuple(reversed((old(), new())))
+        tn.append(a)
+        to.append(b)
+        ratios.append(a / b)
     c, B = cfg.crops, cfg.batch_size
-    rng = np.random.default_rng(0)
-    batch = Batch(
-        torch.from_numpy(
-            rng.integers(0, 256, (2, B, c.global_size, c.global_size, 3), dtype=np.uint8)
-        ),
-        torch.from_numpy(
-            rng.integers(0, 256, (c.n_local, B, c.local_size, c.local_size, 3), dtype=np.uint8)
-        ),
-        None,  # type: ignore[arg-type]
-    )
-    it = iter(range(10, 10**6))
-    train_step(state, batch, next(it))
-    times = [cpu_time(lambda: train_step(state, batch, next(it))) for _ in range(rounds)]
-    t = statistics.median(times)
-    print(f"(b) full training step, batch {B} (2x{c.global_size} + {c.n_local}x{c.local_size}), "
-          f"heads K={cfg.dino_head.n_prototypes}: {t * 1e3:.0f} ms/step, {B / t:.2f} images/s on 1 core")  # fmt: skip
-    return t
+    ratio = statistics.median(ratios)
+    print(f"(b) full training step, {spec.width}w x {spec.depth}d, batch {B} (2x{c.global_size} + "
+          f"{c.n_local}x{c.local_size}), heads K={cfg.dino_head.n_prototypes}, 1 thread: "
+          f"one loop {statistics.median(tn) * 1e3:.1f} ms, earlier single-process loop "
+          f"{statistics.median(to) * 1e3:.1f} ms, ratio new/old = {ratio:.3f}")  # fmt: skip
+    return ratio
 
 
 # ---- (c) the multi-crop loader vs plain PIL ---------------------------------------------------
@@ -306,6 +380,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     ap.add_argument("--only", choices=["a", "b", "c"], action="append")
+    ap.add_argument("--baseline", help="git revision of the earlier loop for (b)")
     args = ap.parse_args()
     parts = args.only or ["a", "b", "c"]
     width, depth = (96, 2) if args.quick else (192, 4)
@@ -317,6 +392,13 @@ def main() -> None:
     if "a" in parts:
         bench_backbone(spec, batch=1 if args.quick else 2, n_local=8, local=98, rounds=args.rounds)
     if "b" in parts:
+        from webssl_cli.specs.presets import PRESETS
+        from webssl_cli.specs.registry import get_model
+
+        baseline = _baseline_tree(args.baseline)
+        steps = 3 if args.quick else 10
+        bench_step(get_model("vit-pico"), TrainConfig.model_validate(PRESETS["smoke"]),
+                   args.rounds, steps, baseline)  # fmt: skip
         head = {"n_prototypes": 8192, "bottleneck": 256, "hidden": 512}
         cfg = TrainConfig(
             batch_size=2 if args.quick else 4,
@@ -325,7 +407,7 @@ def main() -> None:
             ibot_head=head,
             threads=1,
         )
-        bench_step(spec, cfg, args.rounds)
+        bench_step(spec, cfg, args.rounds, max(2, steps // 3), baseline)
     if "c" in parts:
         bench_loader(args.rounds, 4 if args.quick else 16)
 

@@ -2,7 +2,7 @@
 1 rank x 2 micro-batches of b, through a checkpoint/resume in the middle, at any world size.
 
 What "equal" means here (measured, see docs/distributed.md):
-- losses: relative difference per step <= 1e-5 (measured ~2e-7);
+- losses: relative difference per step <= 1e-6 (measured ~2e-7);
 - teacher weights: per tensor ||a - b|| / ||b|| <= 1e-5 for every parameter, except the key
   slice of ``attn.qkv.bias``. Its gradient is identically zero in exact arithmetic (softmax is
   invariant to a constant added to every key), so what reaches AdamW is rounding noise, which
@@ -82,7 +82,7 @@ def assert_equal(cell, ref, steps: int) -> None:
     print(
         f"loss rel {loss_rel:.2e}  teacher rel {teacher_rel:.2e}  key-bias/(lr*steps) {key_bias_lr:.2e}"
     )
-    assert loss_rel <= 1e-5
+    assert loss_rel <= 1e-6
     assert teacher_rel <= 1e-5
     assert key_bias_lr < 1.0  # noise-driven, bounded by the optimiser: see the module docstring
 
@@ -133,6 +133,32 @@ def test_accumulation_checkpoint_of_one_rank_resumes_on_two(tmp_path, shards, re
     assert first["accumulation"] == 2 and first["effective_batch"] == 2 * B
     launch(2, cell)  # resumes on 2 ranks x B
     assert_equal(cell, ref6, 6)
+
+
+@pytest.mark.slow
+def test_one_checkpoint_resumes_on_one_process_and_on_two_ranks(tmp_path, shards, ref6):
+    """The same checkpoint, written by a single process, resumes on 1 process and on 2 gloo
+    ranks; and one written by 2 ranks resumes on 2 and on 1: every run equals ``ref6``."""
+    import shutil
+
+    single = _cell(tmp_path / "single", shards, 6)
+    assert _in_process(single, stop_after=3) == "running"
+    on_two = tmp_path / "single-on-two"
+    shutil.copytree(single, on_two)
+    assert _in_process(single) == "done"
+    launch(2, on_two)
+    for cell in (single, on_two):
+        assert CellDir(cell).stage_status("train")["resumed_from"].endswith("dcp-00000003")
+        assert_equal(cell, ref6, 6)
+
+    two = _cell(tmp_path / "two", shards, 6)
+    launch(2, two, 3)
+    on_one = tmp_path / "two-on-one"
+    shutil.copytree(two, on_one)
+    launch(2, two)
+    assert _in_process(on_one) == "done"
+    for cell in (two, on_one):
+        assert_equal(cell, ref6, 6)
 
 
 # ---- the full measurement: 20 steps, checkpoint/resume at 10 (about 5 minutes on 2 cores) ----

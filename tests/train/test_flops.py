@@ -10,8 +10,8 @@ from webssl_cli.specs.registry import get_model
 from webssl_cli.specs.train import TrainConfig
 from webssl_cli.train import device as dev
 from webssl_cli.train.heads import DINOHead
-from webssl_cli.train.schedules import Schedules
-from webssl_cli.train.ssl_model import Centers, build_models, forward_losses
+from webssl_cli.train.objective import RunContext
+from webssl_cli.train.objectives.dinov2 import DINOv2
 from webssl_cli.train.vit import build_backbone
 
 compute = pytest.importorskip("webssl_cli.specs.compute")
@@ -40,16 +40,15 @@ def test_full_training_step_flops_match_plan():
         dino_head={"n_prototypes": 512, "bottleneck": 32, "hidden": 128},
         ibot_head={"n_prototypes": 512, "bottleneck": 32, "hidden": 128},
     )
-    torch.manual_seed(0)
-    student, teacher = build_models(spec, cfg, torch.device("cpu"))
     B = cfg.batch_size
+    objective = DINOv2(spec, cfg, RunContext(torch.device("cpu"), None, 0, 100, micro=B))
     g, loc = torch.randn(2 * B, 3, 56, 56), torch.randn(4 * B, 3, 28, 28)
     per_image = compute.expected_masked_tokens(spec, cfg)  # 0.5 * 0.3 * 16 = 2.4
     masks = _expected_masks(2 * B, spec.n_patches(56), per_image)
-    h = Schedules(cfg, 100).at(50)
     with dev.attention("math"), FlopCounterMode(display=False) as counter:
-        out = forward_losses(student, teacher, g, loc, masks, h, cfg, Centers())
-        out["loss"].backward()
+        inputs = objective.prepare([(g, loc, masks)], 50)
+        loss, _ = objective.loss(inputs[0], 50)
+        loss.backward()
     measured = counter.get_total_flops() / B
     planned = compute.flops_per_sample(spec, cfg)
     print(

@@ -41,7 +41,9 @@ def write_legacy_checkpoint(cell: Path, iteration: int) -> Path:
     model, cfg, _, samples, seed = load_cell(run)
     init_process_group(DistEnv(), torch.device("cpu"))
     try:
-        ctx = RunContext(torch.device("cpu"), None, seed, samples // cfg.batch_size, micro=cfg.batch_size)
+        ctx = RunContext(
+            torch.device("cpu"), None, seed, samples // cfg.batch_size, micro=cfg.batch_size
+        )
         objective = DINOv2(model, cfg, ctx)
         optimizer = build_optimizer(objective.param_groups(), torch.device("cpu"))
         resumed = Checkpointer(run.checkpoints_dir, 3).load_latest(objective, optimizer, False)

@@ -40,4 +40,6 @@ def load_cell(run: CellDir) -> CellInputs:
     spec = run.read_spec()
     cfg = TrainConfig.model_validate(spec.get("train") or {})
     seed = int(spec.get("seed", cfg.seed))
-    return CellInputs(get_model(spec["model"]), cfg, cell_shards(spec), int(spec["samples_seen"]), seed)
+    return CellInputs(
+        get_model(spec["model"]), cfg, cell_shards(spec), int(spec["samples_seen"]), seed
+    )

@@ -145,7 +145,7 @@ def _train(run: CellDir, spec: ModelSpec, cfg: TrainConfig, shards: list[str], s
     finally:
         loader.close()
         log.close()
-        preemption.close(stopped)
+        preemption.close(stopped and it < iterations)
     if it < iterations:
         return "running"
     backbone = objective.export_backbone()  # collective (gathers shards)
@@ -192,7 +192,9 @@ def _data_state(batch: Batch) -> dict[str, Any]:
     return merged
 
 
-def train_cell(cell_dir: Path, *, env: D.DistEnv | None = None, progress: Progress | None = None) -> str:
+def train_cell(
+    cell_dir: Path, *, env: D.DistEnv | None = None, progress: Progress | None = None
+) -> str:
     """Job entry point for every rank: train the cell in ``cell_dir``; returns "done",
     "diverged" or "preempted", raises on failure (rank 0 records the error in status.json)."""
     run = CellDir(cell_dir)

@@ -142,7 +142,7 @@ class DINOv2:
         return probs
 
     def step_inputs(self, batch: Batch, it: int) -> list[MicroInputs]:
-        ctx, h, mb = self.ctx, self.schedules.at(it), self.ctx.micro
+        ctx, mb = self.ctx, self.ctx.micro
         masks = torch.from_numpy(self.masks(it)).to(ctx.device)
         crops = []
         for j in range(ctx.accum):
@@ -151,6 +151,16 @@ class DINOv2:
             has_loc = batch.locals_u8.shape[0] > 0
             loc = to_model_input(batch.locals_u8[:, sl], ctx.device) if has_loc else None
             crops.append((g, loc, masks[:, sl].reshape(2 * mb, -1)))
+        return self.prepare(crops, it)
+
+    def prepare(
+        self, crops: list[tuple[Tensor, Tensor | None, Tensor]], it: int
+    ) -> list[MicroInputs]:
+        """Teacher targets of a whole step, from (globals (2mb, 3, G, G) view-major, locals
+        (L*mb, 3, S, S) or None, masks (2mb, N)) per micro-batch: what ``loss`` takes. Public
+        so that a benchmark can time ``prepare`` + ``loss`` on given tensors."""
+        ctx, h = self.ctx, self.schedules.at(it)
+        mb = crops[0][0].shape[0] // 2
         with torch.no_grad(), dev.autocast(ctx.device, ctx.amp):  # teacher: the whole step
             outs = [self.teacher_step(g, m) for g, _, m in crops]
         reshard(self.teacher_step)
@@ -161,13 +171,16 @@ class DINOv2:
         p_ibot_micro = p_ibot.split([o[1].shape[0] for o in outs])
         # Collapse monitor: the entropy of the mean target (low = every image on the same few
         # prototypes); the per-image entropy comes from ``loss``.
-        n = all_reduce_sum(torch.tensor(float(p_dino.shape[0] * p_dino.shape[1]), device=ctx.device))
+        n = all_reduce_sum(
+            torch.tensor(float(p_dino.shape[0] * p_dino.shape[1]), device=ctx.device)
+        )
         marginal = all_reduce_sum(p_dino.float().sum((0, 1))) / n
+        masked = sum(m.sum() for _, _, m in crops)
         self._step_metrics = {
             "momentum": h.momentum, "teacher_temp": h.teacher_temp,
             "student_temp": self.cfg.student_temp,
             "teacher_marginal_entropy": float(entropy(marginal)),
-            "masked_tokens": float(all_reduce_sum(masks.sum().float())),
+            "masked_tokens": float(all_reduce_sum(torch.as_tensor(masked, dtype=torch.float32))),
         }  # fmt: skip
         return [
             MicroInputs(g, loc, m, p_dino[:, j * mb : (j + 1) * mb], p_ibot_micro[j])
