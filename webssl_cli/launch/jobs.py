@@ -164,9 +164,9 @@ class TrainJob(submitit.helpers.Checkpointable):
     handles USR2 itself: every rank saves at the next step boundary (the ranks agree on the
     step with an all-reduce; a distributed checkpoint needs all of them), then hands the signal
     to submitit's handler, which on rank 0 calls ``checkpoint`` below and requeues the job once.
-    When rank 0 stopped without having received the signal itself (it went to another rank),
-    the trainer returns "preempted" and rank 0 requeues here. Outside the step loop USR2 goes
-    straight to submitit: requeue at once, resume from the newest checkpoint.
+    A trainer that returns "preempted" without that hand-over (it could not install a signal
+    handler) is requeued here, once, from rank 0; other ranks then leave. Outside the step
+    loop USR2 goes straight to submitit: requeue at once, resume from the newest checkpoint.
     """
 
     def __init__(self, cell_dir: str) -> None:

@@ -12,9 +12,10 @@ before a time limit or preemption, ``--signal=USR2@90``; also ``scancel --signal
 setting a flag, and ``request_checkpoint()`` sets the same flag from code (submitit's
 ``checkpoint()``). At every step boundary the ranks all-reduce the flag; when any rank has it
 set, every rank saves a checkpoint of that step collectively, the train stage is recorded as
-"queued", and ``train`` returns "preempted". The handler that was installed before (submitit's requeue handler) is then called
-with the signal on every rank that received it, so a submitit job requeues after, not before,
-the collective save; the requeued job resumes from that step.
+"queued", and ``train`` returns "preempted". The handler that was installed before (submitit's
+requeue handler) is then called with SIGUSR2 on every rank (also where only another rank
+received the signal: submitit requeues from rank 0), so a submitit job requeues after, not
+before, the collective save, and the requeued job resumes from that step.
 """
 
 from __future__ import annotations
@@ -60,12 +61,10 @@ class Preemption:
     def __init__(self) -> None:
         _REQUESTED.clear()
         self.previous: Any = None
-        self.received = False
         if threading.current_thread() is threading.main_thread():
             self.previous = signal.signal(signal.SIGUSR2, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.received = True
         request_checkpoint()
 
     def agreed(self, device: torch.device) -> bool:
@@ -76,8 +75,8 @@ class Preemption:
         if threading.current_thread() is not threading.main_thread():
             return
         signal.signal(signal.SIGUSR2, self.previous or signal.SIG_DFL)
-        if stopped and self.received and callable(self.previous):
-            self.previous(signal.SIGUSR2, None)
+        if stopped and callable(self.previous):  # also where another rank got the signal:
+            self.previous(signal.SIGUSR2, None)  # rank 0 is the one that requeues a submitit job
 
 
 def train(run: CellDir, spec: ModelSpec, cfg: TrainConfig, shards: list[str], samples_target: int,
