@@ -17,15 +17,16 @@ import pytest
 from webssl_cli.launch import jobs
 from webssl_cli.rundir import CellDir, read_json
 
-# A trainer that stopped on a checkpoint request. RECEIVED: this rank got USR2 itself, so (like
-# the real loop) it hands the signal to the handler installed before it, submitit's.
+# A trainer that stopped on a checkpoint request. HANDS_OVER: like the real loop, it then hands
+# SIGUSR2 to the handler installed before it (submitit's); False: a trainer that could not
+# install its own handler (not the main thread) and leaves the requeue to the job wrapper.
 STAGE = """\
 import signal
 from pathlib import Path
 
 def train_cell(cell_dir):
     (Path(cell_dir) / "saved").write_text("yes")  # the checkpoint of every rank
-    if {received}:
+    if {hands_over}:
         signal.getsignal(signal.SIGUSR2)(signal.SIGUSR2, None)
     return "preempted"
 """
@@ -60,17 +61,17 @@ def _use_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> No
     monkeypatch.setenv(jobs.STAGE_IMPL_ENV, str(stage))
 
 
-@pytest.mark.parametrize("received", [True, False])
+@pytest.mark.parametrize("hands_over", [True, False])
 def test_rank_0_requeues_once_after_the_collective_save(
-    train_job, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, received: bool
+    train_job, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hands_over: bool
 ) -> None:
     job, requeues, _ = train_job
-    _use_stage(tmp_path, monkeypatch, STAGE.format(received=received))
+    _use_stage(tmp_path, monkeypatch, STAGE.format(hands_over=hands_over))
     with pytest.raises(SystemExit):
         job()
     cell = Path(job.cell_dir)
     assert (cell / "saved").exists()
-    # Once, whether the trainer handed the signal over (rank 0 got it) or launch did.
+    # Once, whether the trainer handed the signal over or the job wrapper requeued.
     assert requeues == [signal.SIGUSR2]
     entry = CellDir(cell).stage_status("train")
     assert entry["state"] == "queued" and "USR2" in entry["note"]
@@ -87,7 +88,7 @@ def test_other_ranks_leave_without_requeueing_or_writing_status(
 ) -> None:
     job, requeues, rank = train_job
     rank["rank"] = 1
-    _use_stage(tmp_path, monkeypatch, STAGE.format(received=True))
+    _use_stage(tmp_path, monkeypatch, STAGE.format(hands_over=True))
     with pytest.raises(SystemExit) as e:
         job()
     assert e.value.code == 0 and requeues == []
@@ -100,7 +101,7 @@ def test_without_submitit_a_preempted_stage_fails_with_a_clear_error(
     cell = tmp_path / "cell"
     cell.mkdir()
     monkeypatch.setattr(jobs, "_job_context", lambda: {"job_id": None, "rank": 0})
-    _use_stage(tmp_path, monkeypatch, STAGE.format(received=False))
+    _use_stage(tmp_path, monkeypatch, STAGE.format(hands_over=False))
     before = signal.signal(signal.SIGUSR2, signal.SIG_DFL)
     try:
         with pytest.raises(RuntimeError, match="nothing requeues it"):
