@@ -100,3 +100,20 @@ def test_arrays_split_at_max_array_size() -> None:
     chunks = array_chunks(2500, 1001)
     assert [len(c) for c in chunks] == [1001, 1001, 498]
     assert chunks[1][0] == 1001
+
+
+def test_tasks_per_node() -> None:
+    cpu = parse_profile(
+        "node: {cpus: 8}\ntrain:\n  default: {tasks_per_node: 2, cpus_per_task: 1}\n", "p.yaml", "p"
+    )
+    assert slurm_parameters(cpu, "train")["ntasks_per_node"] == 2
+    assert slurm_parameters(cpu, "eval")["ntasks_per_node"] == 1
+    gpu = parse_profile("node: {gpus: 8}\ntrain:\n  default: {gpus_per_node: 8}\n", "p.yaml", "p")
+    assert slurm_parameters(gpu, "train")["ntasks_per_node"] == 8  # one process per GPU
+    assert "training runs one process per GPU" in _err(
+        "node: {gpus: 8}\ntrain:\n  default: {gpus_per_node: 8, tasks_per_node: 4}\n"
+    )
+    assert "only training runs several processes" in _err("eval: {tasks_per_node: 2}\n")
+    assert "4 CPUs per task x 3 tasks exceeds node.cpus = 8" in _err(
+        "node: {cpus: 8}\ntrain:\n  default: {tasks_per_node: 3, cpus_per_task: 4}\n"
+    )
