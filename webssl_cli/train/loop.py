@@ -9,8 +9,7 @@ cell's spec), ``batches.LaneLoader`` (this rank's slice of every global batch), 
 
 Preemption (signal-driven checkpoint): while ``train`` runs it handles SIGUSR2 (what SLURM sends
 before a time limit or preemption, ``--signal=USR2@90``; also ``scancel --signal=USR2``) by
-setting a flag, and ``request_checkpoint()`` sets the same flag from code (submitit's
-``checkpoint()``). At every step boundary the ranks all-reduce the flag; when any rank has it
+setting a flag, and ``request_checkpoint()`` sets the same flag from code. At every step boundary the ranks all-reduce the flag; when any rank has it
 set, every rank saves a checkpoint of that step collectively, the train stage is recorded as
 "queued", and ``train`` returns "preempted". The handler that was installed before (submitit's
 requeue handler) is then called with SIGUSR2 on every rank (also where only another rank
