@@ -56,14 +56,16 @@ def smoke_data(root: Path, n_web: int, n_labelled: int) -> tuple[str, str]:
     return out[0], out[1]
 
 
-def correct(encoder: Any, train: Any, val: Any, size: int) -> np.ndarray:
-    """Per validation image: 1 if the 20-NN vote on the last CLS token is right."""
+def correct(encoder: Any, train: Any, val: Any, size: int, token: str = "cls") -> np.ndarray:
+    """Per validation image: 1 if the 20-NN vote is right, on the last CLS token (DINOv2's kNN
+    protocol) or on the average-pooled patch tokens (``token="avgpool"``)."""
     from webssl_cli.eval.features import extract
     from webssl_cli.eval.knn import knn_predict
 
     ftr = extract(encoder, train.images, size)
     fva = extract(encoder, val.images, size)
-    pred = knn_predict(ftr.cls[:, -1], torch.tensor(train.labels), fva.cls[:, -1])
+    a, b = (ftr.cls[:, -1], fva.cls[:, -1]) if token == "cls" else (ftr.avgpool, fva.avgpool)
+    pred = knn_predict(a, torch.tensor(train.labels), b)
     return (pred == torch.tensor(val.labels)).numpy().astype(float)
 
 
@@ -114,6 +116,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/webssl-learns"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag", default="")
+    ap.add_argument("--token", choices=("cls", "avgpool"), default="cls")
+    ap.add_argument("--eval-size", type=int, help="image side for the kNN (default: global crop)")
     ap.add_argument("--json", type=Path, help="append one JSON line per budget here")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -121,7 +125,7 @@ def main() -> None:
     overrides = json.loads(args.train)
     cfg = TrainConfig.model_validate(PRESETS[args.preset] | overrides)
     spec = get_model(args.model)
-    size = cfg.crops.global_size
+    size = args.eval_size or cfg.crops.global_size
 
     from webssl_cli.eval.encoders import Encoder, load_own, random_encoder
     from webssl_cli.eval.features import load_labelled
@@ -131,13 +135,13 @@ def main() -> None:
     torch.manual_seed(args.seed)
     same = Encoder(build_backbone(spec, layerscale=cfg.layerscale), name="rand", width=spec.width,
                    patch=spec.patch, img_size=spec.img_size)  # fmt: skip
-    rand = {"registry": correct(random_encoder(args.model, args.seed), tr, va, size),
-            "same-config": correct(same, tr, va, size)}  # fmt: skip
+    rand = {"registry": correct(random_encoder(args.model, args.seed), tr, va, size, args.token),
+            "same-config": correct(same, tr, va, size, args.token)}  # fmt: skip
     logk = math.log(cfg.dino_head.n_prototypes)
     prev = None
     for samples in [int(s) for s in args.samples.split(",")]:
         r = run_one(args, web, cfg, samples)
-        ok = correct(load_own(Path(r["export"])), tr, va, size)
+        ok = correct(load_own(Path(r["export"])), tr, va, size, args.token)
         row = {"tag": args.tag, "model": args.model, "samples": samples, "train": overrides,
                "n_val": len(va), "log_k": logk, **{k: v for k, v in r.items() if k != "export"},
                "entropy_ratio": r["entropy_end"] / logk, "knn_trained": float(ok.mean())}  # fmt: skip
