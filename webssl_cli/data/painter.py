@@ -91,19 +91,7 @@ def smooth_background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     return np.clip(base + grain, 0, 255).astype(np.uint8)
 
 
-def muted_background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
-    """A smooth background pulled towards grey and flattened: overcast sky, a wall, a table top."""
-    arr = smooth_background(rng, w, h).astype(np.float32)
-    grey = arr.mean(axis=2, keepdims=True)
-    sat, flat = np.float32(rng.uniform(0.15, 0.45)), np.float32(rng.uniform(0.3, 0.6))
-    level = np.float32(rng.uniform(70, 190))
-    out = (grey + sat * (arr - grey) - level) * flat + level
-    return np.clip(out, 0, 255).astype(np.uint8)
-
-
-def add_texture(
-    arr: np.ndarray, rng: np.random.Generator, amp: tuple[float, float] = (10.0, 45.0)
-) -> np.ndarray:
+def add_texture(arr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Repetitive patterns (stripes, checks, dots, foliage) that a text detector must not take for text."""
     h, w = arr.shape[:2]
     kind = int(rng.integers(5))
@@ -124,8 +112,8 @@ def add_texture(
         cw, ch = rng.uniform(8, 22), rng.uniform(8, 22)
         fx, fy = rng.uniform(0.4, 0.75), rng.uniform(0.4, 0.75)
         pat = (((xx % cw) < cw * fx) & ((yy % ch) < ch * fy)).astype(np.float32) * 2 - 1
-    a = rng.uniform(*amp)
-    out = arr.astype(np.float32) + a * pat[..., None].astype(np.float32)
+    amp = rng.uniform(10, 45)
+    out = arr.astype(np.float32) + amp * pat[..., None].astype(np.float32)
     return np.clip(out, 0, 255).astype(np.uint8)
 
 

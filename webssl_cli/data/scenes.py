@@ -79,14 +79,9 @@ def new_meta(kind: str, cls: int, w: int, h: int) -> dict[str, Any]:
 
 # ---- natural and scene text ----------------------------------------------------------------------
 def natural(rng: np.random.Generator, w: int, h: int) -> tuple[Image.Image, dict[str, Any]]:
-    # A calm, muted background with one large, well-contrasted object and at most one small
-    # distractor: the object's shape is what tells two photographs apart, as in object-centric
-    # photo collections. With saturated colour blotches, strong textures and several
-    # distractors, background statistics separate images better than shape, and a short
-    # self-supervised schedule learns those instead (measured: benchmarks/train_learns.py).
-    arr = P.muted_background(rng, w, h)
-    if rng.random() < 0.2:
-        arr = P.add_texture(arr, rng, amp=(6.0, 18.0))
+    arr = P.smooth_background(rng, w, h)
+    if rng.random() < 0.4:
+        arr = P.add_texture(arr, rng)
     img = Image.fromarray(arr)
     draw = ImageDraw.Draw(img)
     cls = int(rng.integers(len(P.SHAPES)))
@@ -94,18 +89,18 @@ def natural(rng: np.random.Generator, w: int, h: int) -> tuple[Image.Image, dict
     s = min(w, h)
     objects = []
     # Distractors first so that the class object sits on top.
-    for _ in range(int(rng.random() < 0.3)):
+    for _ in range(int(rng.integers(0, 4))):
         shape = pick(rng, P.SHAPES)
         color = pick(rng, P.COLOR_NAMES)
-        r = s * rng.uniform(0.05, 0.08)
+        r = s * rng.uniform(0.05, 0.1)
         cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
         bg = P.region_mean(arr, [int(cx - r), int(cy - r), int(cx + r), int(cy + r)])
         box = P.draw_shape(draw, shape, cx, cy, r, rgb(color), rng.uniform(0, 2 * math.pi), bg)
         objects.append({"shape": shape, "color": color, "bbox": box})
-    r = s * rng.uniform(0.24, 0.34)
-    cx, cy = w / 2 + rng.uniform(-0.12, 0.12) * w, h / 2 + rng.uniform(-0.12, 0.12) * h
+    r = s * rng.uniform(0.2, 0.32)
+    cx, cy = w / 2 + rng.uniform(-0.15, 0.15) * w, h / 2 + rng.uniform(-0.15, 0.15) * h
     bg = P.region_mean(arr, [int(cx - r), int(cy - r), int(cx + r), int(cy + r)])
-    color = P.contrasting(bg, rng, 0.35)
+    color = P.contrasting(bg, rng, 0.2)
     box = P.draw_shape(draw, P.SHAPES[cls], cx, cy, r, rgb(color), rng.uniform(0, 2 * math.pi), bg)
     objects.append({"shape": P.SHAPES[cls], "color": color, "bbox": box})
     meta["objects"] = objects
