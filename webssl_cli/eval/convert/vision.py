@@ -1,0 +1,66 @@
+"""Vision-centric benchmarks: MMVP (Questions.csv) and CV-Bench (test.jsonl). RealWorldQA comes
+as a VLMEvalKit TSV (``general.convert_vlmeval_tsv``)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from webssl_cli.errors import UserError
+from webssl_cli.eval.benchmarks import Question
+from webssl_cli.eval.convert.common import (
+    image_file,
+    letter_of,
+    question,
+    read_jsonl_rows,
+    read_table,
+    require,
+)
+
+_OPTION = re.compile(r"\(([a-zA-Z])\)\s*(.*?)\s*(?=\([a-zA-Z]\)|$)")
+
+
+def convert_mmvp(root: Path) -> list[Question]:
+    """MMVP (tsb0601/MMVP, the MMVP folder): ``Questions.csv`` with ``Index, Question, Options
+    ("(a) Open (b) Closed"), Correct Answer ("(a)")``, images ``MMVP Images/<Index>.jpg``.
+    Questions 1-2, 3-4, ... ask about the two images of a CLIP-blind pair and are scored as
+    one: right only when both are."""
+    csv_path = root / "Questions.csv"
+    rows = read_table(csv_path, ",")
+    if not rows:
+        raise UserError(f"{csv_path}: no rows; give the MMVP folder holding Questions.csv")
+    index_col = next(iter(rows[0]))  # the header spells it "Index" (or "lndex")
+    require(csv_path, rows[0], ("Question", "Options", "Correct Answer"), "header")
+    out = []
+    for r in rows:
+        idx = int(r[index_col])
+        choices = [text for _, text in _OPTION.findall(r["Options"])]
+        if len(choices) < 2:
+            raise UserError(
+                f"{csv_path}: question {idx}: options {r['Options']!r} not '(a) .. (b) ..'"
+            )
+        letter = letter_of(r["Correct Answer"], len(choices), csv_path, f"question {idx}")
+        img = image_file(root / "MMVP Images" / f"{idx}.jpg", csv_path)
+        out.append(question(str(idx), "MMVP", img, r["Question"], [letter], "mc", choices,
+                            group=f"pair{(idx - 1) // 2}"))  # fmt: skip
+    return out
+
+
+def convert_cvbench(path: Path) -> list[Question]:
+    """CV-Bench (nyu-visionx/CV-Bench, test.jsonl beside img/): ``idx, type`` ("2D"/"3D"),
+    ``task, source`` (ADE20K, COCO, Omni3D), ``image, question, choices, answer`` ("(C)").
+    Written as two benchmarks, CV-Bench-2D and CV-Bench-3D, each the mean of its sources'
+    accuracies (CV-Bench's README)."""
+    out = []
+    for r in read_jsonl_rows(path):
+        require(path, r, ("idx", "type", "source", "image", "question", "choices", "answer"),
+                f"item {r.get('idx')}")  # fmt: skip
+        if r["type"] not in ("2D", "3D"):
+            raise UserError(f"{path}: item {r['idx']}: type {r['type']!r} is not 2D or 3D")
+        choices = [str(c) for c in r["choices"]]
+        letter = letter_of(str(r["answer"]), len(choices), path, f"item {r['idx']}")
+        img = image_file(path.parent / str(r["image"]), path)
+        out.append(question(str(r["idx"]), f"CV-Bench-{r['type']}", img, r["question"],
+                            [letter], "mc", choices, stratum=r["source"],
+                            task=r.get("task")))  # fmt: skip
+    return out
