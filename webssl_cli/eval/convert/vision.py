@@ -22,27 +22,28 @@ _OPTION = re.compile(r"\(([a-zA-Z])\)\s*(.*?)\s*(?=\([a-zA-Z]\)|$)")
 
 def convert_mmvp(root: Path) -> list[Question]:
     """MMVP (tsb0601/MMVP, the MMVP folder): ``Questions.csv`` with ``Index, Question, Options
-    ("(a) Open (b) Closed"), Correct Answer ("(a)")``, images ``MMVP Images/<Index>.jpg``.
+    ("(a) Open (b) Closed"), Correct Answer ("(a)")``, images ``MMVP Images/<row>.jpg``.
     Questions 1-2, 3-4, ... ask about the two images of a CLIP-blind pair and are scored as
     one: right only when both are."""
     csv_path = root / "Questions.csv"
     rows = read_table(csv_path, ",")
     if not rows:
         raise UserError(f"{csv_path}: no rows; give the MMVP folder holding Questions.csv")
-    index_col = next(iter(rows[0]))  # the header spells it "Index" (or "lndex")
     require(csv_path, rows[0], ("Question", "Options", "Correct Answer"), "header")
+    # MMVP's scripts number images by row (row n -> "<n>.jpg") and pair rows 1-2, 3-4, ...;
+    # its evaluation script spells the folder "MMVP Imgaes", the released data "MMVP Images"
+    folder = next((root / d for d in ("MMVP Images", "MMVP Imgaes") if (root / d).is_dir()),
+                  root / "MMVP Images")  # fmt: skip
     out = []
-    for r in rows:
-        idx = int(r[index_col])
+    for pos, r in enumerate(rows):
+        n = pos + 1
         choices = [text for _, text in _OPTION.findall(r["Options"])]
         if len(choices) < 2:
-            raise UserError(
-                f"{csv_path}: question {idx}: options {r['Options']!r} not '(a) .. (b) ..'"
-            )
-        letter = letter_of(r["Correct Answer"], len(choices), csv_path, f"question {idx}")
-        img = image_file(root / "MMVP Images" / f"{idx}.jpg", csv_path)
-        out.append(question(str(idx), "MMVP", img, r["Question"], [letter], "mc", choices,
-                            group=f"pair{(idx - 1) // 2}"))  # fmt: skip
+            raise UserError(f"{csv_path}: row {n}: options {r['Options']!r} not '(a) .. (b) ..'")
+        letter = letter_of(r["Correct Answer"], len(choices), csv_path, f"row {n}")
+        img = image_file(folder / f"{n}.jpg", csv_path)
+        out.append(question(str(n), "MMVP", img, r["Question"], [letter], "mc", choices,
+                            group=f"pair{pos // 2}"))  # fmt: skip
     return out
 
 

@@ -128,7 +128,7 @@ def mmmu_parse_choice(response: str, choices: Sequence[str]) -> str | None:
 def _mmmu_numbers(text: str) -> list[str]:
     with_commas = re.findall(r"-?\b\d{1,3}(?:,\d{3})+\b", text)
     scientific = re.findall(r"-?\d+(?:\.\d+)?[eE][+-]?\d+", text)
-    simple = re.findall(r"-?(?:\d+\.\d+|\.\d+|\d+)(?![eE][+-]?\d+)(?![,\d])", text)
+    simple = re.findall(r"-?(?:\d+\.\d+|\.\d+|\d+\b)(?![eE][+-]?\d+)(?![,\d])", text)
     return with_commas + scientific + simple
 
 
@@ -153,11 +153,16 @@ def mmmu_parse_open(response: str) -> list[str | float]:
     picked: list[str] = []
     for i, line in enumerate(lines):
         indicators = keys + (["="] if i == len(lines) - 1 else [])
-        tails = [line.split(k)[-1].strip() for k in indicators if k in line]
-        if tails:
-            shortest = min(tails, key=len)
-            if shortest and shortest not in (":", ",", ".", "!", "?", ";", "'"):
-                picked.append(shortest)
+        shortest: str | None = None
+        for k in indicators:
+            if k in line:
+                tail = line.split(k)[-1].strip()
+                # as the reference: an empty tail is replaced by the next one, and a shorter
+                # tail (an empty one included) replaces a longer one
+                if not shortest or len(tail) < len(shortest):
+                    shortest = tail
+        if shortest and shortest not in (":", ",", ".", "!", "?", ";", "'"):
+            picked.append(shortest)
     if not picked:
         picked = [text]
     candidates = picked + [n for p in picked for n in _mmmu_numbers(p)]

@@ -84,8 +84,9 @@ def cvbench_score(records: Iterable[tuple[str, bool]]) -> dict[str, float]:
 
 # ---- pairs ------------------------------------------------------------------------------------
 def pair_accuracy(results: dict[str, list[bool]]) -> float:
-    """MMVP (tsb0601/MMVP, the pair rule of its evaluation scripts and paper): a pair of
-    questions on two CLIP-blind images counts only when both are answered right."""
+    """MMVP (tsb0601/MMVP, scripts/gpt_grader.py): consecutive questions 1-2, 3-4, ... ask
+    about the two images of a CLIP-blind pair, and a pair counts only when both are right.
+    (Its grader asks GPT-4 whether an answer is right; here the option letter is extracted.)"""
     if not results:
         return 0.0
     return sum(all(v) for v in results.values()) / len(results)
