@@ -74,7 +74,7 @@ OCRBENCH_HME = "Handwritten Mathematical Expression Recognition"
 
 
 def ocrbench_match(prediction: str, answers: list[str], category: str) -> float:
-    """OCRBench (Yuliang-Liu/MultimodalOCR, scripts/*.py; VLMEvalKit
+    """OCRBench (Yuliang-Liu/MultimodalOCR, OCRBench/example.py; VLMEvalKit
     vlmeval/dataset/utils/ocrbench.py): 1.0 when some answer is a substring of the prediction.
     Handwritten maths drops every space and newline and keeps the case; the other categories
     lower-case, strip and turn newlines into spaces."""
