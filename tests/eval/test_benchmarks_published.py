@@ -300,6 +300,26 @@ def realworldqa(tmp: Path) -> tuple[list[B.Question], Preds, Preds]:
     return qs, perfect, partly
 
 
+def realworldqa_parquet(tmp: Path) -> tuple[list[B.Question], Preds, Preds]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tail = "Please answer directly with only the letter of the correct option and nothing else."
+    rows = [
+        ("How many lanes?\nA. 1\nB. 2\nC. 3\n" + tail, "C"),
+        ("Is the light red?\nA. yes\nB. no\n" + tail, "A"),
+        ("How many cars are visible? Please answer directly with a single word or number.", "3"),
+    ]
+    table = pa.table({"image": [{"bytes": PNG, "path": None}] * 3,
+                      "question": [r[0] for r in rows], "answer": [r[1] for r in rows]})  # fmt: skip
+    pq.write_table(table, tmp / "test-00000-of-00001.parquet")
+    qs = _convert(tmp, tmp / "test-00000-of-00001.parquet", "realworldqa")
+    assert [q.metric for q in qs] == ["mc", "mc", "exact"] and qs[0].choices == ["1", "2", "3"]
+    perfect = {"RealWorldQA-0": "C", "RealWorldQA-1": "A.", "RealWorldQA-2": "3"}
+    partly = dict(perfect, **{"RealWorldQA-1": "(B)"})  # 2/3
+    return qs, perfect, partly
+
+
 def cvbench(tmp: Path) -> tuple[list[B.Question], Preds, Preds]:
     def item(idx: int, kind: str, source: str, answer: str) -> dict[str, Any]:
         _img(tmp / "img" / kind / f"{idx}.png")
@@ -337,6 +357,8 @@ CASES: dict[str, tuple[Callable[..., Any], dict[str, float], dict[str, float], d
     "MMVP": (mmvp, {"MMVP": 1.0}, {"MMVP": 0.0}, {"MMVP": 0.5}),
     "RealWorldQA": (realworldqa, {"RealWorldQA": 1.0}, {"RealWorldQA": 0.0},
                     {"RealWorldQA": 2 / 3}),
+    "RealWorldQA-parquet": (realworldqa_parquet, {"RealWorldQA": 1.0}, {"RealWorldQA": 0.0},
+                            {"RealWorldQA": 2 / 3}),
     "CV-Bench": (cvbench, {"CV-Bench-2D": 1.0, "CV-Bench-3D": 1.0},
                  {"CV-Bench-2D": 0.0, "CV-Bench-3D": 0.0},
                  {"CV-Bench-2D": 0.75, "CV-Bench-3D": 0.5}),

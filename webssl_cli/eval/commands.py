@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
             str,
             typer.Option(
                 help="mme, vlmeval-tsv, seed, gqa, scienceqa, mmmu, mathvista, chartqa, "
-                "ocrbench, vqa, docvqa, mmvp, cvbench (see `webssl_cli.eval.convert`)."
+                "ocrbench, vqa, docvqa, mmvp, realworldqa, cvbench (see `webssl_cli.eval.convert`)."
             ),
         ],
         benchmark: Annotated[

@@ -19,6 +19,7 @@ ocrbench       OCRBench.json (images: OCRBench_Images/)                   OCRBen
 vqa            VQA v2 questions JSON (``--annotations``) or TextVQA JSON  TextVQA, VQAv2
 docvqa         val_v1.0.json (images relative to its folder)              DocVQA
 mmvp           the MMVP folder (Questions.csv, MMVP Images/)              MMVP
+realworldqa    RealWorldQA's parquet file(s) (image, question, answer)    RealWorldQA
 cvbench        CV-Bench's test.jsonl (beside img/)                        CV-Bench-2D, -3D
 =============  =========================================================  ======================
 """
@@ -33,7 +34,7 @@ from webssl_cli.eval import benchmarks as B
 from webssl_cli.eval.convert import general, knowledge, ocr, vision
 
 LAYOUTS = ("mme", "vlmeval-tsv", "seed", "gqa", "scienceqa", "mmmu", "mathvista", "chartqa",
-           "ocrbench", "vqa", "docvqa", "mmvp", "cvbench")  # fmt: skip
+           "ocrbench", "vqa", "docvqa", "mmvp", "realworldqa", "cvbench")  # fmt: skip
 
 
 def convert(
@@ -79,6 +80,8 @@ def convert(
         return ocr.convert_docvqa(source, image_dir or near)
     if layout == "mmvp":
         return vision.convert_mmvp(source)
+    if layout == "realworldqa":
+        return vision.convert_realworldqa(source, written)
     if layout == "cvbench":
         return vision.convert_cvbench(source)
     # vqa: the questions file, and its annotations (TextVQA's one file holds both)

@@ -118,3 +118,25 @@ def letter_of(answer: str, n_choices: int, source: Path, where: str) -> str:
     if len(text) != 1 or text not in LETTERS[:n_choices]:
         raise UserError(f"{source}: {where}: answer {answer!r} is not one of the option letters")
     return text
+
+
+def parquet_rows(path: Path) -> list[dict[str, Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    if not files:
+        raise UserError(f"{path}: no *.parquet files")
+    rows: list[dict[str, Any]] = []
+    for f in files:
+        try:
+            rows.extend(pq.read_table(f).to_pylist())
+        except (OSError, pa.ArrowException) as exc:
+            raise UserError(f"{f}: not a parquet file ({exc})") from exc
+    return rows
+
+
+def image_bytes(value: Any) -> bytes | None:
+    if isinstance(value, dict):
+        value = value.get("bytes")
+    return value if isinstance(value, bytes) and value else None

@@ -10,7 +10,9 @@ from typing import Any
 from webssl_cli.errors import UserError
 from webssl_cli.eval.benchmarks import Question
 from webssl_cli.eval.convert.common import (
+    image_bytes,
     image_file,
+    parquet_rows,
     question,
     read_json,
     require,
@@ -42,38 +44,16 @@ def convert_scienceqa(path: Path, image_dir: Path, split: str = "test") -> list[
     return out
 
 
-def _parquet_rows(path: Path) -> list[dict[str, Any]]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-    if not files:
-        raise UserError(f"{path}: no *.parquet files")
-    rows: list[dict[str, Any]] = []
-    for f in files:
-        try:
-            rows.extend(pq.read_table(f).to_pylist())
-        except (OSError, pa.ArrowException) as exc:
-            raise UserError(f"{f}: not a parquet file ({exc})") from exc
-    return rows
-
-
-def _image_bytes(value: Any) -> bytes | None:
-    if isinstance(value, dict):
-        value = value.get("bytes")
-    return value if isinstance(value, bytes) and value else None
-
-
 def convert_mmmu(path: Path, image_dir: Path) -> list[Question]:
     """MMMU (the MMMU/MMMU parquet files, one per subject, or a folder of them): ``id,
     question, options`` (a Python-literal list), ``answer``, ``question_type``
     ("multiple-choice" or "open"), ``image_1..image_7``. The first image is the question's;
     answers are scored by MMMU's own parsing (``metrics.mmmu_correct``)."""
     out = []
-    for r in _parquet_rows(path):
+    for r in parquet_rows(path):
         require(path, r, ("id", "question", "options", "answer", "question_type", "image_1"),
                 f"row {r.get('id')}")  # fmt: skip
-        data = _image_bytes(r["image_1"])
+        data = image_bytes(r["image_1"])
         if data is None:
             raise UserError(f"{path}: {r['id']}: image_1 is empty")
         img = write_image(data, image_dir / f"{r['id']}.png", path)

@@ -1,5 +1,5 @@
-"""Vision-centric benchmarks: MMVP (Questions.csv) and CV-Bench (test.jsonl). RealWorldQA comes
-as a VLMEvalKit TSV (``general.convert_vlmeval_tsv``)."""
+"""Vision-centric benchmarks: MMVP (Questions.csv), RealWorldQA (its parquet release, or a
+VLMEvalKit TSV through ``general.convert_vlmeval_tsv``) and CV-Bench (test.jsonl)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ from pathlib import Path
 from webssl_cli.errors import UserError
 from webssl_cli.eval.benchmarks import Question
 from webssl_cli.eval.convert.common import (
+    image_bytes,
     image_file,
     letter_of,
+    parquet_rows,
     question,
     read_jsonl_rows,
     read_table,
     require,
+    write_image,
 )
 
 _OPTION = re.compile(r"\(([a-zA-Z])\)\s*(.*?)\s*(?=\([a-zA-Z]\)|$)")
@@ -64,4 +67,39 @@ def convert_cvbench(path: Path) -> list[Question]:
         out.append(question(str(r["idx"]), f"CV-Bench-{r['type']}", img, r["question"],
                             [letter], "mc", choices, stratum=r["source"],
                             task=r.get("task")))  # fmt: skip
+    return out
+
+
+_RWQA_OPTION = re.compile(r"^\s*([A-Z])[.)]\s+(.+?)\s*$")
+
+
+def convert_realworldqa(path: Path, image_dir: Path) -> list[Question]:
+    """RealWorldQA as released (xai-org/RealworldQA parquet: ``image, question, answer``): the
+    options are lines "A. ..." inside the question, the answer their letter (or, for a few
+    questions, a word or number). Lettered questions are scored as multiple choice, the others
+    by exact match (lmms-eval tasks/realworldqa: its choice filter, then exact match ignoring
+    case and punctuation)."""
+    out = []
+    for n, r in enumerate(parquet_rows(path)):
+        require(path, r, ("image", "question", "answer"), f"row {n}")
+        data = image_bytes(r["image"])
+        if data is None:
+            raise UserError(f"{path}: row {n}: image is empty")
+        img = write_image(data, image_dir / f"{n}.png", path)
+        lines = str(r["question"]).splitlines()
+        options = [m for m in (_RWQA_OPTION.match(x) for x in lines) if m]
+        choices = [m.group(2) for m in options]
+        answer = str(r["answer"]).strip()
+        lettered = (
+            len(choices) >= 2
+            and [m.group(1) for m in options] == list("ABCDEFGH"[: len(choices)])
+            and len(answer) == 1
+            and answer.upper() in "ABCDEFGH"[: len(choices)]
+        )
+        if lettered:
+            # the options are listed again by the prompt; keep the question's other lines
+            text = "\n".join(x for x in lines if not _RWQA_OPTION.match(x)).strip()
+            out.append(question(str(n), "RealWorldQA", img, text, [answer.upper()], "mc", choices))
+        else:
+            out.append(question(str(n), "RealWorldQA", img, str(r["question"]), [answer], "exact"))
     return out
