@@ -433,6 +433,12 @@ def test_score_command(tmp_path: Path) -> None:
     empty = _write_preds(tmp_path / "e.json", {}, as_lines=False)
     res = CliRunner().invoke(_app(), ["score", str(tmp_path / "suite" / "mme.jsonl"), str(empty)])
     assert "MME\t0.00" in res.output and f"{len(qs)} question(s) without" in res.output
+    qs, perfect, partly = ocrbench(tmp_path / "ocr")
+    preds = _write_preds(tmp_path / "o.json", partly, as_lines=False)
+    res = CliRunner().invoke(
+        _app(), ["score", str(tmp_path / "ocr" / "suite" / "ocrbench.jsonl"), str(preds)]
+    )
+    assert "OCRBench\t25.00\t(250.0 of 1000)" in res.output, res.output
 
 
 def test_mme_from_vlmevalkit_tsv_keeps_subtasks_and_pairs(tmp_path: Path) -> None:

@@ -122,6 +122,8 @@ def register(app: typer.Typer) -> None:
         scores, missing = score_predictions(B.read_jsonl(questions), read_predictions(predictions))
         for bench, value in sorted(scores.items()):
             shown = value if bench == "MME" else 100.0 * value
-            typer.echo(f"{bench}\t{shown:.2f}")
+            # OCRBench publishes a count out of its 1000 questions
+            extra = f"\t({1000.0 * value:.1f} of 1000)" if bench == "OCRBench" else ""
+            typer.echo(f"{bench}\t{shown:.2f}{extra}")
         if missing:
             typer.echo(f"{missing} question(s) without a prediction counted as empty answers")
