@@ -87,6 +87,24 @@ def mmbench(tmp: Path) -> tuple[list[B.Question], Preds, Preds]:
     return qs, perfect, partly
 
 
+def test_mmbench_rotations_already_in_the_tsv_are_grouped(tmp_path: Path) -> None:
+    # VLMEvalKit's circular TSVs carry the rotations as rows index + k * 1e6
+    tsv = tmp_path / "MMBench_CIRC.tsv"
+    tsv.write_text(
+        "index\tquestion\tA\tB\tanswer\timage\n"
+        f"7\tDay?\tyes\tno\tA\t{B64}\n"
+        "1000007\tDay?\tno\tyes\tB\t7\n"
+    )
+    qs = _convert(tmp_path, tsv, "vlmeval-tsv", "--benchmark", "MMBench", "--circular")
+    assert [q.group for q in qs] == ["7", "7"]
+    assert B.example_values(qs, {"MMBench-7": "A", "MMBench-1000007": "B"}) == {
+        "MMBench": {"7": 1.0}
+    }
+    assert B.example_values(qs, {"MMBench-7": "A", "MMBench-1000007": "A"}) == {
+        "MMBench": {"7": 0.0}
+    }
+
+
 def seed(tmp: Path) -> tuple[list[B.Question], Preds, Preds]:
     rows = [
         {"question_id": str(i), "question": f"q{i}?", "choice_a": "cat", "choice_b": "dog",

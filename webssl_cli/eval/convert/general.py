@@ -78,6 +78,10 @@ def convert_vlmeval_tsv(
         raise UserError(f"{tsv}: no rows")
     require(tsv, rows[0], ("index", "question", "answer", "image"), "header")
     images = _tsv_images(tsv, rows)
+    if circular and not all(r["index"].isdigit() for r in rows):
+        raise UserError(f"{tsv}: circular evaluation needs integer indices")
+    # a TSV holding the rotations itself (rows index + k * 1e6) is grouped, not rotated again
+    rotated_rows = circular and any(int(r["index"]) >= 1_000_000 for r in rows)
     out: list[Question] = []
     for row in rows:
         idx = row["index"]
@@ -94,9 +98,9 @@ def convert_vlmeval_tsv(
             out.append(question(idx, benchmark, img, text, [row["answer"].strip()], "exact"))
             continue
         letter = letter_of(row["answer"], len(choices), tsv, f"index {idx}")
-        if circular and int(float(idx)) >= 1_000_000:
+        if circular and rotated_rows:
             out.append(question(idx, benchmark, img, text, [letter], "mc", choices,
-                                group=str(int(float(idx)) % 1_000_000)))  # fmt: skip
+                                group=str(int(idx) % 1_000_000)))  # fmt: skip
         elif circular:
             for s, (rot, ans) in enumerate(circular_shifts(choices, LETTERS.index(letter))):
                 out.append(question(f"{idx}-{s}", benchmark, img, text, [ans], "mc", rot,
