@@ -428,6 +428,11 @@ def test_example_units_are_pairs_groups_and_weighted_questions(tmp_path: Path) -
     two = B.example_values(qs, partly)["CV-Bench-2D"]
     # 3 questions, 2 sources: ADE20K's right one weighs 3 / (2 x 2), COCO's 3 / (2 x 1)
     assert two == pytest.approx({"CV-Bench-2D-0": 0.75, "CV-Bench-2D-1": 0.0, "CV-Bench-2D-2": 1.5})
+    from webssl_cli.eval.convert import breakdowns
+
+    assert breakdowns(qs, partly)["CV-Bench"] == pytest.approx(
+        {"ADE20K": 0.5, "COCO": 1.0, "Omni3D": 0.5, "2D": 0.75, "3D": 0.5, "Overall": 0.625}
+    )
 
 
 def test_authors_reports() -> None:
@@ -451,6 +456,12 @@ def test_score_command(tmp_path: Path) -> None:
     empty = _write_preds(tmp_path / "e.json", {}, as_lines=False)
     res = CliRunner().invoke(_app(), ["score", str(tmp_path / "suite" / "mme.jsonl"), str(empty)])
     assert "MME\t0.00" in res.output and f"{len(qs)} question(s) without" in res.output
+    res = CliRunner().invoke(
+        _app(), ["score", str(tmp_path / "suite" / "mme.jsonl"), str(preds), "--details"]
+    )
+    rep = json.loads(res.output[res.output.index("{") :])["MME"]
+    assert rep["subtasks"]["existence"] == {"acc": 75.0, "acc_plus": 50.0, "score": 125.0}
+    assert rep["perception"] == 1775.0 and rep["cognition"] == 200.0
     qs, perfect, partly = ocrbench(tmp_path / "ocr")
     preds = _write_preds(tmp_path / "o.json", partly, as_lines=False)
     res = CliRunner().invoke(

@@ -114,12 +114,21 @@ def register(app: typer.Typer) -> None:
                 help='Answers: {"<id>": "<answer>"} JSON, or {"id", "prediction"} lines.'
             ),
         ],
+        details: Annotated[
+            bool,
+            typer.Option(
+                help="Also print MME's sub-tasks, OCRBench's categories, CV-Bench's sources."
+            ),
+        ] = False,
     ) -> None:
         """Score a prediction file by each benchmark's own rule (MME out of 2000, others in %)."""
-        from webssl_cli.eval import benchmarks as B
-        from webssl_cli.eval.convert import read_predictions, score_predictions
+        import json
 
-        scores, missing = score_predictions(B.read_jsonl(questions), read_predictions(predictions))
+        from webssl_cli.eval import benchmarks as B
+        from webssl_cli.eval.convert import breakdowns, read_predictions, score_predictions
+
+        qs, preds = B.read_jsonl(questions), read_predictions(predictions)
+        scores, missing = score_predictions(qs, preds)
         for bench, value in sorted(scores.items()):
             shown = value if bench == "MME" else 100.0 * value
             # OCRBench publishes a count out of its 1000 questions
@@ -127,3 +136,5 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{bench}\t{shown:.2f}{extra}")
         if missing:
             typer.echo(f"{missing} question(s) without a prediction counted as empty answers")
+        if details:
+            typer.echo(json.dumps(breakdowns(qs, preds), indent=1, sort_keys=True))

@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from webssl_cli.errors import UserError
 from webssl_cli.eval import benchmarks as B
+from webssl_cli.eval import metrics as M
 from webssl_cli.eval.convert import general, knowledge, ocr, vision
 
 LAYOUTS = ("mme", "vlmeval-tsv", "seed", "gqa", "scienceqa", "mmmu", "mathvista", "chartqa",
@@ -128,3 +130,22 @@ def score_predictions(
     missing = sum(q.id not in predictions for q in questions)
     full = {q.id: predictions.get(q.id, "") for q in questions}
     return B.benchmark_scores(questions, full), missing
+
+
+def breakdowns(questions: list[B.Question], predictions: dict[str, str]) -> dict[str, Any]:
+    """The reports the benchmarks' own tools print: MME's accuracy and accuracy+ per sub-task
+    (and cognition), OCRBench's counts per category, CV-Bench's accuracy per source."""
+    right = {q.id: B.score(q, predictions.get(q.id, "")) >= 1.0 for q in questions}
+    out: dict[str, Any] = {}
+    mme = [q for q in questions if q.benchmark == "MME"]
+    if mme:
+        out["MME"] = M.mme_score(
+            (str(q.meta.get("subtask", "existence")), q.group or q.id, right[q.id]) for q in mme
+        )
+    ocr = [q for q in questions if q.benchmark == "OCRBench"]
+    if ocr:
+        out["OCRBench"] = M.ocrbench_score((str(q.meta.get("category")), right[q.id]) for q in ocr)
+    cv = [q for q in questions if q.benchmark.startswith("CV-Bench")]
+    if cv:
+        out["CV-Bench"] = M.cvbench_score((str(q.meta.get("stratum")), right[q.id]) for q in cv)
+    return out
