@@ -332,7 +332,12 @@ def realworldqa_parquet(tmp: Path) -> tuple[list[B.Question], Preds, Preds]:
                       "question": [r[0] for r in rows], "answer": [r[1] for r in rows]})  # fmt: skip
     pq.write_table(table, tmp / "test-00000-of-00001.parquet")
     qs = _convert(tmp, tmp / "test-00000-of-00001.parquet", "realworldqa")
-    assert [q.metric for q in qs] == ["mc", "mc", "exact"] and qs[0].choices == ["1", "2", "3"]
+    assert [q.metric for q in qs] == ["mc", "mc", "vqa_accuracy"] and qs[0].choices == [
+        "1",
+        "2",
+        "3",
+    ]
+    assert B.score(qs[2], "Three.") == 1.0 and B.score(qs[2], "4") == 0.0
     perfect = {"RealWorldQA-0": "C", "RealWorldQA-1": "A.", "RealWorldQA-2": "3"}
     partly = dict(perfect, **{"RealWorldQA-1": "(B)"})  # 2/3
     return qs, perfect, partly

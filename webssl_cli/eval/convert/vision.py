@@ -77,8 +77,8 @@ def convert_realworldqa(path: Path, image_dir: Path) -> list[Question]:
     """RealWorldQA as released (xai-org/RealworldQA parquet: ``image, question, answer``): the
     options are lines "A. ..." inside the question, the answer their letter (or, for a few
     questions, a word or number). Lettered questions are scored as multiple choice, the others
-    by exact match (lmms-eval tasks/realworldqa: its choice filter, then exact match ignoring
-    case and punctuation)."""
+    by exact match with number words as digits, case and punctuation ignored (lmms-eval
+    tasks/realworldqa/realworldqa.yaml: its filters, then exact match)."""
     out = []
     for n, r in enumerate(parquet_rows(path)):
         require(path, r, ("image", "question", "answer"), f"row {n}")
@@ -101,5 +101,8 @@ def convert_realworldqa(path: Path, image_dir: Path) -> list[Question]:
             text = "\n".join(x for x in lines if not _RWQA_OPTION.match(x)).strip()
             out.append(question(str(n), "RealWorldQA", img, text, [answer.upper()], "mc", choices))
         else:
-            out.append(question(str(n), "RealWorldQA", img, str(r["question"]), [answer], "exact"))
+            # one answer: VQA accuracy is exact match after the VQA normalisation (number words
+            # to digits, case and punctuation ignored), lmms-eval's filters for this task
+            out.append(question(str(n), "RealWorldQA", img, str(r["question"]), [answer],
+                                "vqa_accuracy"))  # fmt: skip
     return out
