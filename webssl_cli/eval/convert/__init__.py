@@ -65,7 +65,9 @@ def convert(
             raise UserError("--layout vlmeval-tsv: give --benchmark (MMBench, SEED, AI2D, ...)")
         return general.convert_vlmeval_tsv(source, written, benchmark, circular)
     if layout == "seed":
-        return general.convert_seed(source, image_dir or near / "SEED-Bench-image")
+        seed_dir = next((near / d for d in ("SEED-Bench-image", "seed_bench_image")
+                         if (near / d).is_dir()), near / "SEED-Bench-image")  # fmt: skip
+        return general.convert_seed(source, image_dir or seed_dir)
     if layout == "gqa":
         return general.convert_gqa(source, image_dir or near / "images")
     if layout == "scienceqa":

@@ -113,7 +113,8 @@ def convert_vlmeval_tsv(
 def convert_seed(path: Path, image_dir: Path) -> list[Question]:
     """SEED-Bench (AILab-CVC/SEED-Bench, SEED-Bench.json): its image questions (``data_type``
     "image", dimensions 1-9) with options ``choice_a..choice_d`` and the letter in ``answer``;
-    ``data_id`` names the image file in SEED-Bench-image/. Scored as accuracy over questions."""
+    ``data_id`` names the image file in SEED-Bench-image/. Scored as accuracy over all its
+    questions (AILab-CVC/SEED-Bench, eval.py: the total over the nine image dimensions)."""
     data = read_json(path)
     rows = data.get("questions") if isinstance(data, dict) else None
     if not isinstance(rows, list):
