@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from webssl_cli.eval.mllm import MLLM, resize_tokens
 
@@ -129,6 +129,42 @@ def encode(tokenizer: Any, conv: Conversation, n_image: int, *, generate: bool =
     return enc
 
 
+def collate(
+    batch: Sequence[Encoded], pad: int, left_pad: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """ids, attention_mask, labels and visual-slot mask (B, L) of encoded conversations."""
+    width = max(len(e.ids) for e in batch)
+
+    def padded(seq: list[Any], fill: Any) -> list[Any]:
+        extra = [fill] * (width - len(seq))
+        return extra + seq if left_pad else seq + extra
+
+    ids = torch.tensor([padded(e.ids, pad) for e in batch])
+    mask = torch.tensor([padded([1] * len(e.ids), 0) for e in batch])
+    lab = torch.tensor([padded(e.labels, IGNORE) for e in batch])
+    is_img = torch.tensor([padded(e.image, False) for e in batch])
+    return ids, mask, lab, is_img
+
+
+def image_rows(batch: Sequence[Encoded], patches: Sequence[Tensor | None]) -> Tensor | None:
+    """(B_img, N, D) patches of the rows that have visual slots, in row order; None if none."""
+    rows = [p for e, p in zip(batch, patches, strict=True) if any(e.image)]
+    if any(p is None for p in rows):
+        raise ValueError("a conversation with an image was given no patch features")
+    return torch.stack([p for p in rows if p is not None]) if rows else None
+
+
+def embed(
+    adapter: nn.Module, lm: Any, tokens: int, ids: Tensor, is_img: Tensor, feats: Tensor | None
+) -> Tensor:
+    """Token embeddings with the adapter's visual tokens written into the visual slots."""
+    emb = lm.get_input_embeddings()(ids)
+    if feats is None:
+        return emb  # type: ignore[no-any-return]
+    vis = adapter(resize_tokens(feats, tokens)).to(emb.dtype)
+    return emb.masked_scatter(is_img.unsqueeze(-1), vis)  # type: ignore[no-any-return]
+
+
 def layout(
     model: MLLM, batch: Sequence[Encoded], patches: Sequence[Tensor | None], left_pad: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -136,26 +172,11 @@ def layout(
     ``patches[i]`` (N, D) fills row i's visual slots (None for a text-only row)."""
     tok = model.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    width = max(len(e.ids) for e in batch)
     device = next(model.adapter.parameters()).device
-
-    def padded(seq: list[Any], fill: Any) -> list[Any]:
-        extra = [fill] * (width - len(seq))
-        return extra + seq if left_pad else seq + extra
-
-    ids = torch.tensor([padded(e.ids, pad) for e in batch], device=device)
-    mask = torch.tensor([padded([1] * len(e.ids), 0) for e in batch], device=device)
-    lab = torch.tensor([padded(e.labels, IGNORE) for e in batch], device=device)
-    is_img = torch.tensor([padded(e.image, False) for e in batch], device=device)
-    emb = model.lm.get_input_embeddings()(ids)
-    rows = [p for e, p in zip(batch, patches, strict=True) if any(e.image)]
-    if rows:
-        if any(p is None for p in rows):
-            raise ValueError("a conversation with an image was given no patch features")
-        feats = torch.stack([p for p in rows if p is not None]).to(device)
-        vis = model.adapter(resize_tokens(feats, model.tokens)).to(emb.dtype)
-        emb = emb.masked_scatter(is_img.unsqueeze(-1), vis)  # image rows in order
-    return emb, mask, lab
+    ids, mask, lab, is_img = (t.to(device) for t in collate(batch, pad, left_pad))
+    feats = image_rows(batch, patches)
+    feats = None if feats is None else feats.to(device)
+    return embed(model.adapter, model.lm, model.tokens, ids, is_img, feats), mask, lab
 
 
 def token_loss_sum(model: MLLM, emb: Tensor, mask: Tensor, lab: Tensor) -> tuple[Tensor, int]:
