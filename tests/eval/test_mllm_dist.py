@@ -65,3 +65,13 @@ def test_fsdp_two_ranks_equal_one_and_killed_run_resumes(tmp_path: Path):
     assert launch(killed, 2, "fsdp") == [0, 0]
     print("killed + resumed vs uninterrupted:", rel(result(killed)["losses"], two["losses"]))
     assert rel(result(killed)["losses"], two["losses"]) <= 1e-5
+
+
+def test_gpu_vqa_benchmark_dry_run():
+    """The GPU benchmark's CPU self-check: it trains, and the plan's LM size and per-rank
+    states match the model it builds."""
+    script = Path(__file__).parents[2] / "benchmarks" / "gpu_vqa.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WEBSSL_DEVICE": "cpu"}
+    run = subprocess.run([sys.executable, str(script), "--dry-run"], capture_output=True,
+                         text=True, env=env, timeout=600)  # fmt: skip
+    assert run.returncode == 0 and "dry run ok" in run.stdout, run.stderr[-2000:]

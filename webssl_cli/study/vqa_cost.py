@@ -90,11 +90,13 @@ def price_vqa(
     encoder_forward_flops: float = 0.0,
     images: int | None = None,
     micro_batch: int = 1,
+    shape: LmShape | None = None,
 ) -> dict[str, Any]:
     """One eval stage's estimate: strategy, activation checkpointing, FLOPs and GPU-hours per
     part, stage-2 bytes per GPU by part and whether they fit ``gpu_memory_gb`` (0: unknown).
-    GPU-hours are None where the sample counts are unknown (neither samples nor steps set)."""
-    shape = lm_shape(cfg)
+    GPU-hours are None where the sample counts are unknown (neither samples nor steps set).
+    ``shape`` overrides the LM's shape read from ``cfg``."""
+    shape = shape or lm_shape(cfg)
     if shape is None:
         return {"priced": False, "why": f"no readable config.json under {cfg.llm!r}"}
     P, s = shape.params, cfg.tokens + cfg.plan_text_tokens
