@@ -131,3 +131,34 @@ def test_cache_larger_than_memory_limit_completes(tmp_path: Path):
     held = _child(tmp_path, "memory", n, margin)
     refused = "MemoryError" in held.stderr or "Cannot allocate memory" in held.stderr
     assert held.returncode != 0 and refused, (held.stdout, held.stderr[-800:])
+
+
+TINY = {
+    "task": "vqa", "tokens": 4, "lm_width": 32, "lm_layers": 1, "lm_heads": 2, "stage1_steps": 2,
+    "stage1_batch": 8, "stage1_lr": 1e-3, "stage2_steps": 4, "stage2_batch": 8, "stage2_lr": 1e-3,
+    "max_questions": 4, "max_new_tokens": 3, "batch_size": 8, "max_images": 120,
+}  # fmt: skip
+
+
+def test_vqa_eval_with_features_on_disk(tmp_path: Path, synth_shards: str, make_cell) -> None:
+    pytest.importorskip("transformers")
+    import json
+
+    from webssl_cli.eval.run import run_eval
+
+    cell = make_cell(
+        tmp_path, synth_shards, [{**TINY, "feature_cache": "disk", "feature_shard": 16}]
+    )
+    out = run_eval(cell, "vqa")
+    root = cell / "eval" / "vqa.cache" / "features"
+    cache = FeatureCache(root)
+    n = out["details"]["n_images"]
+    assert len(cache) == n and len(list(root.glob("shard-*.done"))) == -(-n // 16)
+    assert not (cell / "eval" / "vqa.cache" / "features.pt").exists()  # nothing held whole
+    doc = json.loads((cell / "eval" / "vqa.json").read_text())
+    assert all(0.0 <= r["value"] <= 1.0 for r in doc["results"])
+    # a rerun reads the cache: the shards are not rewritten
+    stamps = {p: p.stat().st_mtime_ns for p in root.glob("shard-*.bin")}
+    (cell / "eval" / "vqa.cache" / "predictions.jsonl").unlink()
+    run_eval(cell, "vqa")
+    assert {p: p.stat().st_mtime_ns for p in root.glob("shard-*.bin")} == stamps

@@ -17,6 +17,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -119,3 +120,24 @@ def build_cache(
     if shape is None:  # no keys at all
         atomic_write_json(index_path, {**want, "keys": keys, "shape": [0, 0]})
     return FeatureCache(root)
+
+
+def disk_features(
+    root: Path,
+    cfg: Any,
+    encoder: Any,
+    images: Mapping[str, bytes],
+    keys: Sequence[str],
+    image_size: int,
+) -> FeatureCache:
+    """The VQA evaluation's frozen patch features in an on-disk cache under ``root``
+    (``cfg``: a VqaEval), computed from ``encoder`` a shard of images at a time."""
+    from webssl_cli.eval.features import extract
+
+    def compute(ks: Sequence[str]) -> Tensor:
+        f = extract(encoder, [images[k] for k in ks], image_size, batch_size=cfg.batch_size,
+                    keep_patches=True)  # fmt: skip
+        assert f.patches is not None
+        return f.patches
+
+    return build_cache(root, keys, compute, shard_size=cfg.feature_shard, dtype=cfg.feature_dtype)

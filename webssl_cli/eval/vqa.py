@@ -27,6 +27,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from webssl_cli import device as dev
 from webssl_cli.errors import UserError
 from webssl_cli.eval import metrics as M
 from webssl_cli.eval.benchmarks import Question, example_values, load_directory
+from webssl_cli.eval.feature_cache import disk_features
 from webssl_cli.eval.features import extract
 from webssl_cli.eval.mllm import MLLM, tiny_llama, train_stage
 from webssl_cli.eval.synth_vqa import Example, load_synthetic
@@ -43,8 +45,11 @@ from webssl_cli.outcomes import Outcome, examples_path, write_outcomes
 from webssl_cli.rundir import atomic_write_bytes, atomic_write_json, read_json
 from webssl_cli.specs.evals import VqaEval
 
-# Settings that change the encoder's side only; everything else keys the blind twin.
-_ENCODER_ONLY = ("name", "threads", "encoder", "image_size", "dataset", "max_images")
+# Settings that change the encoder's side only (with how its features are stored, and what
+# only the plan reads); everything else keys the blind twin.
+_ENCODER_ONLY = ("name", "threads", "encoder", "image_size", "dataset", "max_images",
+                 "feature_cache", "feature_dtype", "feature_shard", "stage1_samples",
+                 "stage2_samples", "plan_text_tokens")  # fmt: skip
 
 
 def run_vqa(
@@ -74,7 +79,10 @@ def run_vqa(
     t = time.time()
     feat_path = cache / "features.pt"
     keys = sorted(images)
-    if feat_path.exists():
+    features: Mapping[str, torch.Tensor]
+    if cfg.feature_cache == "disk":  # sharded half-precision files, read an image at a time
+        features = disk_features(cache / "features", cfg, encoder, images, keys, image_size)
+    elif feat_path.exists():
         features = torch.load(feat_path, weights_only=True)
     else:
         f = extract(
@@ -256,7 +264,7 @@ def _tokenizer_and_lm(cache: Path, cfg: VqaEval, texts: list[str]) -> tuple[Any,
 def _train_and_answer(
     cache: Path,
     cfg: VqaEval,
-    features: dict[str, torch.Tensor] | None,
+    features: Mapping[str, torch.Tensor] | None,
     stage1: list[Example],
     stage2: list[Example],
     test: list[Question],
