@@ -141,3 +141,44 @@ def test_plain_layout_matches_mllm():
                  list(patches), left_pad=False)  # fmt: skip
     for a, b in zip(got, ref, strict=True):
         assert torch.equal(a, b)
+
+
+def test_vqa_eval_uses_a_local_lms_chat_template(
+    tmp_path, synth_shards: str, make_cell, monkeypatch
+) -> None:
+    """A local transformers LM whose tokenizer has a Llama-3-style template: both stages train
+    on templated conversations and the answers come from the templated prompt."""
+    from webssl_cli.eval import mllm_dist, vqa
+    from webssl_cli.eval.mllm import tiny_llama
+    from webssl_cli.eval.run import run_eval
+    from webssl_cli.eval.tokenizer import train_word_tokenizer
+
+    tok = train_word_tokenizer(["what colour shape is the red green blue circle square answer"])
+    tok.add_special_tokens({"additional_special_tokens": SPECIAL[1:4]})
+    tok.bos_token, tok.eos_token = "[BOS]", "<|eot_id|>"
+    tok.chat_template = LLAMA3
+    lm_dir = tmp_path / "lm"
+    tok.save_pretrained(str(lm_dir))
+    torch.manual_seed(0)
+    tiny_llama(len(tok), 32, 1, 2, 64).save_pretrained(str(lm_dir))
+    calls = {"train": 0, "generate": 0}
+    real_train, real_gen = mllm_dist.train_stage_chat, vqa.chat_generate
+
+    def train(*a, **k):
+        calls["train"] += 1
+        return real_train(*a, **k)
+
+    def gen(*a, **k):
+        calls["generate"] += 1
+        return real_gen(*a, **k)
+
+    monkeypatch.setattr(vqa, "train_stage_chat", train)
+    monkeypatch.setattr(vqa, "chat_generate", gen)
+    tiny = {"task": "vqa", "llm": str(lm_dir), "tokens": 4, "stage1_steps": 2, "stage1_batch": 8,
+            "stage2_steps": 3, "stage2_batch": 8, "max_questions": 2, "max_new_tokens": 3,
+            "batch_size": 8, "max_images": 60}  # fmt: skip
+    cell = make_cell(tmp_path, synth_shards, [tiny])
+    out = run_eval(cell, "vqa")
+    assert calls["train"] == 3  # encoder: stages 1 and 2; blind twin: stage 2
+    assert calls["generate"] >= 2  # encoder and blind
+    assert out["details"]["losses"]["stage2"] is not None

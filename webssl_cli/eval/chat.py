@@ -193,3 +193,24 @@ def chat_loss(model: MLLM, batch: Sequence[Encoded], patches: Sequence[Tensor | 
     """Mean loss per assistant token of a batch of conversations."""
     loss, n = token_loss_sum(model, *layout(model, batch, patches, left_pad=False))
     return loss / max(n, 1)
+
+
+@torch.no_grad()
+def chat_generate(
+    model: MLLM,
+    conversations: Sequence[Conversation],
+    patches: Sequence[Tensor | None],
+    max_new_tokens: int = 16,
+) -> list[str]:
+    """Greedy answers to the last user turn of each conversation, laid out by ``encode``
+    (the chat template's assistant prompt appended), through transformers' ``generate``."""
+    tok = model.tokenizer
+    batch = [encode(tok, c, model.tokens, generate=True) for c in conversations]
+    emb, mask, _ = layout(model, batch, patches, left_pad=True)
+    eos = tok.eos_token_id
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+    out = model.lm.generate(
+        inputs_embeds=emb, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+        num_beams=1, eos_token_id=eos, pad_token_id=pad,
+    )  # fmt: skip
+    return [s.strip() for s in tok.batch_decode(out, skip_special_tokens=True)]
