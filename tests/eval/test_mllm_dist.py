@@ -67,6 +67,15 @@ def test_fsdp_two_ranks_equal_one_and_killed_run_resumes(tmp_path: Path):
     assert rel(result(killed)["losses"], two["losses"]) <= 1e-5
 
 
+@pytest.mark.slow
+def test_ddp_two_ranks_equal_one(tmp_path: Path):
+    assert launch(tmp_path / "one", 1, "single") == [0]
+    assert launch(tmp_path / "ddp", 2, "ddp") == [0, 0]
+    one, two = result(tmp_path / "one"), result(tmp_path / "ddp")
+    assert rel(two["losses"], one["losses"]) <= 1e-5
+    assert abs(two["norm"] - one["norm"]) / one["norm"] <= 1e-5
+
+
 def test_gpu_vqa_benchmark_dry_run():
     """The GPU benchmark's CPU self-check: it trains, and the plan's LM size and per-rank
     states match the model it builds."""

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from webssl_cli import device as dev
 from webssl_cli.eval.mllm import MLLM, resize_tokens
 
 IMAGE = "<image>"
@@ -206,11 +207,13 @@ def chat_generate(
     (the chat template's assistant prompt appended), through transformers' ``generate``."""
     tok = model.tokenizer
     batch = [encode(tok, c, model.tokens, generate=True) for c in conversations]
-    emb, mask, _ = layout(model, batch, patches, left_pad=True)
     eos = tok.eos_token_id
     pad = tok.pad_token_id if tok.pad_token_id is not None else eos
-    out = model.lm.generate(
-        inputs_embeds=emb, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-        num_beams=1, eos_token_id=eos, pad_token_id=pad,
-    )  # fmt: skip
+    device = next(model.adapter.parameters()).device
+    with dev.autocast(device, dev.autocast_dtype(device)):  # bf16 on CUDA, fp32 on CPU
+        emb, mask, _ = layout(model, batch, patches, left_pad=True)
+        out = model.lm.generate(
+            inputs_embeds=emb, attention_mask=mask, max_new_tokens=max_new_tokens,
+            do_sample=False, num_beams=1, eos_token_id=eos, pad_token_id=pad,
+        )  # fmt: skip
     return [s.strip() for s in tok.batch_decode(out, skip_special_tokens=True)]
