@@ -69,13 +69,14 @@ def vqa_settings(a: argparse.Namespace) -> dict:
         "stage2_steps": a.stage2_steps, "stage2_lr": a.lr, "stage2_batch": a.batch,
         "max_new_tokens": 4, "batch_size": 64, "seed": a.seed, "test_every": a.test_every,
         "max_questions": a.max_questions, "questions_per_image": a.questions_per_image,
+        "stage1_lm": a.stage1_lm, "stage2_captions": a.stage2_captions,
     }  # fmt: skip
 
 
 def make_cell(root: Path, shards: str, model: str, evals: list[dict], train: dict) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     spec = {
-        "uid": root.name, "model": model, "samples_seen": 0,
+        "uid": root.name, "model": model, "samples_seen": 1,
         "data": {"source": "synth", "shards": shards, "filter": "none", "filter_dir": None},
         "train": train, "evals": evals, "sources": {"synth-vqa": {"shards": shards}}, "seed": 0,
     }  # fmt: skip
@@ -123,6 +124,8 @@ def main() -> None:
     ap.add_argument("--stage2-steps", type=int, default=160)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--stage1-lm", action="store_true", help="stage 1 trains the LM too")
+    ap.add_argument("--stage2-captions", action="store_true", help="captions in stage 2 too")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--test-every", type=int, default=5)
     ap.add_argument("--max-questions", type=int, default=None)
