@@ -64,6 +64,8 @@ Settings: 64x2 / 30+300 / 9 tokens / lr 3e-3 / batch 32, ``--stage1-lm --stage2-
 | 6K / 1 | +.136 [.105,.165]* | +.050 [-.000,.100] | +.040 [.028,.052]* | +.119 [.082,.154]* |
 | 6K / 2 | +.032 [.020,.045]* | -.061 [-.141,.020] | +.056 [.040,.072]* | +.169 [.119,.217]* |
 | 4K / 0 | +.111 [.085,.137]* | -.010 [-.098,.078] | +.041 [.017,.063]* | +.137 [.098,.171]* |
+| 6K / 0, 30+200 steps | +.080 [.054,.105]* | +.010 [-.069,.091] | +.032 [.018,.046]* | +.093 [.050,.132]* |
+| 6K / 2, 30+200 steps | +.097 [.065,.126]* | -.030 [-.071,.000] | +.048 [.032,.062]* | +.143 [.093,.189]* |
 Knowledge (chart type, 34 questions; object-mc at its prior) and OCR & Chart stay null. Random-init
 encoders gain as much (random - blind, General +.106/+.133/+.040, Vision-Centric
 +.075/+.032/+.048 for seeds 0/1/2): at 48 px the colour and image kind are linearly readable from a
@@ -73,7 +75,8 @@ pretraining helps; trained - random stays within +-.035 per category. Reproduce:
 --tokens 9 --lm-width 64 --lm-layers 2 --stage1-steps 30 --stage2-steps 300 --lr 3e-3
 --stage1-lm --stage2-captions --seed S``. CPU time of one encoder's side of the eval at 1
 thread (suite, tokenizer, stage 1, stage 2, answers to 2,712 questions): 21.8 s, plus the
-features (1,500 images at 48 px, a few s); the twin costs about as much once per study.
+features (1,500 images at 48 px, a few s); with 200 stage-2 steps 16.1 s. The twin costs
+about as much, once per study.
 """
 
 from __future__ import annotations
