@@ -291,3 +291,42 @@ def test_synthetic_questions_per_image() -> None:
     for q in pos:
         a, b = (w for w in q.question.rstrip("?").split() if w in x)
         assert q.answers == ["left" if x[a] < x[b] else "right"]
+
+
+def test_stage1_lm_and_stage2_captions_train_the_twin_alike(
+    tmp_path: Path, synth_shards: str, make_cell: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The small-LM recipe: stage 1 trains adapter + LM on the captions and the blind twin's LM
+    on the same captions in the same order (no visual tokens); stage 2 mixes the captions in."""
+    from webssl_cli.eval import vqa
+    from webssl_cli.eval.run import run_eval
+
+    real_train = vqa.train_stage
+    log: list[dict[str, Any]] = []
+
+    def train_stage(model: Any, examples: Any, features: Any, params: Any, **kw: Any) -> float:
+        ids = {id(p) for p in params}
+        log.append({
+            "blind": features is None, "examples": list(examples), "kw": kw,
+            "lm": all(id(p) in ids for p in model.lm.parameters()),
+            "adapter": all(id(p) in ids for p in model.adapter.parameters()),
+        })  # fmt: skip
+        return float(real_train(model, examples, features, params, **kw))
+
+    monkeypatch.setattr(vqa, "train_stage", train_stage)
+    cfg = {**TINY, "stage1_lm": True, "stage2_captions": True, "stage2_steps": None}
+    cell = make_cell(tmp_path / "study", synth_shards, [cfg])
+    out = run_eval(cell, "vqa")
+    enc = [e for e in log if not e["blind"]]
+    blind = [e for e in log if e["blind"]]
+    assert len(enc) == 2 and len(blind) == 2
+    assert enc[0]["lm"] and enc[0]["adapter"] and blind[0]["lm"] and not blind[0]["adapter"]
+    assert blind[0]["examples"] == enc[0]["examples"] and blind[0]["kw"] == enc[0]["kw"]
+    captions = enc[0]["examples"]
+    assert captions and all(p == "Describe the image briefly." for _, p, _ in captions)
+    stage2 = enc[1]["examples"]
+    assert stage2[-len(captions) :] == captions and len(stage2) > len(captions)
+    assert blind[1]["examples"] == stage2
+    # one epoch of the mixed examples by default
+    assert enc[1]["kw"]["steps"] == -(-len(stage2) // cfg["stage2_batch"])
+    assert out["details"]["blind"]["losses"]["stage1"] is not None

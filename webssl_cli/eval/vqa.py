@@ -273,8 +273,10 @@ def _train_and_answer(
     timings: dict[str, float],
 ) -> dict[str, Any]:
     """Train (or load) the MLLM in ``cache`` and answer every test question not yet answered
-    there. ``features`` None: the blind twin. Stage 1 trains only the adapter, which the twin
-    does not have (its LM stays frozen there), so the twin skips it: the same model results."""
+    there. ``features`` None: the blind twin. Stage 1 trains only the adapter unless
+    ``stage1_lm``; the twin has no adapter, so without ``stage1_lm`` its LM would stay frozen
+    there and it skips the stage (the same model results); with it, the twin's LM trains on
+    the same captions in the same order, without visual tokens."""
     texts = [f"{p} answer: {a}" for _, p, a in stage1 + stage2] + [
         f"{q.prompt()} answer:" for q in test
     ]
@@ -289,12 +291,13 @@ def _train_and_answer(
         if cfg.stage1_steps is not None
         else _default_steps(len(stage1), cfg.stage1_batch)
     )
-    if features is None:
+    if features is None and not cfg.stage1_lm:
         s1 = 0
+    examples2 = stage2 + stage1 if cfg.stage2_captions else stage2
     s2 = (
         cfg.stage2_steps
         if cfg.stage2_steps is not None
-        else _default_steps(len(stage2), cfg.stage2_batch)
+        else _default_steps(len(examples2), cfg.stage2_batch)
     )
     model_path = cache / "mllm.pt"
     losses: dict[str, float | None] = {}
@@ -306,9 +309,12 @@ def _train_and_answer(
     else:
         if s1 > 0:
             t = time.time()
-            model.lm.requires_grad_(False)
-            loss1 = fit(model, stage1, features, list(model.adapter.parameters()),
-                                lr=cfg.stage1_lr, batch=cfg.stage1_batch, steps=s1, seed=cfg.seed)  # fmt: skip
+            model.lm.requires_grad_(cfg.stage1_lm)
+            params1 = [] if features is None else list(model.adapter.parameters())
+            if cfg.stage1_lm:
+                params1 += list(model.lm.parameters())
+            loss1 = fit(model, stage1, features, params1, lr=cfg.stage1_lr,
+                        batch=cfg.stage1_batch, steps=s1, seed=cfg.seed)  # fmt: skip
             losses["stage1"] = None if math.isnan(loss1) else loss1
             timings["stage1_s"] = time.time() - t
         t = time.time()
@@ -316,7 +322,7 @@ def _train_and_answer(
         params = list(model.lm.parameters())
         if features is not None:
             params = list(model.adapter.parameters()) + params
-        loss2 = fit(model, stage2, features, params, lr=cfg.stage2_lr,
+        loss2 = fit(model, examples2, features, params, lr=cfg.stage2_lr,
                             batch=cfg.stage2_batch, steps=s2, seed=cfg.seed + 1)  # fmt: skip
         losses["stage2"] = None if math.isnan(loss2) else loss2
         timings["stage2_s"] = time.time() - t

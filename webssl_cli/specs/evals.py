@@ -79,6 +79,14 @@ class VqaEval(_EvalBase):
     stage1_lr: float = Field(1e-5, gt=0)
     stage1_batch: int = Field(512, ge=1)
     stage1_steps: int | None = Field(None, ge=0)
+    stage1_lm: bool = False
+    """Stage 1 trains the LM as well as the adapter (on the captions). The paper's recipe keeps
+    a pretrained LM frozen there (False); an LM trained from scratch (``llm: tiny``) frozen at
+    its random init gives the adapter nothing to align to, and the small-LM studies set True:
+    the caption targets (each shape's colour) are what teach it to read the visual tokens."""
+    stage2_captions: bool = False
+    """Stage 2 trains on the stage-1 captions too (mixed with the question/answer pairs), so
+    that the caption objective keeps the LM reading the image while it learns the questions."""
     stage2_lr: float = Field(4e-5, gt=0)
     stage2_batch: int = Field(512, ge=1)
     stage2_steps: int | None = Field(None, ge=0)
