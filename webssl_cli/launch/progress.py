@@ -94,12 +94,12 @@ def _eta(entry: dict[str, Any]) -> float | None:
 def _error(state: str, entry: dict[str, Any], obs: S.Observed) -> str | None:
     if state == "unknown":
         return obs.error
-    return entry.get("error") if state in ("failed", "cancelled", "diverged") else None
+    return entry.get("error") if state in ("failed", "cancelled", "diverged", "corrupt") else None
 
 
 def collect(study_dir: Path) -> list[Row]:
     targets = stage_targets(study_dir)
-    entries = [CellDir(d).stage_status(stage) for _, _, d, stage in targets]
+    entries = [CellDir(d).stage_status_or_corrupt(stage) for _, _, d, stage in targets]
     slurm = (
         S.SlurmStates(S.slurm_ids(entries))
         if any(e.get("executor") == "slurm" for e in entries)
@@ -164,7 +164,7 @@ def totals(rows: list[Row]) -> dict[str, Any]:
     for states in cells.values():
         if all(s in ("done", "diverged") for s in states):
             out["done"] += 1
-        elif any(s in ("failed", "cancelled") for s in states) and not any(
+        elif any(s in ("failed", "cancelled", "corrupt") for s in states) and not any(
             s in ("running", "queued") for s in states
         ):
             out["failed"] += 1

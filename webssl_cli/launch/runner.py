@@ -33,6 +33,7 @@ from webssl_cli.launch.executors import (
     slurm_parameters,
     submission_env,
 )
+from webssl_cli.launch.lock import PID_NAME, StudyLock, process_start, write_pid_file
 from webssl_cli.launch.profiles import Profile, load_profile
 from webssl_cli.launch.selection import select_nodes
 from webssl_cli.launch.snapshot import record_run, snapshot_code
@@ -54,6 +55,7 @@ class RunOptions:
     poll_s: float = 2.0
     progress: bool = True
     post_hooks: bool = True
+    dry_run: bool = False
 
 
 @dataclass
@@ -110,7 +112,7 @@ class Run:
     # -- state -------------------------------------------------------------------------
     def entries(self) -> dict[str, dict[str, Any]]:
         """Every node's status entry, reconciled with the scheduler (one squeue/sacct call)."""
-        raw = {n.key: CellDir(n.status_dir).stage_status(n.stage) for n in self.nodes}
+        raw = {n.key: CellDir(n.status_dir).stage_status_or_corrupt(n.stage) for n in self.nodes}
         slurm = (
             S.SlurmStates(S.slurm_ids(raw.values()))
             if any(e.get("executor") == "slurm" for e in raw.values())
@@ -137,6 +139,9 @@ class Run:
             st = entry.get("observed", entry.get("state", "pending"))
             if node.key in submitted_now:
                 decisions[node.key] = Decision("inflight", entry)
+                continue
+            if st == "corrupt":  # reported, never resubmitted: its history would be lost
+                decisions[node.key] = Decision("dead", entry, entry.get("error") or "corrupt")
                 continue
             if node.key not in self.selected:
                 decisions[node.key] = Decision(
@@ -184,14 +189,17 @@ class Run:
                 ids.append(str(job))
         return "afterok:" + ":".join(ids) if ids else None
 
-    def submit(self, node: Node, entry: dict[str, Any], dependency: str | None) -> str:
+    def submit(self, node: Node, entry: dict[str, Any], dependency: str | None) -> str | None:
+        """Claim the stage and submit it; None (nothing submitted) when the stage changed since
+        ``entry`` was read: another submitter, a job or a manual re-run got there first."""
         cd = CellDir(node.status_dir)
         attempts = int(entry.get("attempts") or 0) + 1
-        history = list(entry.get("job_ids") or [])
         # Written before submitting: a local job starts at once and writes `running` itself;
-        # the fields below (job id, log) must not overwrite what it wrote.
-        cd.update_stage(
+        # the fields below (job id, log) must not overwrite what it wrote. The claim is a
+        # compare-and-set on the stage's version under the cell's lock.
+        claimed = cd.claim_stage(
             node.stage,
+            entry.get("rev"),
             state="queued",
             attempts=attempts,
             executor=self.executor,
@@ -202,6 +210,9 @@ class Run:
             ended=None,
             spec_hash=node.spec_hash(),
         )
+        if claimed is None:
+            self.echo(f"{node.key}: changed by another run meanwhile; not submitted again")
+            return None
         if node.kind == "filter" and self.executor == "slurm":
             job_id, log = self._submit_filter_arrays(node, dependency)
         else:
@@ -219,7 +230,7 @@ class Run:
             job_id, log = str(job.job_id), str(job.paths.stdout)
             if self.executor == "debug":
                 self._run_debug(job)
-        cd.update_stage(node.stage, job=job_id, job_ids=history + [job_id], log=log)
+        cd.record_job(node.stage, job_id, log=log)
         self.report.submitted.append(node.key)
         return job_id
 
@@ -266,6 +277,7 @@ class Run:
             executor=self.executor,
             job=None,
             driver=os.getpid(),
+            driver_start=process_start(os.getpid()),
             error=None,
         )
 
@@ -295,6 +307,9 @@ class Run:
                 d.entry,
                 self.dependency(node, entries, submitted_now) if self.executor == "slurm" else None,
             )
+            if job_id is None:
+                decisions[node.key] = Decision("inflight", d.entry)
+                continue
             count += 1
             if self.executor == "local":
                 inflight_local += 1
@@ -448,30 +463,81 @@ def run_study(
     study_path: str | Path, opts: RunOptions | None = None, echo: Echo = print
 ) -> RunReport:
     """Submit what the study still needs (see the module docstring); returns what happened."""
-    from webssl_cli.study.materialize import write_cells
-
     opts = opts or RunOptions()
     loaded, profile, executor = resolve(study_path, opts)
     study_dir: Path = loaded.output_dir
-    live = S.driver_pid(study_dir)
-    if executor == "local" and live is not None and live != os.getpid():
-        report = RunReport(executor=executor, study_dir=study_dir, driver_pid=live)
-        echo(
-            f"a local run of this study is in progress (driver pid {live}); `webssl study status {study_dir}` follows it"
-        )
-        if opts.wait:  # attach: follow the driver until it is done
-            from webssl_cli.launch.progress import collect, totals
+    if opts.dry_run:
+        from webssl_cli.launch.dryrun import dry_run
 
-            last = ""
-            while S.driver_pid(study_dir) is not None:
-                t = totals(collect(study_dir))
-                line = f"cells {t['done']}/{t['cells']} done, {t['running']} running, {t['queued']} queued, {t['failed']} failed"
-                if line != last and opts.progress:
-                    echo(line)
-                last = line
-                time.sleep(opts.poll_s)
-            report.driver_pid = None
-        return report
+        dry_run(loaded, profile, executor, opts, echo)
+        return RunReport(executor=executor, study_dir=study_dir)
+    # The study's lock comes before any other write and is held to the end of the run (by the
+    # detached driver when there is one): two runs never decide on the same stages at once.
+    lock = StudyLock.acquire(study_dir)
+    if lock is None:
+        return _attach(study_dir, executor, opts, echo)
+    try:
+        return _run_locked(study_path, loaded, profile, executor, opts, echo, lock)
+    finally:
+        lock.release()
+
+
+def _attach(study_dir: Path, executor: str, opts: RunOptions, echo: Echo) -> RunReport:
+    """Another run holds the study: say so, and with --wait follow it until it is done."""
+    live = S.driver_pid(study_dir)
+    report = RunReport(executor=executor, study_dir=study_dir, driver_pid=live)
+    who = f"driver pid {live}" if live is not None else "another `webssl study run`"
+    echo(
+        f"a run of this study is in progress ({who}); `webssl study status {study_dir}` follows it"
+    )
+    if opts.wait:
+        from webssl_cli.launch.progress import collect, totals
+
+        last = ""
+        while StudyLock.busy(study_dir):
+            t = totals(collect(study_dir))
+            line = f"cells {t['done']}/{t['cells']} done, {t['running']} running, {t['queued']} queued, {t['failed']} failed"
+            if line != last and opts.progress:
+                echo(line)
+            last = line
+            time.sleep(opts.poll_s)
+        report.driver_pid = None
+    return report
+
+
+def _run_locked(
+    study_path: str | Path,
+    loaded: Any,
+    profile: Profile,
+    executor: str,
+    opts: RunOptions,
+    echo: Echo,
+    lock: StudyLock,
+) -> RunReport:
+    study_dir: Path = loaded.output_dir
+    pid_file = study_dir / ".launch" / PID_NAME
+    own_pid_file = executor == "local"
+    if own_pid_file:
+        write_pid_file(pid_file)
+    try:
+        return _run_body(study_path, loaded, profile, executor, opts, echo, lock)
+    finally:
+        if own_pid_file and S.driver_pid(study_dir) in (os.getpid(), None):
+            pid_file.unlink(missing_ok=True)
+
+
+def _run_body(
+    study_path: str | Path,
+    loaded: Any,
+    profile: Profile,
+    executor: str,
+    opts: RunOptions,
+    echo: Echo,
+    lock: StudyLock,
+) -> RunReport:
+    from webssl_cli.study.materialize import write_cells
+
+    study_dir: Path = loaded.output_dir
     write_cells(loaded)
     prepare_sources(loaded, echo)
     run = Run(loaded, profile, executor, opts, echo)
@@ -484,7 +550,7 @@ def run_study(
         if not todo:
             _say_result(run, echo)
             return run.report
-        run.report.driver_pid = spawn_driver(run, study_path, opts)
+        run.report.driver_pid = spawn_driver(run, study_path, opts, lock.fd)
         run.report.submitted = todo
         echo(
             f"submitted {len(todo)} stage(s) to a local driver (pid {run.report.driver_pid}, up to "
@@ -498,18 +564,10 @@ def run_study(
         profile.model_dump(mode="json"),
         {"study": str(Path(study_path).absolute()), **opts_json(opts), "executor": executor},
     )
-    pid_file = study_dir / ".launch" / "driver.pid"
-    own_pid_file = executor == "local"
-    if own_pid_file:
-        atomic_write_text(pid_file, f"{os.getpid()} webssl\n")
-    try:
-        if opts.wait or executor == "debug":
-            run.follow() if opts.wait else run.submit_once()
-        else:
-            run.submit_once()
-    finally:
-        if own_pid_file:
-            pid_file.unlink(missing_ok=True)
+    if opts.wait or executor == "debug":
+        run.follow() if opts.wait else run.submit_once()
+    else:
+        run.submit_once()
     _say_result(run, echo)
     if (
         opts.wait
@@ -522,7 +580,7 @@ def run_study(
 
 def opts_json(opts: RunOptions) -> dict[str, Any]:
     d = asdict(opts)
-    return {k: v for k, v in d.items() if k not in ("progress",)}
+    return {k: v for k, v in d.items() if k not in ("progress", "dry_run")}
 
 
 def _say_result(run: Run, echo: Echo) -> None:
