@@ -15,12 +15,16 @@ from webssl_cli.launch.selection import select_nodes
 from webssl_cli.rundir import CellDir
 
 
-def dry_run(loaded: Any, profile: Any, executor: str, opts: Any, echo: Callable[[str], None]) -> int:
+def dry_run(
+    loaded: Any, profile: Any, executor: str, opts: Any, echo: Callable[[str], None]
+) -> int:
     """Print every stage (state, inputs, whether a run would submit it) and, for SLURM, the
     sbatch script of each stage it would submit. Returns how many stages it would submit."""
     nodes = build_dag(loaded)
     selected = select_nodes(loaded, nodes, opts.only)
-    echo(f"dry run ({executor}, profile {profile.name}): {len(nodes)} stage(s); nothing is submitted")
+    echo(
+        f"dry run ({executor}, profile {profile.name}): {len(nodes)} stage(s); nothing is submitted"
+    )
     todo = []
     for node in nodes:
         entry = CellDir(node.status_dir).stage_status_or_corrupt(node.stage)
@@ -43,6 +47,7 @@ def dry_run(loaded: Any, profile: Any, executor: str, opts: Any, echo: Callable[
             params = slurm_parameters(profile, node.kind, node.model, node.job_name)
             deps = ", ".join(node.deps)
             echo(f"# ---- {node.key}" + (f" (afterok on the jobs of: {deps})" if deps else ""))
-            echo(sbatch_text(params).rstrip("\n"))
+            folder = str(loaded.output_dir / ".launch" / "submitit" / "<run>")
+            echo(sbatch_text(params, folder=folder).rstrip("\n"))
     echo(f"dry run: {len(todo)} stage(s) would be submitted")
     return len(todo)

@@ -7,6 +7,7 @@ scheduler with timeouts (``state.py``), so neither can hang on a job SLURM lost.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -105,10 +106,19 @@ def collect(study_dir: Path) -> list[Row]:
         if any(e.get("executor") == "slurm" for e in entries)
         else None
     )
+    # While a run holds the study, it alone writes what it finds: from outside, a local job
+    # between fork and exec, or a stage claimed a moment before its job id is recorded, looks
+    # lost, and writing that back would make the run submit the stage a second time.
+    from webssl_cli.launch.lock import StudyLock
+
+    outsider = StudyLock.busy(study_dir) and S.driver_pid(study_dir) != os.getpid()
     rows = []
     for (cell, axes, d, stage), entry in zip(targets, entries, strict=True):
         obs = S.observe(entry, slurm, study_dir)
-        entry = S.reconcile(d, stage, entry, obs)
+        if outsider and obs.state == "lost":
+            obs = S.Observed(str(entry.get("state", "pending")), None, "file")
+        elif not outsider:
+            entry = S.reconcile(d, stage, entry, obs)
         state = (
             obs.state
             if obs.state in ("queued", "running", "unknown")

@@ -37,7 +37,7 @@ from webssl_cli.launch.lock import PID_NAME, StudyLock, process_start, write_pid
 from webssl_cli.launch.profiles import Profile, load_profile
 from webssl_cli.launch.selection import select_nodes
 from webssl_cli.launch.snapshot import record_run, snapshot_code
-from webssl_cli.rundir import CellDir, atomic_write_text, now_iso
+from webssl_cli.rundir import CellDir, now_iso
 
 Echo = Callable[[str], None]
 
