@@ -33,7 +33,8 @@ def read(path: Path, iteration: int, device: torch.device) -> dict[str, Any] | N
     (torch's format), "meta": {..., "lanes": 1, "data": {"0": {position, problems}}}}, or None
     when the file does not load (truncated, corrupt) or holds another iteration."""
     try:
-        raw: dict[str, Any] = torch.load(path, map_location=device, weights_only=False)
+        # Weights only: a planted file must not run code (it reads as damaged instead).
+        raw: dict[str, Any] = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated/corrupt: the caller tries an older one
         log.warning("checkpoint %s does not load (%s); trying the previous one", path.name, exc)
         return None
