@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 
 from webssl_cli.train import legacy_checkpoint
 from webssl_cli.train.safe_load import SafeLoadPlanner, SafeReader
@@ -74,7 +75,7 @@ def test_a_planted_dcp_metadata_file_does_not_execute(tmp_path: Path) -> None:
     state = {"w": torch.zeros(2, 3), "opt": {"param_groups": [{}], "step": 0}}
     with pytest.raises(pickle.UnpicklingError, match="refused to load os.makedirs"):
         SafeReader(str(ck)).read_metadata()
-    with pytest.raises(Exception):  # noqa: B017 - DCP wraps the refusal in its own exception
+    with pytest.raises(CheckpointException):  # DCP wraps the refusal
         dcp.load(state, storage_reader=SafeReader(str(ck)), planner=SafeLoadPlanner())
     assert not marker.exists()
 
