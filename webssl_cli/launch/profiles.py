@@ -37,7 +37,7 @@ SHELL_HINT = "only letters, digits and _ . , : @ % / + = - are allowed"
 
 def check_safe(value: str, what: str, pattern: re.Pattern[str] = _SAFE_NAME) -> str:
     """Return ``value`` when it cannot inject shell into an sbatch file, else raise ValueError."""
-    if not pattern.match(value):
+    if not pattern.fullmatch(value):
         raise ValueError(
             f"{what} {value!r} contains characters a shell would interpret; {SHELL_HINT}"
         )
@@ -132,7 +132,7 @@ class Profile(Frozen):
     @classmethod
     def _sbatch(cls, v: list[str]) -> list[str]:
         for line in v:
-            if not _SBATCH_LINE.match(line):
+            if not _SBATCH_LINE.fullmatch(line):
                 raise ValueError(
                     f"sbatch option {line!r} is not '--flag' or '--flag=value' of plain characters; {SHELL_HINT}"
                 )
@@ -228,7 +228,7 @@ def find_profile(name: str, near: Path | None = None) -> Path | None:
         if not path.is_file():
             raise UserError(f"--profile: {name}: no such file")
         return path
-    check_name = _SAFE_NAME.match(name)
+    check_name = _SAFE_NAME.fullmatch(name)
     for d in _search_dirs(near):
         cand = d / f"{name}.yaml"
         if check_name and cand.is_file():

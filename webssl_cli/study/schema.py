@@ -63,6 +63,23 @@ class DataSection(Frozen):
     """Named data sources."""
     filters: dict[str, DataFilterSpec]
     """Named data filters: the values of the ``data_filter`` axis."""
+    allow_pipe: bool = False
+    """Allow ``pipe:CMD`` shard sources. Such a source runs CMD through the shell in every job
+    that reads it, so a study file that uses one is code; it is refused unless this is true."""
+
+    @model_validator(mode="after")
+    def _pipes_opted_in(self) -> DataSection:
+        for name, src in self.sources.items():
+            if (
+                src.shards is not None
+                and src.shards.lstrip().startswith("pipe:")
+                and not self.allow_pipe
+            ):
+                raise ValueError(
+                    f"sources.{name}.shards is a pipe: command, which runs through the shell; "
+                    "set data.allow_pipe: true if this study may run it"
+                )
+        return self
 
     @field_validator("sources", "filters")
     @classmethod
@@ -70,7 +87,7 @@ class DataSection(Frozen):
         import re
 
         for name in value:
-            if not re.match(SLUG, str(name)):
+            if not re.fullmatch(SLUG, str(name)):
                 raise ValueError(
                     f"name {name!r} is not a plain name (letters, digits, '_', '.', '-'); "
                     "it is used as a directory and must not escape the output directory"

@@ -64,7 +64,7 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
     found = [
         (int(m.group(1)), p)
         for p in directory.iterdir()
-        if (m := _NAME.match(p.name)) and (p / "meta.json").exists()
+        if (m := _NAME.fullmatch(p.name)) and (p / "meta.json").exists()
     ]
     return sorted(found)
 
