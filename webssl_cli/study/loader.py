@@ -300,6 +300,21 @@ def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
             raise smap.error(("zip", gi), f"axes in a zip group need equal lengths: {detail}")
         zips.append(list(group))
 
+    # The cap is checked on the product of the axis lengths, before any cell is built.
+    n_cells = 1
+    for length in G.factor_lengths(axes, zips):
+        n_cells *= length
+    for entry in study.include:  # an include may add the product of its value lists
+        added = 1
+        for value in entry.values():
+            added *= len(value) if isinstance(value, list) else 1
+        n_cells += added
+    if n_cells > study.max_cells:
+        raise smap.error(
+            ("grid",),
+            f"expands to {n_cells} cells, more than max_cells ({study.max_cells}); "
+            "shrink the grid or set max_cells",
+        )
     combos = G.expand_axes(axes, zips)
 
     def partial(

@@ -126,5 +126,8 @@ class Study(Frozen):
     """Evaluations run on every cell's final teacher."""
     seed: int = 0
     """Base seed of every cell (an axis may vary it)."""
+    max_cells: int = Field(100_000, ge=1)
+    """Most cells the grid may expand to (checked before expanding). Cosmetic: does not change
+    cell uids; raise it for a study that really is that large."""
     comment: str | None = None
     """Free text (cosmetic)."""
