@@ -317,10 +317,18 @@ def load_profile(name: str, near: Path | None = None) -> Profile:
     path = find_profile(name, near)
     if path is None:
         return Profile(name="local", description="built-in: this machine")
+    from webssl_cli.study.yamlfile import check_yaml_aliases, check_yaml_text
+
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{path}: not UTF-8 text (byte {exc.start}); save the profile as UTF-8"
+        ) from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read the profile: {exc.strerror}") from None
+    check_yaml_text(text, path, "profile")
+    check_yaml_aliases(text, path)
     return parse_profile(text, str(path), path.stem)
 
 

@@ -21,12 +21,12 @@ CLASSIFIERS = ("ocr", "vlm", "label")
 
 
 class SynthSpec(Frozen):
-    n: int = Field(3000, ge=1)
+    n: int = Field(3000, ge=1, le=10_000_000)
     """Images to generate."""
     seed: int = 0
-    shard_size: int = Field(500, ge=1)
+    shard_size: int = Field(500, ge=1, le=1_000_000)
     """Samples per shard."""
-    image_size: int = Field(128, ge=16)
+    image_size: int = Field(128, ge=32, le=2048)
     """Longest side of the generated images, in pixels."""
     mix: dict[str, float] | None = None
     """Fractions per kind (natural, scene_text, chart, document, table); None: the default mix."""

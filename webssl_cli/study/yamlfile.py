@@ -55,6 +55,31 @@ def _check_depth(text: str, path: Path) -> None:
         return  # reported with its line by the real parse below
 
 
+def check_yaml_text(text: str, path: Path, what: str = "file") -> None:
+    """Size, control characters and nesting depth of YAML text, before it is parsed."""
+    if len(text) > MAX_BYTES:
+        raise UserError(f"{path}: {len(text)} characters; a {what} may hold at most {MAX_BYTES}")
+    _check_text(text, path, what)
+    _check_depth(text, path)
+
+
+def check_yaml_aliases(text: str, path: Path) -> None:
+    """Refuse a document that grows past MAX_NODES values once its aliases are expanded."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return  # reported with its line by the real parse
+    if node is not None and _expanded_size(node, path) > MAX_NODES:
+        raise _bomb(path)
+
+
+def _bomb(path: Path) -> UserError:
+    return UserError(
+        f"{path}: more than {MAX_NODES} values once its aliases are expanded "
+        "(an alias bomb?); write the values out or use fewer aliases"
+    )
+
+
 def _expanded_size(node: yaml.Node, path: Path) -> int:
     """Number of nodes with every alias expanded, counted without expanding (shared nodes
     are counted once per use, computed once)."""
@@ -157,10 +182,7 @@ def load_yaml(path: str | Path, *, what: str = "file") -> tuple[Any, SourceMap]:
         ) from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
-    if len(text) > MAX_BYTES:
-        raise UserError(f"{path}: {len(text)} characters; a {what} may hold at most {MAX_BYTES}")
-    _check_text(text, path, what)
-    _check_depth(text, path)
+    check_yaml_text(text, path, what)
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -169,10 +191,7 @@ def load_yaml(path: str | Path, *, what: str = "file") -> tuple[Any, SourceMap]:
                 f"{path}:1: (top level): the {what} is empty; see studies/ for examples"
             )
         if _expanded_size(node, path) > MAX_NODES:
-            raise UserError(
-                f"{path}: more than {MAX_NODES} values once its aliases are expanded "
-                "(an alias bomb?); write the values out or use fewer aliases"
-            )
+            raise _bomb(path)
         lines: dict[Loc, int] = {(): node.start_mark.line + 1}
         _walk(node, (), lines, path)
         data = loader.construct_document(node)
