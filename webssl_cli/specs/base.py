@@ -19,27 +19,29 @@ FLOAT_BOUND = 1e30
 _COUNT_FIELDS = frozenset({"samples_seen", "params", "iterations", "samples"})
 
 
-def check_bounds(value: Any, name: str) -> Any:
-    """``value`` if it is inside the bounds above for a field called ``name``, else ValueError."""
+def check_bounds(value: Any, name: str, inner: str = "") -> Any:
+    """``value`` if it is inside the bounds above for a field called ``name``, else ValueError
+    (naming the key inside a dict or list value, for free-form settings such as ``train``)."""
+    where = f"{inner}: " if inner else ""
     if isinstance(value, bool):
         return value
     if isinstance(value, int):
         bound = COUNT_BOUND if name in _COUNT_FIELDS else INT_BOUND
         if not -INT_BOUND < value < bound:
-            raise ValueError(
-                f"must be below {bound:.0e}"
-                if bound == COUNT_BOUND
-                else f"must be below 2**31 ({bound})"
-            )
+            limit = "1e15" if bound == COUNT_BOUND else f"2**31 ({bound})"
+            raise ValueError(f"{where}must be below {limit}, got {value}")
     elif isinstance(value, float):
         if not math.isfinite(value) or abs(value) >= FLOAT_BOUND:
-            raise ValueError(f"must be a finite number below {FLOAT_BOUND:.0e} in magnitude")
+            raise ValueError(f"{where}must be a finite number below 1e30 in magnitude, got {value}")
     elif isinstance(value, dict):
-        for v in value.values():
-            check_bounds(v, name)
+        for k, v in value.items():
+            key = str(k)
+            check_bounds(
+                v, key if key in _COUNT_FIELDS else name, f"{inner}.{key}" if inner else key
+            )
     elif isinstance(value, list | tuple):
-        for v in value:
-            check_bounds(v, name)
+        for i, v in enumerate(value):
+            check_bounds(v, name, f"{inner}[{i}]")
     return value
 
 
