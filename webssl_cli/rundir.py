@@ -24,6 +24,7 @@ import contextlib
 import datetime as _dt
 import fcntl
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -95,6 +96,10 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         return json.load(f)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number here")
+
+
 class CellDir:
     """Paths of one cell's run directory. Creating the object touches nothing on disk."""
 
@@ -161,7 +166,7 @@ class CellDir:
     def _parse_status(path: Path) -> dict[str, Any]:
         """The status document at ``path``; ValueError (why) when it is not one."""
         try:
-            status = json.loads(path.read_bytes().decode("utf-8"))
+            status = json.loads(path.read_bytes().decode("utf-8"), parse_constant=_no_constant)
         except UnicodeDecodeError:
             raise ValueError("not UTF-8 text") from None
         except json.JSONDecodeError as exc:
@@ -170,6 +175,16 @@ class CellDir:
             raise ValueError('not a status document (no "stages" object)')
         if not all(isinstance(v, dict) for v in status["stages"].values()):
             raise ValueError("a stage entry is not an object")
+        for entry in status["stages"].values():
+            for key in ("attempts", "samples_seen", "samples_target", "step"):
+                value = entry.get(key)
+                if value is not None and (
+                    isinstance(value, bool)
+                    or not isinstance(value, int | float)
+                    or not math.isfinite(value)
+                    or abs(value) >= 1e18
+                ):
+                    raise ValueError(f"{key} is not a count ({value!r})")
         return status
 
     def read_status(self) -> dict[str, Any]:

@@ -7,6 +7,10 @@ command-line arguments. ``KINDS`` counts the cases of each.
 
 from __future__ import annotations
 
+import gzip
+import io
+import json
+import tarfile
 import time
 from pathlib import Path
 
@@ -155,3 +159,239 @@ def test_hostile_profile(case: str, tmp_path: Path) -> None:
         ["study", "run", str(study), "--dry-run", "-e", "slurm", "--profile", str(prof)]
     )
     assert expect in line, line
+
+
+# ---- run-directory files read back ------------------------------------------------------------
+@pytest.fixture
+def study_dir(tmp_path: Path) -> Path:
+    from webssl_cli.results.synthetic import write_study
+
+    root = tmp_path / "study"
+    write_study(root)
+    return root
+
+
+def _first_cell(study_dir: Path) -> Path:
+    return sorted((study_dir / "cells").iterdir())[0]
+
+
+STATUS: dict[str, bytes] = {
+    "truncated": b'{"cell": "x", "stages": {"train": {"state": "do',
+    "not-utf8": b'{"stages": {"train": {"state": "\xff\xfe"}}}',
+    "empty": b"",
+    "nul-bytes": b"\x00" * 64,
+    "a-list": b"[1, 2, 3]",
+    "stages-a-list": b'{"stages": ["train"]}',
+    "stage-a-string": b'{"stages": {"train": "done"}}',
+    "huge-number": b'{"stages": {"train": {"state": "done", "attempts": 1e999}}}',
+}
+
+
+@pytest.mark.parametrize("case", sorted(STATUS))
+def test_damaged_status_file_is_reported_per_cell(case: str, study_dir: Path) -> None:
+    bad = _first_cell(study_dir)
+    (bad / "status.json").write_bytes(STATUS[case])
+    (bad / "status.json.bak").unlink(missing_ok=True)
+    t0 = time.time()
+    r = runner.invoke(app, ["study", "status", str(study_dir), "--json"])
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output[-2000:]
+    rows = json.loads(r.output)["rows"] if "rows" in json.loads(r.output) else None
+    text = r.output
+    assert bad.name in text and time.time() - t0 < LIMIT_S
+    if rows is not None:
+        mine = [row for row in rows if row["cell"] == bad.name]
+        others = [row for row in rows if row["cell"] != bad.name]
+        assert mine and all(row["state"] in ("corrupt", "done") for row in mine)
+        assert others and all(row["state"] == "done" for row in others)  # the rest unaffected
+    ing = runner.invoke(app, ["results", "ingest", str(study_dir)])
+    assert ing.exit_code == 0 and "Traceback" not in ing.output, ing.output[-2000:]
+
+
+METRICS: dict[str, bytes] = {
+    "filename-key": b'{"step": 1, "samples_seen": 8, "loss": 1.0, "filename": "x"}\n',
+    "not-json": b"this is not json\n",
+    "not-utf8": b'{"step": 1, "loss": "\xff"}\n',
+    "a-list": b"[1, 2]\n",
+    "step-huge": b'{"step": 100000000000000000000000, "loss": 1.0}\n',
+    "nul-line": b"\x00\x00\x00\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(METRICS))
+def test_damaged_metrics_line_is_a_counted_skip(case: str, study_dir: Path) -> None:
+    bad = _first_cell(study_dir)
+    with open(bad / "train" / "metrics.jsonl", "ab") as f:
+        f.write(METRICS[case])
+    t0 = time.time()
+    r = runner.invoke(app, ["results", "ingest", str(study_dir)])
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output[-2000:]
+    assert time.time() - t0 < LIMIT_S
+    skipped = [ln for ln in r.output.splitlines() if ln.startswith("skipped:")]
+    from webssl_cli.results import queries
+
+    n_cells = len(list((study_dir / "cells").iterdir()))
+    with queries.connect(study_dir) as con:  # every other cell is in
+        n = con.execute("SELECT count(DISTINCT uid) FROM train_metrics").fetchone()
+    if case == "filename-key":
+        # Not damage: a metric that happens to be called "filename" (text, so not a number).
+        assert "0 skipped" in r.output and n == (n_cells,)
+        return
+    assert "1 skipped" in r.output and len(skipped) == 1, r.output
+    assert "metrics.jsonl" in skipped[0]
+    assert n == (n_cells - 1,)
+
+
+CELL_FILES: dict[str, tuple[str, bytes]] = {
+    "cell-truncated": ("cell.json", b'{"version": 2, "uid": "ab'),
+    "cell-not-utf8": ("cell.json", b'{"uid": "\xff"}'),
+    "cell-seed-huge": ("cell.json", b"SEED"),
+    "eval-not-json": ("eval/knn.json", b"{nope"),
+    "eval-results-not-list": ("eval/knn.json", b'{"results": 3}'),
+    "eval-value-string": (
+        "eval/knn.json",
+        b'{"results": [{"benchmark": "b", "metric": "top1", "value": "x"}]}',
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CELL_FILES))
+def test_damaged_cell_or_eval_file_is_a_counted_skip(case: str, study_dir: Path) -> None:
+    bad = _first_cell(study_dir)
+    rel, data = CELL_FILES[case]
+    if data == b"SEED":
+        spec = json.loads((bad / "cell.json").read_text())
+        spec["seed"] = 2**40
+        data = json.dumps(spec).encode()
+    target = bad / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    r = runner.invoke(app, ["results", "ingest", str(study_dir)])
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output[-2000:]
+    assert "1 skipped" in r.output, r.output
+    st = runner.invoke(app, ["study", "status", str(study_dir)])
+    assert st.exit_code == 0 and "Traceback" not in st.output, st.output[-2000:]
+
+
+# ---- shards -----------------------------------------------------------------------------------
+def _tar(members: list[tuple[str, bytes]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _png() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+SHARDS: dict[str, tuple[bytes, dict[str, int], int]] = {
+    # bytes, the problems counted, the samples still read
+    "member-dot-png": (_tar([("a.png", b"PNG"), (".png", b"x")]), {"non_image_member": 1}, 1),
+    "truncated": (
+        _tar([("a.png", b"x" * 3000), ("b.png", b"y" * 3000)])[:2000],
+        {"truncated_tar": 1},
+        0,
+    ),
+    "not-a-tar": (b"hello, not a tar at all" * 10, {"unreadable_shard": 1}, 0),
+    "no-image": (_tar([("a.json", b"{}"), ("b.png", b"x")]), {"no_image": 1}, 1),
+    "odd-member": (_tar([("a.png", b"x"), ("a.exe", b"MZ")]), {"non_image_member": 1}, 1),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SHARDS))
+def test_hostile_shard_is_a_counted_skip(case: str, tmp_path: Path) -> None:
+    from webssl_cli.data.shards import Problems, iter_samples
+
+    data, expect, n_samples = SHARDS[case]
+    path = tmp_path / "shard-000000.tar"
+    path.write_bytes(data)
+    problems = Problems()
+    samples = list(iter_samples(path, problems))
+    assert len(samples) == n_samples
+    for reason, count in expect.items():
+        assert problems.counts.get(reason) == count, problems.counts
+
+
+def test_gzip_shard_keeps_its_last_sample(tmp_path: Path) -> None:
+    from webssl_cli.data.shards import Problems, iter_samples
+
+    path = tmp_path / "shard-000000.tar.gz"
+    path.write_bytes(gzip.compress(_tar([("a.png", _png()), ("b.png", _png())])))
+    problems = Problems()
+    assert [s.key for s in iter_samples(path, problems)] == ["a", "b"]
+    assert not problems.counts
+
+
+@pytest.mark.parametrize("size", [32, 40, 48, 56])
+def test_synth_at_every_allowed_small_size(size: int, tmp_path: Path) -> None:
+    from webssl_cli.data.synth import synthesize
+
+    synthesize(tmp_path / "s", n=60, seed=0, shard_size=60, image_size=size, mix={"chart": 1.0})
+
+
+# ---- checkpoints ------------------------------------------------------------------------------
+CHECKPOINTS: dict[str, bytes] = {
+    "garbage": b"not a checkpoint",
+    "empty": b"",
+    "truncated-zip": b"PK\x03\x04" + b"\x00" * 20,
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHECKPOINTS))
+def test_damaged_checkpoint_is_skipped(case: str, tmp_path: Path) -> None:
+    import torch
+
+    from webssl_cli.train import legacy_checkpoint
+
+    path = tmp_path / "ckpt-00000003.pt"
+    path.write_bytes(CHECKPOINTS[case])
+    assert legacy_checkpoint.read(path, 3, torch.device("cpu")) is None
+
+
+def test_planted_checkpoint_pickle_does_not_run(tmp_path: Path) -> None:
+    import os
+
+    import torch
+
+    from webssl_cli.train import legacy_checkpoint
+
+    class Planted:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (os.makedirs, (str(tmp_path / "pwned"),))
+
+    path = tmp_path / "ckpt-00000003.pt"
+    torch.save({"iteration": 3, "x": Planted()}, path)
+    assert legacy_checkpoint.read(path, 3, torch.device("cpu")) is None
+    assert not (tmp_path / "pwned").exists()
+
+
+# ---- command-line arguments -------------------------------------------------------------------
+def test_cli_arguments(tmp_path: Path, study_dir: Path) -> None:
+    """Every case here is one line with exit 2."""
+    study = tmp_path / "study.yaml"
+    study.write_text(BASE.replace("{out}", str(tmp_path / "out")))
+    from webssl_cli.results.ingest import ingest
+
+    ingest(study_dir)
+    cases = [
+        (["results", "query", str(study_dir), "SELECT 1", "--out", str(tmp_path)], "directory"),
+        (["results", "query", str(study_dir), "SELECT 1; SELECT 2"], "statements"),
+        (["results", "query", str(tmp_path / "nope"), "SELECT 1"], "not a study"),
+        (["study", "run", str(study), "--retries", "-1"], "--retries"),
+        (["study", "run", str(study), "--max-parallel", "0"], "--max-parallel"),
+        (["study", "run", str(tmp_path / "missing.yaml")], "no such"),
+        (["study", "run", str(study), "--set", "seed=2147483648"], "seed"),
+        (["study", "run", str(study), "--only", "model=nope"], "nope"),
+        (["data", "synth", str(tmp_path / "s"), "--image-size", "16"], "--image-size"),
+    ]
+    for args, expect in cases:
+        line = _one_line_error(args)
+        assert expect in line, (args, line)
+    assert not (tmp_path / "out").exists()

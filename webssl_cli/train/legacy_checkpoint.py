@@ -25,7 +25,9 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
     """(iteration, path) of the single-file checkpoints in ``directory``, oldest first."""
     if not directory.is_dir():
         return []
-    return sorted((int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.fullmatch(p.name)))
+    return sorted(
+        (int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.fullmatch(p.name))
+    )
 
 
 def read(path: Path, iteration: int, device: torch.device) -> dict[str, Any] | None:
