@@ -195,7 +195,7 @@ def test_damaged_status_file_is_reported_per_cell(case: str, study_dir: Path) ->
     t0 = time.time()
     r = runner.invoke(app, ["study", "status", str(study_dir), "--json"])
     assert r.exit_code == 0 and "Traceback" not in r.output, r.output[-2000:]
-    rows = json.loads(r.output)["rows"] if "rows" in json.loads(r.output) else None
+    rows = json.loads(r.output).get("rows")
     text = r.output
     assert bad.name in text and time.time() - t0 < LIMIT_S
     if rows is not None:

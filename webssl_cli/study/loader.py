@@ -267,10 +267,9 @@ def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         if not values:
             raise smap.error(("grid", axis), "empty axis; give at least one value")
         normal = [res.value(kinds[axis], v, ("grid", axis, i)) for i, v in enumerate(values)]
+        seen: dict[str, int] = {}  # canonical form -> first index (linear in the axis length)
         for j, v in enumerate(normal):
-            first = next(
-                i for i, w in enumerate(normal) if G.canonical_json(w) == G.canonical_json(v)
-            )
+            first = seen.setdefault(G.canonical_json(v), j)
             if first != j:
                 raise smap.error(
                     ("grid", axis, j),
