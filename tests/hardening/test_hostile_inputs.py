@@ -195,7 +195,7 @@ def test_damaged_status_file_is_reported_per_cell(case: str, study_dir: Path) ->
     t0 = time.time()
     r = runner.invoke(app, ["study", "status", str(study_dir), "--json"])
     assert r.exit_code == 0 and "Traceback" not in r.output, r.output[-2000:]
-    rows = json.loads(r.output).get("rows")
+    rows = json.loads(r.output).get("stages")
     text = r.output
     assert bad.name in text and time.time() - t0 < LIMIT_S
     if rows is not None:
@@ -395,3 +395,30 @@ def test_cli_arguments(tmp_path: Path, study_dir: Path) -> None:
         line = _one_line_error(args)
         assert expect in line, (args, line)
     assert not (tmp_path / "out").exists()
+
+
+# ---- the machine: a full disk -------------------------------------------------------------------
+@pytest.mark.parametrize("where", ["results.ingest.ingest", "study.materialize.write_cells"])
+def test_full_disk_is_one_line_naming_the_file(where: str, tmp_path: Path, study_dir: Path, monkeypatch, capsys) -> None:
+    import errno
+    import importlib
+    import sys
+
+    from webssl_cli import cli
+
+    module, _, name = where.rpartition(".")
+
+    def full(*a: object, **k: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.tmp"))
+
+    monkeypatch.setattr(importlib.import_module(f"webssl_cli.{module}"), name, full)
+    study = tmp_path / "study.yaml"
+    study.write_text(BASE.replace("{out}", str(tmp_path / "out")))
+    args = ["results", "ingest", str(study_dir)] if "ingest" in where else ["study", "run", str(study), "-e", "debug"]
+    monkeypatch.setattr(sys, "argv", ["webssl", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert exit_info.value.code == 1 and len(lines) == 1, err
+    assert "No space left on device" in lines[0] and "x.tmp" in lines[0]
