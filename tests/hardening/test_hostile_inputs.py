@@ -399,7 +399,9 @@ def test_cli_arguments(tmp_path: Path, study_dir: Path) -> None:
 
 # ---- the machine: a full disk -------------------------------------------------------------------
 @pytest.mark.parametrize("where", ["results.ingest.ingest", "study.materialize.write_cells"])
-def test_full_disk_is_one_line_naming_the_file(where: str, tmp_path: Path, study_dir: Path, monkeypatch, capsys) -> None:
+def test_full_disk_is_one_line_naming_the_file(
+    where: str, tmp_path: Path, study_dir: Path, monkeypatch, capsys
+) -> None:
     import errno
     import importlib
     import sys
@@ -414,7 +416,11 @@ def test_full_disk_is_one_line_naming_the_file(where: str, tmp_path: Path, study
     monkeypatch.setattr(importlib.import_module(f"webssl_cli.{module}"), name, full)
     study = tmp_path / "study.yaml"
     study.write_text(BASE.replace("{out}", str(tmp_path / "out")))
-    args = ["results", "ingest", str(study_dir)] if "ingest" in where else ["study", "run", str(study), "-e", "debug"]
+    args = (
+        ["results", "ingest", str(study_dir)]
+        if "ingest" in where
+        else ["study", "run", str(study), "-e", "debug"]
+    )
     monkeypatch.setattr(sys, "argv", ["webssl", *args])
     with pytest.raises(SystemExit) as exit_info:
         cli.main()

@@ -45,9 +45,10 @@ def _check_depth(text: str, path: Path) -> None:
             if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
                 if depth > MAX_DEPTH:
+                    mark = event.start_mark
+                    where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
                     raise UserError(
-                        f"{path}:{event.start_mark.line + 1}: nested more than {MAX_DEPTH} "
-                        "levels deep; flatten the document"
+                        f"{where}: nested more than {MAX_DEPTH} levels deep; flatten the document"
                     )
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
@@ -176,9 +177,9 @@ def load_yaml(path: str | Path, *, what: str = "file") -> tuple[Any, SourceMap]:
     except FileNotFoundError:
         raise UserError(f"{path}: no such {what}; check the path") from None
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        lineno = path.read_bytes()[: exc.start].count(b"\n") + 1
         raise UserError(
-            f"{path}:{line}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); save the {what} as UTF-8"
+            f"{path}:{lineno}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); save the {what} as UTF-8"
         ) from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
