@@ -428,3 +428,36 @@ def test_full_disk_is_one_line_naming_the_file(
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert exit_info.value.code == 1 and len(lines) == 1, err
     assert "No space left on device" in lines[0] and "x.tmp" in lines[0]
+
+
+# ---- keep-lists (filter outputs read back) ------------------------------------------------------
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from webssl_cli.data.synth import shard_pattern, synthesize
+
+    paths = synthesize(tmp_path_factory.mktemp("src"), n=12, seed=3, shard_size=4, image_size=64)
+    return shard_pattern(paths)
+
+
+@pytest.mark.parametrize("damage", [b"", b"{trunc", b"[1, 2]", b'{"total": "x"}'])
+def test_damaged_done_marker_redoes_its_shard(damage: bytes, corpus: str, tmp_path: Path) -> None:
+    from webssl_cli.data.filtering import run_filter_shards
+
+    out = tmp_path / "f"
+    run_filter_shards(corpus, "light", "label", out, shard_ids=[0, 1])
+    (out / "done" / "shard-000001.json").write_bytes(damage)
+    res = run_filter_shards(corpus, "light", "label", out)
+    assert res["complete"] and res["processed"] == [1, 2], res  # shard 1 classified again
+    assert json.loads((out / "stats.json").read_text())["total"] == 12
+
+
+def test_damaged_keep_list_part_is_one_line(corpus: str, tmp_path: Path) -> None:
+    from webssl_cli.data.filtering import run_filter_shards
+    from webssl_cli.errors import UserError
+
+    out = tmp_path / "f"
+    run_filter_shards(corpus, "light", "label", out, shard_ids=[0, 1])
+    (out / "parts" / "shard-000000.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(UserError, match="shard-000000.parquet: unreadable keep-list part") as e:
+        run_filter_shards(corpus, "light", "label", out)
+    assert "\n" not in e.value.message and "done/shard-000000.json" in e.value.message
