@@ -156,13 +156,14 @@ def _features(cfg: KnnEval | LinearEval, encoder: Any, size: int, n_blocks: int,
     """Train/val features, labels, class names and val keys; cached at ``cache``."""
     import torch
 
-    from webssl_cli.eval.features import extract, load_labelled
+    from webssl_cli.eval.features import Features, extract, load_labelled
 
     if cache.exists():
-        # Weights only: tensors, labels and names; a cache that does not load that way (damaged,
-        # or planted to run code) is computed again.
+        # Weights only: tensors (in Features records), labels and names; a cache that does not
+        # load that way (damaged, or planted to run code) is computed again.
         try:
-            return torch.load(cache, weights_only=True)  # type: ignore[no-any-return]
+            with torch.serialization.safe_globals([Features]):
+                return torch.load(cache, weights_only=True)  # type: ignore[no-any-return]
         except Exception as exc:  # noqa: BLE001 - any unreadable cache is rebuilt
             log.warning("feature cache %s does not load (%s); computing it again", cache, exc)
     train, val = load_labelled(source, cfg.max_images)
