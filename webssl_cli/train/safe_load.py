@@ -56,7 +56,10 @@ class SafeReader(FileSystemReader):
     """A DCP reader whose metadata file may only hold checkpoint metadata."""
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
-        with open(Path(str(self.path)) / ".metadata", "rb") as f:
+        # The global metadata file, or a rank's own one (torch's names for both).
+        rank = kwargs.get("rank")
+        name = ".metadata" if rank is None else f"__{rank}.metadata"
+        with open(Path(str(self.path)) / name, "rb") as f:
             metadata = _MetadataUnpickler(f).load()
         if not isinstance(metadata, Metadata):
             raise pickle.UnpicklingError("checkpoint metadata is not DCP metadata")
