@@ -12,7 +12,7 @@ Targets: 300M >= 200 images/s, 1B >= 60 images/s per GPU.
     python benchmarks/gpu_train_step.py --models webdino-300m --batch 128 --json out.json
 
 Multi-GPU modes (``run_distributed``): one process per GPU through ``train.distributed``
-(NCCL on CUDA, gloo on CPU), the distributed step of ``train.dist_loop`` (global Sinkhorn,
+(NCCL on CUDA, gloo on CPU), the one loop's ``train.step.train_step`` (global Sinkhorn,
 micro-batches, sharded EMA); prints images/s, MFU and peak memory per GPU next to the
 estimate of ``study.memory``:
 
@@ -34,14 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from webssl_cli import device as dev
 from webssl_cli.specs.compute import flops_per_sample
 from webssl_cli.specs.registry import get_model
 from webssl_cli.specs.train import TrainConfig
-from webssl_cli.train import device as dev
 from webssl_cli.train.batches import Batch
-from webssl_cli.train.loop import State, train_step
 from webssl_cli.train.schedules import Schedules
-from webssl_cli.train.ssl_model import Centers, build_models, param_groups
+from webssl_cli.train.step import Step, train_step
 
 PEAK = 989e12
 TARGETS = {"webdino-300m": 200.0, "webdino-1b": 60.0}
@@ -59,7 +58,23 @@ def synthetic_batch(cfg: TrainConfig, device: torch.device) -> Batch:
     )
     if device.type == "cuda":
         g, loc = g.pin_memory(), loc.pin_memory()
-    return Batch(g, loc, None)  # type: ignore[arg-type]
+    return Batch(g, loc, {})
+
+
+def make_step(spec, cfg: TrainConfig, device: torch.device, rank: int = 0, world: int = 1) -> Step:
+    """The objective, optimiser and schedules of a run, as ``train.loop`` builds them."""
+    from webssl_cli.specs.train import resolve_strategy
+    from webssl_cli.train.batches import micro_batches_for
+    from webssl_cli.train.objective import RunContext
+    from webssl_cli.train.objectives import build_objective
+    from webssl_cli.train.optim import build_optimizer
+
+    mb, accum = micro_batches_for(cfg, world)
+    strategy = resolve_strategy(cfg.dist.strategy, spec.backbone_params())
+    ctx = RunContext(device, dev.autocast_dtype(device, cfg.dtype), 0, 10_000, rank, world, mb,
+                     accum, strategy)  # fmt: skip
+    obj = build_objective(spec, cfg, ctx)
+    return Step(obj, build_optimizer(obj.param_groups(), device), Schedules(cfg, 10_000), cfg, ctx)
 
 
 def bench(
@@ -72,17 +87,10 @@ def bench(
     spec=None,
 ) -> dict:
     spec = spec or get_model(name)
-    torch.manual_seed(0)
-    student, teacher = build_models(spec, cfg, device)
-    student.backbone.grad_checkpointing = grad_ckpt
-    if cfg.dist.compile:
-        for m in (student, teacher):
-            for i, blk in enumerate(m.backbone.blocks):
-                m.backbone.blocks[i] = torch.compile(blk)
-    fused = {"fused": True} if device.type == "cuda" else {}
-    opt = torch.optim.AdamW(param_groups(student, cfg), lr=0.0, betas=(0.9, 0.999), **fused)
+    dist_cfg = cfg.dist.model_copy(update={"activation_checkpointing": grad_ckpt})
+    cfg = cfg.model_copy(update={"dist": dist_cfg})
     amp = dev.autocast_dtype(device, cfg.dtype)
-    state = State(student, teacher, opt, Centers(), cfg, Schedules(cfg, 10_000), device, amp, 0)
+    state = make_step(spec, cfg, device)
     batch = synthetic_batch(cfg, device)
     it = 2000  # past warmup and last-layer freeze: every parameter is updated
     for _ in range(warmup):
@@ -115,7 +123,7 @@ def bench(
         "grad_ckpt": grad_ckpt,
         "attention": "xformers" if (device.type == "cuda" and dev.xformers_ops()) else "sdpa",
     }
-    del state, student, teacher, opt
+    del state
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return out
@@ -128,18 +136,10 @@ def _dist_rank(rank: int, world: int, port: int, name: str, cfg_json: str, spec_
     import os
 
     from webssl_cli.specs.registry import ModelSpec
-    from webssl_cli.study.memory import resolve_strategy
-    from webssl_cli.train.dist_data import RankBatch, micro_batches_for
-    from webssl_cli.train.dist_loop import DistState, dist_train_step
-    from webssl_cli.train.distributed import (
-        DistEnv,
-        device_for,
-        init_process_group,
-        parallelize,
-        state_bytes,
-    )
+    from webssl_cli.train.distributed import DistEnv, device_for, init_process_group, state_bytes
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))  # env:// rendezvous
     cfg = TrainConfig.model_validate_json(cfg_json)
     spec = ModelSpec(**json.loads(spec_json)) if spec_json else get_model(name)
     env = DistEnv(rank=rank, world_size=world, local_rank=rank, master_port=port, source="torchrun")
@@ -147,25 +147,15 @@ def _dist_rank(rank: int, world: int, port: int, name: str, cfg_json: str, spec_
     if device.type == "cpu":
         torch.set_num_threads(1)
     init_process_group(env, device)
-    torch.manual_seed(0)
-    student, teacher = build_models(spec, cfg, device)
-    student.train()
-    strategy = resolve_strategy(cfg.dist.strategy, spec.backbone_params())
-    par = parallelize(student, teacher, strategy, device,
-                      activation_checkpointing=cfg.dist.activation_checkpointing, compile_blocks=cfg.dist.compile)  # fmt: skip
-    fused = {"fused": True} if device.type == "cuda" else {}
-    opt = torch.optim.AdamW(param_groups(student, cfg), lr=0.0, betas=(0.9, 0.999), **fused)
-    mb, accum = micro_batches_for(cfg, world)
-    state = DistState(par, opt, Centers(), cfg, spec, Schedules(cfg, 10_000), device,
-                      dev.autocast_dtype(device, cfg.dtype), 0, rank, world, mb, accum,
-                      cfg.dist.koleo_group or mb)  # fmt: skip
+    state = make_step(spec, cfg, device, rank, world)
+    strategy, mb, accum = state.ctx.strategy, state.ctx.micro, state.ctx.accum
     full = synthetic_batch(cfg, torch.device("cpu"))
     per_rank = cfg.batch_size // world
     sl = slice(rank * per_rank, (rank + 1) * per_rank)
-    rb = RankBatch(full.globals_u8[:, sl], full.locals_u8[:, sl], {}, {})
+    rb = Batch(full.globals_u8[:, sl], full.locals_u8[:, sl], {}, {})
     it = 2000
     for _ in range(warmup):
-        m = dist_train_step(state, rb, it)
+        m = train_step(state, rb, it)
         it += 1
     dev.synchronize(device)
     if device.type == "cuda":
@@ -173,12 +163,12 @@ def _dist_rank(rank: int, world: int, port: int, name: str, cfg_json: str, spec_
     torch.distributed.barrier()
     t0 = time.perf_counter()
     for _ in range(steps):
-        m = dist_train_step(state, rb, it)
+        m = train_step(state, rb, it)
         it += 1
     dev.synchronize(device)
     dt = (time.perf_counter() - t0) / steps
     out = {"rank": rank, "step_s": dt, "loss": m["loss"], "strategy": strategy, "micro_batch": mb,
-           "accumulation": accum, "state_bytes": state_bytes(student, opt),
+           "accumulation": accum, "state_bytes": state_bytes(state.objective.trainable(), state.optimizer),
            "peak_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
            "spec": dataclasses.asdict(spec)}  # fmt: skip
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:

@@ -1,147 +1,168 @@
-"""It learns: a 3-5 minute CPU run on labelled synthetic shapes, then a kNN probe.
+"""It learns: train on the smoke study's synthetic corpus, then kNN against random init.
 
-Trains the bundled DINOv2 trainer (``webssl_cli.train.loop.train``) on webdataset shards of
-coloured shapes (4 classes: disc, square, triangle, stripes; colours and positions random),
-then reports: the loss at the start and the end, the teacher's target entropy (per image and
-of the batch mean), the std of the L2-normalised CLS features (collapse -> 0, spread over the
-sphere -> 1/sqrt(D)), and a 20-NN cosine kNN probe (DINO's weighted vote) on held-out images
-for the trained teacher vs the same network at its random initialisation.
+Generates (once, cached under ``--data``) the smoke study's data: 1000 unlabelled web-like
+images and a labelled set of natural images (10 shape classes), as ``studies/smoke.yaml``
+does. For each samples budget it trains a DINOv2 encoder with the bundled trainer
+(``webssl_cli.train.loop.train``) on a preset plus overrides, then reports:
 
-    .venv/bin/python benchmarks/train_learns.py [--samples 8000] [--out /tmp/learns]
+- the teacher's target entropy at the end, against log K (log K = the uniform assignment);
+- 20-NN top-1 (DINO's weighted vote, the study's kNN eval on the last CLS token, at the
+  global crop size) of the trained teacher and of two random-init encoders of the same size:
+  the registry's (what the study's random-init baseline evaluates) and one with the training
+  config's LayerScale setting (the same network as the trained one at step 0);
+- the trained - random difference with a paired bootstrap 95% interval over validation images
+  (1000 replicates, percentile), and between budgets the larger - smaller difference.
+
+    .venv/bin/python benchmarks/train_learns.py --model vit-pico --samples 2000,4000 \
+        --train '{"layerscale": null}' [--preset smoke] [--out /tmp/learns] [--json res.jsonl]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import resource
 import shutil
-import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "train"))
-
-from shapes import N_CLASSES, draw, write_shards  # noqa: E402
-
-from webssl_cli.data.stream import expand_urls  # noqa: E402
-from webssl_cli.rundir import CellDir  # noqa: E402
-from webssl_cli.specs.presets import PRESETS  # noqa: E402
-from webssl_cli.specs.registry import get_model  # noqa: E402
-from webssl_cli.specs.train import TrainConfig  # noqa: E402
-from webssl_cli.train.batches import to_model_input  # noqa: E402
-from webssl_cli.train.vit import build_backbone  # noqa: E402
-
-# A 250-step run needs a shorter teacher-momentum horizon and a last layer frozen for half the
-# run: with the smoke preset's 10 frozen iterations the student's prototypes rotate to match the
-# near-uniform early targets (DINO loss pinned at log K) before the features separate.
-SHORT_RUN = {
-    "batch_size": 32,
-    "base_lr": 2e-3,
-    "warmup_iters": 25,
-    "teacher_temp_warmup_iters": 50,
-    "freeze_last_layer_iters": 125,
-    "momentum_teacher": 0.98,
-}
+from webssl_cli.data.stream import expand_urls
+from webssl_cli.data.synth import shard_pattern, synthesize
+from webssl_cli.rundir import CellDir
+from webssl_cli.specs.presets import PRESETS
+from webssl_cli.specs.registry import get_model
+from webssl_cli.specs.train import TrainConfig
 
 
-def labelled_set(n: int, seed: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, N_CLASSES, n)
-    imgs = np.stack([draw(rng, int(c), size) for c in labels])
-    return torch.from_numpy(imgs), torch.from_numpy(labels)
-
-
-@torch.no_grad()
-def features(model, imgs: torch.Tensor, pool: str = "cls") -> torch.Tensor:
-    """L2-normalised CLS tokens, or the mean of the normalised patch tokens."""
-    model.eval()
+def smoke_data(root: Path, n_web: int, n_labelled: int) -> tuple[str, str]:
+    """Shard patterns of the web corpus and the labelled set (the smoke study's sources)."""
     out = []
-    for i in range(0, len(imgs), 256):
-        f = model.forward_features(to_model_input(imgs[i : i + 256], torch.device("cpu")))
-        out.append(f["x_norm_clstoken"] if pool == "cls" else f["x_norm_patchtokens"].mean(1))
-    return torch.nn.functional.normalize(torch.cat(out), dim=-1)
+    for name, kw in (
+        ("web", {"n": n_web, "seed": 0, "shard_size": 125}),
+        ("labelled", {"n": n_labelled, "seed": 1, "shard_size": 500, "mix": {"natural": 1.0}}),
+    ):
+        d = root / f"{name}-{kw['n']}"
+        done = d / "done"
+        if not done.exists():
+            shutil.rmtree(d, ignore_errors=True)
+            paths = synthesize(d, image_size=96, **kw)  # type: ignore[arg-type]
+            done.write_text(shard_pattern(paths))
+        out.append(done.read_text())
+    return out[0], out[1]
 
 
-def knn(train_f, train_y, test_f, test_y, k: int = 20, t: float = 0.07) -> float:
-    sim = test_f @ train_f.t()
-    top, idx = sim.topk(k, dim=1)
-    votes = torch.zeros(len(test_f), N_CLASSES).scatter_add_(1, train_y[idx], (top / t).exp())
-    return float((votes.argmax(1) == test_y).float().mean())
+def correct(encoder: Any, train: Any, val: Any, size: int, token: str = "cls") -> np.ndarray:
+    """Per validation image: 1 if the 20-NN vote is right, on the last CLS token (DINOv2's kNN
+    protocol) or on the average-pooled patch tokens (``token="avgpool"``)."""
+    from webssl_cli.eval.features import extract
+    from webssl_cli.eval.knn import knn_predict
+
+    ftr = extract(encoder, train.images, size)
+    fva = extract(encoder, val.images, size)
+    a, b = (ftr.cls[:, -1], fva.cls[:, -1]) if token == "cls" else (ftr.avgpool, fva.avgpool)
+    pred = knn_predict(a, torch.tensor(train.labels), b)
+    return (pred == torch.tensor(val.labels)).numpy().astype(float)
+
+
+def paired_ci(a: np.ndarray, b: np.ndarray, reps: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of mean(a - b) under a paired bootstrap over examples."""
+    rng = np.random.default_rng(seed)
+    d = a - b
+    idx = rng.integers(0, len(d), (reps, len(d)))
+    means = d[idx].mean(1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def run_one(args: argparse.Namespace, web: str, cfg: TrainConfig, samples: int) -> dict[str, Any]:
+    from webssl_cli.train.loop import train
+
+    spec = get_model(args.model)
+    run = CellDir(args.out / f"{args.model}-{samples}")
+    shutil.rmtree(run.root, ignore_errors=True)  # a fresh run, never a resume
+    t0, c0, k0 = time.time(), time.process_time(), _children_cpu()
+    state = train(run, spec, cfg, expand_urls(web), samples, seed=args.seed)
+    # CPU seconds of this process plus the finished data-loading workers: the shared machine
+    # makes wall time meaningless, CPU time is what a cell costs.
+    wall, cpu = time.time() - t0, time.process_time() - c0 + _children_cpu() - k0
+    lines = [json.loads(x) for x in run.metrics_jsonl.read_text().splitlines()]
+    return {"state": state, "wall_s": wall, "cpu_s": cpu, "steps": lines[-1]["step"],
+            "entropy_end": lines[-1]["teacher_entropy"],
+            "marginal_end": lines[-1]["teacher_marginal_entropy"],
+            "loss_start": lines[0]["loss"], "loss_end": lines[-1]["loss"],
+            "export": str(run.backbone_export)}  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--samples", type=int, default=8000)
     ap.add_argument("--model", default="vit-pico")
+    ap.add_argument("--samples", default="2000,4000", help="comma-separated budgets")
+    ap.add_argument("--preset", default="smoke")
+    ap.add_argument("--train", default="{}", help="TrainConfig overrides (JSON) on the preset")
+    ap.add_argument("--n-web", type=int, default=1000)
+    ap.add_argument("--n-labelled", type=int, default=1500)
+    ap.add_argument("--data", type=Path, default=Path("/tmp/webssl-smoke-data"))
     ap.add_argument("--out", type=Path, default=Path("/tmp/webssl-learns"))
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--probe-only", action="store_true", help="reuse the run in --out")
-    ap.add_argument(
-        "--train",
-        default=json.dumps(SHORT_RUN),
-        help="TrainConfig overrides (JSON) on top of the smoke preset; default: the short-run settings",
-    )
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tag", default="")
+    ap.add_argument("--token", choices=("cls", "avgpool"), default="cls")
+    ap.add_argument("--eval-size", type=int, help="image side for the kNN (default: global crop)")
+    ap.add_argument("--json", type=Path, help="append one JSON line per budget here")
     args = ap.parse_args()
-    if not args.probe_only:
-        shutil.rmtree(args.out, ignore_errors=True)
+    torch.set_num_threads(1)
+    web, labelled = smoke_data(args.data, args.n_web, args.n_labelled)
+    overrides = json.loads(args.train)
+    cfg = TrainConfig.model_validate(PRESETS[args.preset] | overrides)
     spec = get_model(args.model)
-    size = spec.img_size
-    pattern = str(args.out / "data" / "shard-{000000..000007}.tar")
-    if not args.probe_only:
-        pattern = write_shards(args.out / "data", n_shards=8, per_shard=500, size=96, seed=1)
-    cfg = TrainConfig.model_validate(
-        PRESETS["smoke"] | {"threads": args.threads, "num_workers": args.workers, "metrics_every": 10,
-                            "checkpoint_every": 200, "crops": {"global_size": size, "local_size": size // 2, "n_local": 4}}
-        | json.loads(args.train)
-    )  # fmt: skip
-    run = CellDir(args.out / "cell")
-    t0 = time.time()
-    from webssl_cli.train.loop import train
+    size = args.eval_size or cfg.crops.global_size
 
-    state = train(run, spec, cfg, expand_urls(pattern), args.samples, seed=0)  # resumes: a no-op
-    wall = time.time() - t0
-    lines = [json.loads(x) for x in run.metrics_jsonl.read_text().splitlines()]
-    first, last = lines[:3], lines[-3:]
+    from webssl_cli.eval.encoders import Encoder, load_own, random_encoder
+    from webssl_cli.eval.features import load_labelled
+    from webssl_cli.train.vit import build_backbone
 
-    def avg(rows, key):
-        return sum(r[key] for r in rows) / len(rows)
-
-    export = torch.load(run.backbone_export, weights_only=False)
-    trained = build_backbone(spec, layerscale=cfg.layerscale)
-    trained.load_state_dict(export["state_dict"])
-    torch.manual_seed(0)  # the loop seeds the same way before building the student/teacher
-    random_init = build_backbone(spec, drop_path=cfg.drop_path, layerscale=cfg.layerscale)
-    xtr, ytr = labelled_set(2000, 101, size)
-    xte, yte = labelled_set(1000, 202, size)
-    res = {}
-    for name, model in (("random init", random_init), ("trained teacher", trained)):
-        for pool in ("cls", "patch-mean"):
-            ftr, fte = features(model, xtr, pool), features(model, xte, pool)
-            res[f"{name}, {pool}"] = (knn(ftr, ytr, fte, yte), float(fte.std(dim=0).mean()))
-    print(f"run: {state}, {args.model}, {args.samples} samples ({lines[-1]['step']} steps of {cfg.batch_size}) "
-          + ("(probe only)" if args.probe_only else f"in {wall:.0f} s wall, {lines[-1]['images_per_s']:.0f} img/s at the end"))  # fmt: skip
-    for key in (
-        "loss",
-        "dino_loss",
-        "ibot_loss",
-        "koleo_loss",
-        "teacher_entropy",
-        "teacher_marginal_entropy",
-    ):
-        print(f"  {key:26s} start {avg(first, key):8.4f}   end {avg(last, key):8.4f}")
-    k = cfg.dino_head.n_prototypes
-    print(
-        f"  (log K = {np.log(k):.3f} for K = {k} prototypes; 1/sqrt(D) = {1 / np.sqrt(spec.width):.4f})"
-    )
-    for name, (acc, std) in res.items():
-        print(f"  {name:28s} 20-NN top-1 {acc * 100:5.1f}%   std of normalised features {std:.4f}")
-    print(f"  chance {100 / N_CLASSES:.1f}%")
+    tr, va = load_labelled(labelled)
+    torch.manual_seed(args.seed)
+    same = Encoder(build_backbone(spec, layerscale=cfg.layerscale), name="rand", width=spec.width,
+                   patch=spec.patch, img_size=spec.img_size)  # fmt: skip
+    rand = {"registry": correct(random_encoder(args.model, args.seed), tr, va, size, args.token),
+            "same-config": correct(same, tr, va, size, args.token)}  # fmt: skip
+    logk = math.log(cfg.dino_head.n_prototypes)
+    prev = None
+    for samples in [int(s) for s in args.samples.split(",")]:
+        r = run_one(args, web, cfg, samples)
+        ok = correct(load_own(Path(r["export"])), tr, va, size, args.token)
+        row = {"tag": args.tag, "model": args.model, "samples": samples, "train": overrides,
+               "n_val": len(va), "log_k": logk, **{k: v for k, v in r.items() if k != "export"},
+               "entropy_ratio": r["entropy_end"] / logk, "knn_trained": float(ok.mean())}  # fmt: skip
+        for name, c in rand.items():
+            row[f"knn_random_{name}"] = float(c.mean())
+            row[f"diff_{name}_ci"] = paired_ci(ok, c)
+        if prev is not None:
+            row["diff_vs_prev_budget_ci"] = paired_ci(ok, prev)
+        prev = ok
+        print(
+            f"{args.tag:14s} {args.model:9s} {samples:6d} steps {r['steps']:4d} H/logK {row['entropy_ratio']:.3f} "
+            f"knn {ok.mean() * 100:5.1f} rand(reg) {rand['registry'].mean() * 100:5.1f} "
+            f"rand(same) {rand['same-config'].mean() * 100:5.1f} d(same) "
+            f"[{row['diff_same-config_ci'][0] * 100:+.1f},{row['diff_same-config_ci'][1] * 100:+.1f}] "
+            + (f"d(budget) [{row['diff_vs_prev_budget_ci'][0] * 100:+.1f},{row['diff_vs_prev_budget_ci'][1] * 100:+.1f}] " if prev is not None and "diff_vs_prev_budget_ci" in row else "")
+            + f"{r['wall_s']:.0f}s wall {r['cpu_s']:.0f}s cpu",
+            flush=True,
+        )  # fmt: skip
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

@@ -201,7 +201,11 @@ def _baseline_tree(rev: str | None) -> str:
              "webssl_cli/train/dist_loop.py"], cwd=root, capture_output=True, text=True, check=True,
         ).stdout.strip()  # fmt: skip
         rev = f"{removed}^"
+    import atexit
+    import shutil
+
     out = tempfile.mkdtemp(prefix="webssl-baseline-")
+    atexit.register(shutil.rmtree, out, True)
     archive = subprocess.run(["git", "archive", rev, "webssl_cli"], cwd=root, capture_output=True,
                              check=True).stdout  # fmt: skip
     subprocess.run(["tar", "-x", "-C", out], input=archive, check=True)

@@ -9,8 +9,11 @@ per width:
   different order): the equality check;
 - the step time (schedules, forward, backward, per-module clip, AdamW, EMA), median of
   alternating A B A B rounds of process CPU time, and the median of per-round ratios ours/theirs;
-- the peak memory of one step: each side in its own process (large allocations unmapped on
-  free), after a warm-up step, as the growth of the peak RSS over the RSS before the step.
+- the peak memory of one step, each side in its own process after a warm-up step: the peak
+  of the live bytes of tensors the step creates (counted per op through a dispatch mode, as
+  ``torch.cuda.max_memory_allocated`` counts on a GPU), and the growth of the peak RSS over
+  the RSS before the step (large allocations unmapped on free; this one also depends on how
+  the C allocator reuses freed pages, so the tensor count is the comparison).
 
 The official code is read from a checkout named by ``DINOV2_SRC`` (github.com/facebookresearch/
 dinov2); nothing else needs installing. Its CPU shims (below) stand in for xFormers (block-
@@ -35,6 +38,7 @@ import subprocess
 import sys
 import time
 import types
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +48,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from torch.utils._pytree import tree_flatten  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -69,35 +75,40 @@ def our_config() -> TrainConfig:
     )  # fmt: skip
 
 
-# ---- our side ---------------------------------------------------------------------------------
+# ---- our side (the adapter to our training loop's step) ---------------------------------------
 def our_state(width: int) -> Any:
-    from webssl_cli.train.ssl_model import Centers, build_models, param_groups
-
-    from webssl_cli.train.loop import State
+    """Our objective, optimiser and schedules, built as the training loop builds them."""
+    from webssl_cli.train.objective import RunContext
+    from webssl_cli.train.objectives import build_objective
+    from webssl_cli.train.optim import build_optimizer
     from webssl_cli.train.schedules import Schedules
+    from webssl_cli.train.step import Step
 
-    torch.manual_seed(0)
-    cfg, dev = our_config(), torch.device("cpu")
-    student, teacher = build_models(our_spec(width), cfg, dev)
-    opt = torch.optim.AdamW(param_groups(student, cfg), lr=0.0, betas=(0.9, 0.999))
-    return State(student, teacher, opt, Centers(), cfg, Schedules(cfg, 100), dev, None, seed=0)
+    cfg, cpu = our_config(), torch.device("cpu")
+    ctx = RunContext(cpu, None, seed=0, iterations=100, micro=BATCH, accum=1, strategy="ddp")
+    objective = build_objective(our_spec(width), cfg, ctx)
+    optimizer = build_optimizer(objective.param_groups(), cpu)
+    return Step(objective, optimizer, Schedules(cfg, ctx.iterations), cfg, ctx)
 
 
 def our_step(state: Any, batch: Any, it: int) -> float:
-    """Our training step (the one call to adapt when the loop's step changes)."""
-    from webssl_cli.train.loop import train_step
+    from webssl_cli.train.step import train_step
 
-    return train_step(state, batch, it)["loss"]
+    return float(train_step(state, batch, it)["loss"])
+
+
+def our_models(state: Any) -> tuple[Any, Any]:
+    """(student, teacher), each with ``backbone``, ``dino_head`` and ``ibot_head``."""
+    return state.objective.student, state.objective.teacher
 
 
 def our_masks(state: Any, it: int) -> torch.Tensor:
-    from webssl_cli.train.loop import make_masks
-
-    return make_masks(state, it, 2 * BATCH)
+    """The (2B, N) iBOT masks our step uses at ``it``, view-major."""
+    return torch.from_numpy(state.objective.masks(it)).reshape(2 * BATCH, -1)
 
 
 def our_drop_path(state: Any, rate: float) -> None:
-    for blk in state.student.backbone.blocks:
+    for blk in our_models(state)[0].backbone.blocks:
         blk.drop_path = rate
 
 
@@ -107,7 +118,9 @@ def make_batch(seed: int) -> Any:
 
     g = torch.Generator().manual_seed(seed)
     u8 = lambda *s: torch.randint(0, 256, s, generator=g, dtype=torch.uint8)  # noqa: E731
-    return Batch(u8(2, BATCH, GLOBAL, GLOBAL, 3), u8(N_LOCAL, BATCH, LOCAL, LOCAL, 3), Position())
+    return Batch(
+        u8(2, BATCH, GLOBAL, GLOBAL, 3), u8(N_LOCAL, BATCH, LOCAL, LOCAL, 3), {0: Position()}
+    )
 
 
 # ---- CPU shims for the official code ------------------------------------------------------------
@@ -270,7 +283,7 @@ def official_model(src: Path, width: int, state: Any) -> tuple[Any, torch.optim.
     meta = importlib.import_module("dinov2.train.ssl_meta_arch")
     model = meta.SSLMetaArch(official_config(src, width))
     model.need_to_synchronize_fsdp_streams = False  # CUDA streams of FSDP: none here
-    for side, ours in (("student", state.student), ("teacher", state.teacher)):
+    for side, ours in zip(("student", "teacher"), our_models(state), strict=True):
         for name in ("backbone", "dino_head", "ibot_head"):
             getattr(model, side)[name].load_state_dict(getattr(ours, name).state_dict())
     model.train()
@@ -366,6 +379,40 @@ def cpu_time(fn: Callable[[], Any]) -> float:
     return time.process_time() - t
 
 
+class TensorPeak(TorchDispatchMode):
+    """Peak bytes of the tensor storages created while active and still alive: what
+    ``torch.cuda.max_memory_allocated`` counts, for CPU tensors (views and in-place results
+    share their input's storage and are not counted again)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.current = self.peak = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        inputs = {
+            a.untyped_storage().data_ptr()
+            for a in tree_flatten((args, kwargs))[0]
+            if isinstance(a, torch.Tensor)
+        }
+        for t in tree_flatten(out)[0]:
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            key, n = storage.data_ptr(), storage.nbytes()
+            if key in inputs or key in self.live or n == 0:
+                continue
+            self.live[key] = n
+            self.current += n
+            self.peak = max(self.peak, self.current)
+            weakref.finalize(storage, self._free, key)
+        return out
+
+    def _free(self, key: int) -> None:
+        self.current -= self.live.pop(key, 0)
+
+
 def _status_kb(key: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(key + ":"):
@@ -383,14 +430,18 @@ def memory_child(src: Path, width: int, side: str) -> None:
     before = _status_kb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current RSS
     step(1)
-    print(json.dumps({"peak_mib": (_status_kb("VmHWM") - before) / 1024}))
+    rss = (_status_kb("VmHWM") - before) / 1024
+    gc.collect()
+    with TensorPeak() as tracked:
+        step(2)
+    print(json.dumps({"rss_mib": rss, "tensor_mib": tracked.peak / 2**20}))
 
 
-def measure_memory(src: Path, width: int, side: str) -> float:
+def measure_memory(src: Path, width: int, side: str) -> dict[str, float]:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
     cmd = [sys.executable, __file__, "--memory-child", side, "--widths", str(width)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-    return float(json.loads(out.strip().splitlines()[-1])["peak_mib"])
+    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def compare(src: Path, width: int, rounds: int) -> dict[str, float]:
@@ -415,8 +466,8 @@ def compare(src: Path, width: int, rounds: int) -> dict[str, float]:
         "ours_s": statistics.median(t_ours),
         "official_s": statistics.median(t_theirs),
         "ratio": statistics.median(ratios),
-        "mem_ours_mib": measure_memory(src, width, "ours"),
-        "mem_official_mib": measure_memory(src, width, "official"),
+        **{f"{k}_ours": v for k, v in measure_memory(src, width, "ours").items()},
+        **{f"{k}_official": v for k, v in measure_memory(src, width, "official").items()},
     }
 
 
@@ -452,8 +503,9 @@ def main() -> int:
             f"{r['loss_official']:.6f} (rel. diff {rel:.1e}, {'equal' if rel <= 1e-4 else 'DIFFERENT'})\n"
             f"  step time ours {r['ours_s']:.3f} s official {r['official_s']:.3f} s, "
             f"ratio ours/official {r['ratio']:.3f} (median of {args.rounds} rounds)\n"
-            f"  peak step memory ours {r['mem_ours_mib']:.1f} MiB official {r['mem_official_mib']:.1f} MiB "
-            f"(ratio {r['mem_ours_mib'] / r['mem_official_mib']:.3f})"
+            f"  peak tensor memory of a step ours {r['tensor_mib_ours']:.1f} MiB official "
+            f"{r['tensor_mib_official']:.1f} MiB (ratio {r['tensor_mib_ours'] / r['tensor_mib_official']:.3f}); "
+            f"peak RSS growth ours {r['rss_mib_ours']:.1f} MiB official {r['rss_mib_official']:.1f} MiB"
         )
     return 1 if failed else 0
 

@@ -71,6 +71,14 @@ read -r REAL_CPUS REAL_MEM < <(slurmd -C | awk '/NodeName/ {
   for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "CPUs") c = kv[2]; if (kv[1] == "RealMemory") m = kv[2] }
   print c, m }')
 CPUS=${WEBSSL_SLURM_CPUS:-$(( REAL_CPUS > 8 ? REAL_CPUS : 8 ))}
+# The tests run a 2-task training job next to other jobs (1 CPU each): keep room for that.
+[ "$CPUS" -ge 4 ] || die "WEBSSL_SLURM_CPUS=$CPUS: the node needs at least 4 CPUs (2 tasks + other jobs)"
+# Multi-task jobs meet at the first host of the node list (torch.distributed's MASTER_ADDR), and
+# gloo looks up this host's name: make sure it resolves without DNS.
+if ! getent hosts "$HOST" >/dev/null; then
+  log "adding $HOST to /etc/hosts (127.0.0.1)"
+  echo "127.0.0.1 $HOST" >> /etc/hosts
+fi
 NEW_CONF=$(cat <<CONF
 # Written by webssl slurm/start-cluster.sh: a one-node test cluster.
 ClusterName=$CLUSTER

@@ -81,6 +81,40 @@ def test_mme_benchmark_score() -> None:
     assert B.benchmark_scores(qs, {"m1": "yes", "m2": "yes"}) == {"MME": 50.0}
 
 
+def test_example_values_are_the_scoring_units_and_average_to_the_score() -> None:
+    """Plain questions are their own examples; circular MC and MME pairs are scored over
+    groups, so the group is the example; each benchmark's mean is its reported score."""
+    import pytest
+
+    Q = B.Question
+    mme = [
+        Q("m1", "MME", "General", "i", "Dog?", ["yes"], "yesno", group="img1", meta={"subtask": "existence"}),
+        Q("m2", "MME", "General", "i", "Cat?", ["no"], "yesno", group="img1", meta={"subtask": "existence"}),
+        Q("m3", "MME", "General", "j", "Red?", ["yes"], "yesno", group="img2", meta={"subtask": "color"}),
+        Q("m4", "MME", "General", "j", "Blue?", ["no"], "yesno", group="img2", meta={"subtask": "color"}),
+        Q("m5", "MME", "General", "k", "Sum?", ["yes"], "yesno", group="img3", meta={"subtask": "numerical_calculation"}),
+    ]  # fmt: skip
+    circ = [Q(f"c{i}", "MMBench", "General", "i", "?", [L], "mc", ["x", "y", "z"], group=g)
+            for i, (L, g) in enumerate([("A", "g1"), ("B", "g1"), ("C", "g2"), ("A", "g2")])]  # fmt: skip
+    plain = [
+        Q(f"p{i}", "GQA", "General", "i", "?", [a], "vqa_accuracy") for i, a in enumerate("abc")
+    ]
+    preds = {"m1": "yes", "m2": "no", "m3": "yes", "m4": "yes", "m5": "yes",
+             "c0": "A", "c1": "B", "c2": "C", "c3": "B", "p0": "a", "p1": "b", "p2": "x"}  # fmt: skip
+    qs = mme + circ + plain
+    values = B.example_values(qs, preds)
+    assert set(values["MME"]) == {"img1", "img2", "img3"}
+    assert values["MMBench"] == {"g1": 1.0, "g2": 0.0}
+    assert values["GQA"] == {"p0": 1.0, "p1": 1.0, "p2": 0.0}
+    # MME perception: existence 100 + 100, colour 50 + 0 (cognition ignored) = 250
+    assert sum(values["MME"].values()) / 3 == pytest.approx(250.0)
+    assert values["MME"]["img3"] == 0.0
+    scores = B.benchmark_scores(qs, preds)
+    assert scores["MME"] == pytest.approx(250.0) and scores["MMBench"] == 0.5
+    for bench, v in values.items():
+        assert scores[bench] == sum(v.values()) / len(v)
+
+
 def test_bad_jsonl_is_one_line_user_error(tmp_path: Path) -> None:
     import pytest
 
@@ -115,7 +149,7 @@ def test_export_command(tmp_path: Path) -> None:
 
 def test_benchmark_directory_suite(tmp_path: Path) -> None:
     """A suite directory: *.jsonl questions plus LLaVA-format train/stage{1,2}.json."""
-    from webssl_cli.eval.vqa import load_directory
+    from webssl_cli.eval.benchmarks import load_directory
 
     (tmp_path / "train").mkdir()
     (tmp_path / "img.png").write_bytes(PNG)
@@ -136,7 +170,7 @@ def test_benchmark_directory_suite(tmp_path: Path) -> None:
         }
     ]
     (tmp_path / "train" / "stage2.json").write_text(json.dumps(conv))
-    images, s1, s2, test, chance = load_directory(tmp_path, max_questions=1)
-    assert [t.id for t in test] == ["t1"] and s1 == [] and chance == {}
+    images, s1, s2, test = load_directory(tmp_path, max_questions=1)
+    assert [t.id for t in test] == ["t1"] and s1 == []
     assert s2 == [(str((tmp_path / "train" / "a.png").resolve()), "Q?", "A")]
     assert images[test[0].image] == PNG and images[s2[0][0]] == PNG

@@ -82,3 +82,13 @@ def test_registry_spec_exports_and_swiglu_hidden_is_checked(tmp_path: Path) -> N
     with pytest.raises(Exception, match="cannot be exported"):
         E.hf_config_from_spec(odd)
     assert isinstance(odd, ModelSpec)
+
+
+def test_hf_features_match_at_another_resolution(tmp_path: Path) -> None:
+    """At a size other than the native one transformers resizes the position embeddings to the
+    grid (no DINOv2 offset): a Hugging Face checkpoint loads so that features stay equal."""
+    path = _hf_model(tmp_path, swiglu=False, layerscale=1e-1)
+    x = torch.randn(2, 3, 48, 48)  # 6 x 6 patches from a 4 x 4 grid of position embeddings
+    ref_cls, ref_patch = _hf_features(path, x)
+    cls, patch = E.load_hf_dinov2(path)(x)
+    assert (cls - ref_cls).abs().max() <= 1e-5 and (patch - ref_patch).abs().max() <= 1e-5

@@ -210,3 +210,24 @@ def test_baselines_can_be_turned_off(tmp_path: Path, synth_shards: str, make_cel
     cell = make_cell(tmp_path, synth_shards, [{"task": "knn", "max_images": 100, "baselines": []}])
     out = run_eval(cell, "knn")
     assert len(out["results"]) == 1 and "features_by_variant" not in out["details"]
+
+
+def test_run_eval_on_an_explicit_cpu(
+    tmp_path: Path, synth_shards: str, make_cell: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WEBSSL_DEVICE (what a profile's `device:` sets) reaches the eval job: `cpu` runs, and a
+    device that is not there fails with a one-line error before any work."""
+    import torch
+
+    from webssl_cli.errors import UserError
+    from webssl_cli.eval.run import run_eval
+
+    cell = make_cell(tmp_path, synth_shards, [{"task": "knn", "max_images": 120}])
+    monkeypatch.setenv("WEBSSL_DEVICE", "cpu")
+    monkeypatch.setenv("WEBSSL_DTYPE", "fp32")
+    out = run_eval(cell, "knn")
+    assert 0.0 <= out["results"][0]["value"] <= 1.0
+    if not torch.cuda.is_available():
+        monkeypatch.setenv("WEBSSL_DEVICE", "cuda")
+        with pytest.raises(UserError, match="no CUDA device is visible"):
+            run_eval(cell, "knn")

@@ -36,15 +36,15 @@ CHILD = textwrap.dedent(
         out = real_generate(self, patches, prompts, max_new_tokens)
         calls.append(len(prompts))
         with open(log, "a") as f:
-            f.write(json.dumps({"generated": len(prompts)}) + "\\n")
+            f.write(json.dumps({"generated": len(prompts), "blind": patches is None}) + "\\n")
         if kill_after and len(calls) >= kill_after:
             # the answers of this batch are returned but never written: lost work, as in a real kill
             os.kill(os.getpid(), signal.SIGKILL)
         return out
-    def train_stage(*a, **k):
+    def train_stage(model, examples, features, *a, **k):
         with open(log, "a") as f:
-            f.write(json.dumps({"trained": 1}) + "\\n")
-        return real_train(*a, **k)
+            f.write(json.dumps({"trained": 1, "blind": features is None}) + "\\n")
+        return real_train(model, examples, features, *a, **k)
     mllm.MLLM.generate = generate
     vqa.train_stage = train_stage
     from webssl_cli.eval.run import run_eval
@@ -74,14 +74,18 @@ def test_vqa_killed_midway_resumes_without_recomputing(
     done_before = {json.loads(line)["id"] for line in preds.read_text().splitlines()}
     first = [json.loads(line) for line in log1.read_text().splitlines()]
     assert sum(1 for e in first if "trained" in e) == 2  # both stages ran once
+    assert not any(e["blind"] for e in first)  # killed before the blind twin started
     assert len(done_before) == sum(e.get("generated", 0) for e in first[:-1])  # 2 batches written
 
     assert _run_child(tmp_path, cell, log2, kill_after=0) == 0
     second = [json.loads(line) for line in log2.read_text().splitlines()]
-    assert not any("trained" in e for e in second)  # the trained MLLM came from the cache
+    # the trained MLLM came from the cache; only the blind twin (stage 2 alone) trained now
+    assert [e["blind"] for e in second if "trained" in e] == [True]
     out = json.loads((cell / "eval" / "vqa.json").read_text())
     total = out["details"]["n_test_questions"]
-    assert sum(e["generated"] for e in second) == total - len(done_before)  # only the rest
+    enc_gen = sum(e["generated"] for e in second if "generated" in e and not e["blind"])
+    assert enc_gen == total - len(done_before)  # only the rest
+    assert sum(e["generated"] for e in second if "generated" in e and e["blind"]) == total
     assert out["details"]["generated_this_run"] == total - len(done_before)
     ids = [json.loads(line)["id"] for line in preds.read_text().splitlines()]
     assert len(ids) == len(set(ids)) == total
@@ -149,3 +153,141 @@ def test_vqa_with_local_lm_directory(tmp_path: Path, synth_shards: str, make_cel
     cell = make_cell(tmp_path, synth_shards, [{**TINY, "llm": str(lm_dir)}])
     out = run_eval(cell, "vqa")
     assert out["settings"]["llm"] == str(lm_dir) and len(out["results"]) >= 9
+
+
+def test_blind_sequences_have_no_image_tokens() -> None:
+    """Without patches the sequence is [BOS] question "answer:" answer [EOS]: no visual
+    positions at all (not zeroed ones), and the adapter is never called."""
+    import torch
+
+    from webssl_cli.eval.mllm import MLLM, tiny_llama
+    from webssl_cli.eval.tokenizer import train_word_tokenizer
+
+    tok = train_word_tokenizer(["what colour is it answer: red blue"])
+    torch.manual_seed(0)
+    model = MLLM(tiny_llama(len(tok), 16, 1, 2, 64), tok, vis_dim=8, tokens=4).eval()
+    prompts, answers = ["what colour is it", "what"], ["red", "blue"]
+    calls: list[int] = []
+    model.adapter.register_forward_hook(lambda *_: calls.append(1))
+    emb, mask, lab = model._layout(None, prompts, answers, left_pad=False)
+    ids = [2] + list(tok("what colour is it answer: red", add_special_tokens=False).input_ids) + [3]
+    assert emb.shape[1] == len(ids) and not calls
+    assert torch.equal(emb[0], model.lm.get_input_embeddings()(torch.tensor(ids)))
+    assert lab[0].tolist()[-2:] == ids[-2:] and mask[1].sum() == len(ids) - 3
+    with_img, _, _ = model._layout(torch.randn(2, 16, 8), prompts, answers, left_pad=False)
+    assert with_img.shape[1] == len(ids) + 4 and calls
+    assert model.generate(None, prompts, max_new_tokens=2) == model.generate(
+        None, prompts, max_new_tokens=2, use_hf=True
+    )
+
+
+def test_blind_twin_shared_by_two_cells_same_training_and_outcomes(
+    tmp_path: Path, synth_shards: str, make_cell: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two cells of one study with different encoders: the blind twin trains once (stage 2 with
+    the encoder's settings, examples in the same order, the same initial LM), the second cell
+    reuses it; the per-question outcomes average to the reported scores."""
+    import torch
+
+    from webssl_cli.eval import vqa
+    from webssl_cli.eval.run import run_eval
+    from webssl_cli.outcomes import read_outcomes
+
+    real_train = vqa.train_stage
+    log: list[dict[str, Any]] = []
+
+    def train_stage(model: Any, examples: Any, features: Any, params: Any, **kw: Any) -> float:
+        trains_lm = any(p is q for p in params for q in model.lm.parameters())
+        init = {k: v.clone() for k, v in model.lm.state_dict().items()} if trains_lm else None
+        log.append({"blind": features is None, "examples": list(examples), "kw": kw, "lm": init})
+        return float(real_train(model, examples, features, params, **kw))
+
+    monkeypatch.setattr(vqa, "train_stage", train_stage)
+    study = tmp_path / "study"
+    a = make_cell(study, synth_shards, [TINY], seed=0)
+    # a second cell (another encoder) beside the first in the study's cells/ directory
+    b = make_cell(tmp_path / "other", synth_shards, [TINY], seed=1).rename(a.parent / "def456")
+    out_a, out_b = run_eval(a, "vqa"), run_eval(b, "vqa")
+
+    blind = [e for e in log if e["blind"]]
+    assert len(blind) == 1  # computed once for the two cells
+    assert len([e for e in log if not e["blind"]]) == 4  # two stages per encoder
+    enc_stage2 = next(e for e in log if not e["blind"] and e["lm"] is not None)
+    assert blind[0]["examples"] == enc_stage2["examples"] and blind[0]["kw"] == enc_stage2["kw"]
+    assert all(torch.equal(blind[0]["lm"][k], v) for k, v in enc_stage2["lm"].items())
+    shared = list((study / "shared" / "vqa-blind").glob("*/result.json"))
+    assert len(shared) == 1 and (a / "eval" / "vqa.cache" / "blind.json").exists()
+
+    for cell, out in ((a, out_a), (b, out_b)):
+        rows = {(r.get("variant", "encoder"), r["benchmark"]): r["value"] for r in out["results"]}
+        assert {v for v, _ in rows} == {"encoder", "blind"}
+        means: dict[tuple[str, str], list[float]] = {}
+        for o in read_outcomes(cell / "eval" / "vqa.examples.jsonl"):
+            means.setdefault((o.variant, o.benchmark), []).append(o.value)
+        assert set(means) == set(rows)
+        for k, vals in means.items():
+            assert sum(vals) / len(vals) == pytest.approx(rows[k], abs=1e-12)
+    blind_a = [r for r in out_a["results"] if r.get("variant") == "blind"]
+    assert blind_a == [r for r in out_b["results"] if r.get("variant") == "blind"]
+
+
+def test_blind_twin_lock_computes_once_under_concurrency(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Concurrent jobs on one key: one computes (holding the file lock), the others wait and
+    read its result."""
+    import threading
+    import time
+
+    from webssl_cli.eval import vqa
+    from webssl_cli.specs.evals import VqaEval
+
+    calls: list[int] = []
+
+    def fake(
+        root: Path, cfg: Any, features: Any, s1: Any, s2: Any, test: Any, timings: Any
+    ) -> dict[str, Any]:
+        calls.append(1)
+        time.sleep(0.3)
+        return {"predictions": {"q": "yes"}, "losses": {}, "stage1_steps": 0, "stage2_steps": 1}
+
+    monkeypatch.setattr(vqa, "_train_and_answer", fake)
+    cfg = VqaEval()
+    results: list[dict[str, Any]] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(vqa.blind_twin(tmp_path / "k", cfg, [], [], [])))
+        for _ in range(3)
+    ]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(results) == 3
+    assert all(r["predictions"] == {"q": "yes"} for r in results)
+
+
+def test_synthetic_questions_per_image() -> None:
+    """Several colour and position questions per image, with stable distinct ids; the first
+    colour question is about the large shape; position answers follow the boxes."""
+    from webssl_cli.eval.synth_vqa import questions_for
+
+    meta = {
+        "key": "k1", "kind": "natural", "width": 96, "height": 96, "has_text": False,
+        "objects": [
+            {"bbox": [0, 0, 10, 10], "color": "red", "shape": "circle"},
+            {"bbox": [80, 0, 95, 10], "color": "blue", "shape": "square"},
+            {"bbox": [20, 20, 70, 70], "color": "green", "shape": "star"},
+        ],
+    }  # fmt: skip
+    one = [q for q in questions_for(meta, 1) if q.benchmark == "synth-color"]
+    assert [(q.id, q.answers) for q in one] == [("synth-color/k1", ["green"])]
+    qs = questions_for(meta, 2)
+    color = [q for q in qs if q.benchmark == "synth-color"]
+    assert [q.id for q in color] == ["synth-color/k1", "synth-color/k1/1"]
+    assert color[0].answers == ["green"] and color[1].answers[0] in ("red", "blue")
+    pos = [q for q in qs if q.benchmark == "synth-position"]
+    assert len(pos) == 2 and len({q.id for q in qs}) == len(qs)
+    x = {o["shape"]: (o["bbox"][0] + o["bbox"][2]) / 2 for o in meta["objects"]}  # type: ignore[index]
+    for q in pos:
+        a, b = (w for w in q.question.rstrip("?").split() if w in x)
+        assert q.answers == ["left" if x[a] < x[b] else "right"]

@@ -149,6 +149,8 @@ def test_launch_imports_no_torch():
         "import webssl_cli.launch.commands, webssl_cli.launch.runner, webssl_cli.launch.jobs, webssl_cli.launch.dag\n"
         "import webssl_cli.launch.state, webssl_cli.launch.progress, webssl_cli.launch.executors, webssl_cli.launch.snapshot\n"
         "import webssl_cli.launch.cancel, webssl_cli.launch.driver, webssl_cli.launch.selection\n"
+        "import webssl_cli.launch.detached, webssl_cli.launch.rounds, webssl_cli.launch.options\n"
+        "import webssl_cli.launch.prepare, webssl_cli.launch.postrun, webssl_cli.device\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

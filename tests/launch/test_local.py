@@ -335,3 +335,30 @@ def test_a_job_slurm_does_not_report_is_lost_only_when_old(tmp_path, monkeypatch
     assert S.observe(fresh, slurm, tmp_path).state == "unknown"
     old = {**fresh, "submitted": "2020-01-01T00:00:00+00:00"}
     assert S.observe(old, slurm, tmp_path).state == "lost"
+
+
+def _global_rank(pid: int) -> int:
+    env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return int(next(v for v in env if v.startswith(b"SUBMITIT_LOCAL_GLOBALID=")).split(b"=")[1])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_two_local_tasks_usr2_to_rank_1_only_saves_on_both_and_rank_0_requeues(two_ranks) -> None:
+    """The local executor runs the profile's 2 tasks. USR2 reaches rank 1 only: both ranks still
+    save at the same step, rank 0 (which got no signal) requeues the job once, the controller
+    restarts both tasks, they resume and end with the losses of one process."""
+    r = run_study(
+        two_ranks.study, opts(executor="local", profile=str(two_ranks.profile), wait=False)
+    )
+    cell = next((r.study_dir / "cells").iterdir())
+    wait_for(lambda: two_ranks.steps_done(cell) >= 4, timeout=240)
+    controller = int(CellDir(cell).stage_status("train")["job"])
+    tasks = {_global_rank(pid): pid for pid in _children(controller)}
+    assert sorted(tasks) == [0, 1]
+    os.kill(tasks[1], signal.SIGUSR2)
+    signalled_at = two_ranks.steps_done(cell)
+    run_study(two_ranks.study, opts(executor="local", profile=str(two_ranks.profile)))
+    saved_at, rel = two_ranks.check(cell, signalled_at)
+    print(f"2 local tasks: USR2 to rank 1 after step {signalled_at}, saved at {saved_at}, "
+          f"loss rel {rel:.2e}")  # fmt: skip

@@ -79,8 +79,41 @@ def test_bad_profiles() -> None:
         load_profile("nope")
 
 
+def test_device_and_dtype_reach_jobs_as_environment() -> None:
+    import os
+
+    from webssl_cli.launch.rounds import profile_env
+
+    assert parse_profile("", "p.yaml", "p").job_env() == {}  # auto: the job's machine decides
+    prof = parse_profile("device: cpu\ndtype: fp32\n", "p.yaml", "p")
+    assert prof.job_env() == {"WEBSSL_DEVICE": "cpu", "WEBSSL_DTYPE": "fp32"}
+    before = os.environ.get("WEBSSL_DEVICE")
+    with profile_env(prof):
+        assert os.environ["WEBSSL_DEVICE"] == "cpu" and os.environ["WEBSSL_DTYPE"] == "fp32"
+    assert os.environ.get("WEBSSL_DEVICE") == before
+    assert "p.yaml:1: device: Input should be 'auto', 'cpu' or 'cuda'" in _err("device: gpu\n")
+    assert "p.yaml:2: dtype:" in _err("device: cpu\ndtype: fp16\n")
+
+
 def test_arrays_split_at_max_array_size() -> None:
     assert shard_groups(10, 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     chunks = array_chunks(2500, 1001)
     assert [len(c) for c in chunks] == [1001, 1001, 498]
     assert chunks[1][0] == 1001
+
+
+def test_tasks_per_node() -> None:
+    cpu = parse_profile(
+        "node: {cpus: 8}\ntrain:\n  default: {tasks_per_node: 2, cpus_per_task: 1}\n", "p.yaml", "p"
+    )
+    assert slurm_parameters(cpu, "train")["ntasks_per_node"] == 2
+    assert slurm_parameters(cpu, "eval")["ntasks_per_node"] == 1
+    gpu = parse_profile("node: {gpus: 8}\ntrain:\n  default: {gpus_per_node: 8}\n", "p.yaml", "p")
+    assert slurm_parameters(gpu, "train")["ntasks_per_node"] == 8  # one process per GPU
+    assert "training runs one process per GPU" in _err(
+        "node: {gpus: 8}\ntrain:\n  default: {gpus_per_node: 8, tasks_per_node: 4}\n"
+    )
+    assert "only training runs several processes" in _err("eval: {tasks_per_node: 2}\n")
+    assert "4 CPUs per task x 3 tasks exceeds node.cpus = 8" in _err(
+        "node: {cpus: 8}\ntrain:\n  default: {tasks_per_node: 3, cpus_per_task: 4}\n"
+    )

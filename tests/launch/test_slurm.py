@@ -269,3 +269,30 @@ def test_filter_arrays_throttled_and_split_at_max_array_size(
     merge = (sub / f"{fst['job']}_submission.sh").read_text()
     assert f"afterok:{fst['array_jobs'][0]}:{fst['array_jobs'][1]}" in merge
     assert all(e["state"] == "done" for e in all_stages(r.study_dir).values())
+
+
+@pytest.mark.slow
+def test_two_tasks_usr2_save_on_every_rank_requeue_resume_match_one_process(two_ranks) -> None:
+    """2 SLURM tasks (gloo ranks from SLURM's environment), USR2 mid-run: both ranks save a
+    distributed checkpoint at the next step boundary, the job requeues once under the same id,
+    resumes from that checkpoint and ends with the losses of one uninterrupted process."""
+    t0 = time.time()
+    r = run_study(two_ranks.study, opts(profile=str(two_ranks.profile), wait=False))
+    assert len(r.submitted) == 1, r
+    cell = next((r.study_dir / "cells").iterdir())
+    job = wait_for(lambda: CellDir(cell).stage_status("train").get("job"), timeout=60)
+    log_dir = Path(CellDir(cell).stage_status("train")["log"]).parent
+    assert "#SBATCH --ntasks-per-node=2" in (log_dir / f"{job}_submission.sh").read_text()
+    wait_for(lambda: two_ranks.steps_done(cell) >= 4, timeout=240, step=0.2)  # in the loop
+    subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=10)
+    signalled_at = two_ranks.steps_done(cell)
+    run_study(two_ranks.study, opts(profile=str(two_ranks.profile)))  # follows it to the end
+    elapsed = time.time() - t0
+    train = CellDir(cell).stage_status("train")
+    assert train["job"] == job  # requeued under the same id
+    saved_at, rel = two_ranks.check(cell, signalled_at)
+    print(
+        f"2 SLURM tasks, USR2 after step {signalled_at}, saved at {saved_at}, requeued, resumed, "
+        f"done in {elapsed:.0f}s; max relative loss difference to 1 process over "
+        f"{two_ranks.iterations} steps: {rel:.2e}"
+    )

@@ -35,6 +35,16 @@ def test_small_sizes_exist_and_divide_heads() -> None:
     assert get_model("vit-base").backbone_params() == pytest.approx(86.6e6, rel=0.03)
 
 
+def test_cpu_sizes_grow_and_match_their_descriptions() -> None:
+    # The CPU scaling ladder: each size larger than the one before, and the count in each
+    # description (what `webssl models` shows) is the analytic one, to the printed digit.
+    ladder = ["vit-pico", "vit-nano", "vit-micro", "vit-mini", "vit-small"]
+    params = [get_model(n).backbone_params() for n in ladder]
+    assert params == sorted(params) and len(set(params)) == len(params)
+    for name, printed in [("vit-micro", 1.2e6), ("vit-mini", 2.7e6)]:
+        assert get_model(name).backbone_params() == pytest.approx(printed, abs=0.05e6)
+
+
 def test_aliases_and_unknown_model() -> None:
     assert get_model("7B").name == "webdino-7b"
     assert get_model("vit-g").name == "webdino-1b"

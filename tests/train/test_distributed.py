@@ -23,7 +23,7 @@ import json
 import pytest
 import torch
 from conftest import make_cell
-from dist_worker import launch
+from dist_worker import launch, launch_preempted
 
 from webssl_cli.rundir import CellDir
 from webssl_cli.specs.registry import get_model
@@ -159,6 +159,21 @@ def test_one_checkpoint_resumes_on_one_process_and_on_two_ranks(tmp_path, shards
     assert _in_process(on_one) == "done"
     for cell in (two, on_one):
         assert_equal(cell, ref6, 6)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_request_on_one_rank_checkpoints_all_ranks(tmp_path, shards, ref6):
+    """Rank 1 alone asks during step 2 (index 1): both ranks agree at that step boundary, save
+    the step-2 checkpoint together and stop; the resumed run equals one never interrupted."""
+    cell = _cell(tmp_path / "pre", shards, 6)  # periodic checkpoints at 3 and 6 only
+    launch_preempted(2, cell, who=1, at=1, out=tmp_path / "result")
+    assert [(tmp_path / f"result.{r}").read_text() for r in (0, 1)] == ["preempted"] * 2
+    run = CellDir(cell)
+    assert sorted(p.name for p in run.checkpoints_dir.iterdir()) == ["dcp-00000002"]
+    assert run.stage_status("train")["state"] == "queued"
+    launch(2, cell)
+    assert run.stage_status("train")["resumed_from"].endswith("dcp-00000002")
+    assert_equal(cell, ref6, 6)
 
 
 # ---- the full measurement: 20 steps, checkpoint/resume at 10 (about 5 minutes on 2 cores) ----

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from webssl_cli import device as dev
 from webssl_cli.data.stream import expand_urls
 from webssl_cli.errors import UserError
 from webssl_cli.specs.presets import PRESETS
 from webssl_cli.specs.registry import get_model
-from webssl_cli.specs.train import TrainConfig
-from webssl_cli.study.memory import estimate_memory, resolve_strategy
-from webssl_cli.train import device as dev
+from webssl_cli.specs.train import TrainConfig, resolve_strategy
+from webssl_cli.study.memory import estimate_memory
 from webssl_cli.train import losses as L
 from webssl_cli.train.batches import LaneLoader, lanes_for, micro_batches_for
 from webssl_cli.train.distributed import detect_env, first_host, state_bytes

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from webssl_cli import device as dev
 from webssl_cli.specs.registry import get_model
 from webssl_cli.specs.train import TrainConfig
-from webssl_cli.train import device as dev
 from webssl_cli.train.heads import DINOHead
 from webssl_cli.train.objective import RunContext
 from webssl_cli.train.objectives.dinov2 import DINOv2

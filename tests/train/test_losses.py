@@ -200,3 +200,23 @@ def test_recipe_heads_follow_dinov2_vitg_config():
     assert cfg.dino_head.n_prototypes == cfg.ibot_head.n_prototypes == 131072
     # A partial override of the iBOT head keeps its own default bottleneck.
     assert TrainConfig(ibot_head={"n_prototypes": 1024}).ibot_head.bottleneck == 256
+
+
+def test_prototype_layer_is_weight_normalised():
+    from webssl_cli.train.heads import WeightNormLinear
+
+    torch.manual_seed(0)
+    layer = WeightNormLinear(8, 5)
+    with torch.no_grad():
+        layer.weight_g.uniform_(0.5, 2.0)
+    x = torch.randn(3, 8)
+    v, g = layer.weight_v, layer.weight_g
+    ref = x @ (g * v / v.norm(dim=1, keepdim=True)).t()  # each prototype: g_k * v_k / ||v_k||
+    out = layer(x)
+    torch.testing.assert_close(out, ref)
+    out.square().sum().backward()
+    assert v.grad is not None and g.grad is not None
+    # The scale of v does not matter, only its direction.
+    with torch.no_grad():
+        v.mul_(7.0)
+    torch.testing.assert_close(layer(x), out.detach())

@@ -50,6 +50,8 @@ def write_legacy_checkpoint(cell: Path, iteration: int) -> Path:
     finally:
         dist.destroy_process_group()
     assert resumed is not None and resumed.iteration == iteration and resumed.lanes == 1
+    for g in optimizer.param_groups:  # the earlier trainer's AdamW: the default kernel choice
+        g["foreach"] = None
     pos = resumed.positions[0]
     path = run.checkpoints_dir / f"ckpt-{iteration:08d}.pt"
     torch.save({
@@ -101,6 +103,16 @@ def test_a_damaged_single_file_checkpoint_falls_back_to_the_previous(tmp_path, s
     good = write_legacy_checkpoint(cell, 2)
     bad = run.checkpoints_dir / "ckpt-00000004.pt"
     bad.write_bytes(good.read_bytes()[:1000])  # a newer file cut by a kill
+    model, cfg, _, samples, seed = load_cell(run)
+    init_process_group(DistEnv(), torch.device("cpu"))
+    try:  # what the loop does first: the loaded state keeps the fast AdamW kernel
+        objective = DINOv2(model, cfg, RunContext(torch.device("cpu"), None, seed, 6, micro=8))
+        optimizer = build_optimizer(objective.param_groups(), torch.device("cpu"))
+        resumed = Checkpointer(run.checkpoints_dir, 3).load_latest(objective, optimizer, False)
+    finally:
+        dist.destroy_process_group()
+    assert resumed is not None and resumed.path == str(good) and resumed.iteration == 2
+    assert all(g["foreach"] is True for g in optimizer.param_groups)
     assert loop.train_cell(cell) == "done"
     assert run.stage_status("train")["resumed_from"] == str(good)
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from webssl_cli import device as dev
 from webssl_cli.specs.registry import MODELS, get_model
-from webssl_cli.train import device as dev
 from webssl_cli.train.vit import build_backbone, count_params
 
 
@@ -154,3 +154,40 @@ def test_pos_embed_interpolation_is_dinov2s_scale_factor_formula():
         tokens = model.prepare_tokens(x)
         no_pos = torch.cat([model.cls_token.expand(2, -1, -1), model.patch_embed(x)], dim=1)
     torch.testing.assert_close(tokens - no_pos, got.expand(2, -1, -1))
+
+
+def test_packed_drop_path_equals_per_crop_drop_path_with_the_same_subsets():
+    """One block, training, drop-path 0.5: the packed pass adds each crop size's residuals on
+    the same sample subsets (drawn per crop size, attention first) as separate passes would."""
+    torch.manual_seed(0)
+    model = build_backbone(get_model("vit-test"), drop_path=0.5, layerscale=0.5).train()
+    blk = model.blocks[0]
+    xs = [torch.randn(4, 17, 32, requires_grad=True), torch.randn(6, 5, 32, requires_grad=True)]
+    torch.manual_seed(1)
+    packed = blk(xs)
+    torch.manual_seed(1)
+    draws = [
+        [torch.randperm(x.shape[0])[: max(int(x.shape[0] * 0.5), 1)] for x in xs] for _ in "af"
+    ]
+    ref = []
+    for c, x in enumerate(xs):
+        for branch, gamma, idx in (
+            (lambda t: blk.attn(blk.norm1(t)), blk.ls1.gamma, draws[0][c]),
+            (lambda t: blk.mlp(blk.norm2(t)), blk.ls2.gamma, draws[1][c]),
+        ):
+            res = torch.zeros_like(x).index_add(0, idx, branch(x[idx]) * gamma)
+            x = x + res * (x.shape[0] / len(idx))
+        ref.append(x)
+    for a, b in zip(packed, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    loss_p = sum(o.square().sum() for o in packed)
+    loss_r = sum(o.square().sum() for o in ref)
+    params = [xs[0], xs[1], *blk.parameters()]
+    for a, b in zip(
+        torch.autograd.grad(loss_p, params), torch.autograd.grad(loss_r, params), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # Samples outside a subset pass through unchanged in both residuals.
+    kept = set(draws[0][0].tolist()) | set(draws[1][0].tolist())
+    for i in set(range(4)) - kept:
+        torch.testing.assert_close(packed[0][i], xs[0][i])

@@ -2,7 +2,7 @@
 
 config.py      typed eval configs (knn, linear, vqa); pure pydantic
 run.py         run_eval(cell_dir, name): the job entry point, writes eval/<name>.json
-encoders.py    frozen encoders: our checkpoints, HF Dinov2Model dirs (both namings), export, timm
+encoders/      frozen encoders: own checkpoints, HF Dinov2Model dirs (both namings), export, timm
 features.py    labelled image sets (ImageFolder / webdataset) and features once per image
 knn.py         temperature-weighted k-NN on cosine similarity (k=20, T=0.07)
 linear.py      the DINOv2 linear protocol (last 1/4 blocks x avgpool x lr grid, best on val)

@@ -73,34 +73,105 @@ def score(q: Question, prediction: str) -> float:
     raise ValueError(f"unknown metric {q.metric!r}; valid: {', '.join(METRICS)}")
 
 
+def example_values(
+    questions: Iterable[Question], predictions: dict[str, str]
+) -> dict[str, dict[str, float]]:
+    """Per benchmark, per example (what an interval resamples): a question's score; for
+    benchmarks scored over groups (MMBench's circular rotations, MME's image pairs) the group's.
+    The mean over a benchmark's examples is its score (``benchmark_scores``)."""
+    by_bench: dict[str, list[Question]] = defaultdict(list)
+    for q in questions:
+        by_bench[q.benchmark].append(q)
+    out: dict[str, dict[str, float]] = {}
+    for bench, qs in by_bench.items():
+        if bench == "MME":
+            out[bench] = _mme_values(qs, predictions)
+        elif any(q.group for q in qs):
+            groups: dict[str, list[bool]] = defaultdict(list)
+            for q in qs:
+                groups[q.group or q.id].append(score(q, predictions[q.id]) >= 1.0)
+            out[bench] = {g: float(all(v)) for g, v in groups.items()}
+        else:
+            out[bench] = {q.id: score(q, predictions[q.id]) for q in qs}
+    return out
+
+
+def _mme_values(qs: list[Question], predictions: dict[str, str]) -> dict[str, float]:
+    """MME's perception score (sum over subtasks of accuracy + accuracy+, in %) spread over its
+    images: an image's value is its share of that sum times the number of images, so that the
+    mean is the score. Cognition subtasks count zero towards perception."""
+    right: dict[tuple[str, str], list[bool]] = defaultdict(list)
+    for q in qs:
+        key = (str(q.meta.get("subtask", "existence")), q.group or q.id)
+        right[key].append(score(q, predictions[q.id]) >= 1.0)
+    n_questions: dict[str, int] = defaultdict(int)
+    n_images: dict[str, int] = defaultdict(int)
+    for (task, _), cs in right.items():
+        n_questions[task] += len(cs)
+        n_images[task] += 1
+    share: dict[str, float] = defaultdict(float)
+    for (task, image), cs in right.items():
+        if task in M.MME_PERCEPTION:
+            share[image] += 100.0 * (sum(cs) / n_questions[task] + all(cs) / n_images[task])
+        else:
+            share[image] += 0.0
+    return {image: v * len(share) for image, v in share.items()}
+
+
 def benchmark_scores(
     questions: Iterable[Question], predictions: dict[str, str]
 ) -> dict[str, float]:
     """Per-benchmark score as a fraction: the mean question score, MMBench-style groups counted
     right only when every member is right, MME as its perception score (0-2000)."""
-    by_bench: dict[str, list[Question]] = defaultdict(list)
-    for q in questions:
-        by_bench[q.benchmark].append(q)
-    out: dict[str, float] = {}
-    for bench, qs in by_bench.items():
-        if bench == "MME":
-            recs = [
-                (
-                    q.meta.get("subtask", "existence"),
-                    q.group or q.id,
-                    score(q, predictions[q.id]) >= 1.0,
-                )
-                for q in qs
-            ]
-            out[bench] = float(M.mme_score(recs)["perception"])  # type: ignore[arg-type]
-        elif any(q.group for q in qs):
-            groups: dict[str, list[bool]] = defaultdict(list)
-            for q in qs:
-                groups[q.group or q.id].append(score(q, predictions[q.id]) >= 1.0)
-            out[bench] = M.circular_accuracy(groups)
-        else:
-            out[bench] = sum(score(q, predictions[q.id]) for q in qs) / len(qs)
+    return {
+        bench: sum(v.values()) / len(v)
+        for bench, v in example_values(questions, predictions).items()
+    }
+
+
+def from_conversations(convs: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """LLaVA conversation records -> (image, prompt, answer) per human/gpt turn pair."""
+    out = []
+    for c in convs:
+        turns = c["conversations"]
+        for h, g in zip(turns[::2], turns[1::2], strict=False):
+            prompt = h["value"].replace("<image>", "").strip()
+            out.append((str(c["image"]), prompt, g["value"]))
     return out
+
+
+def load_directory(
+    root: Path, max_questions: int | None
+) -> tuple[
+    dict[str, bytes], list[tuple[str, str, str]], list[tuple[str, str, str]], list[Question]
+]:
+    """A benchmark directory: ``*.jsonl`` test questions and LLaVA-format ``train/stage1.json``
+    and ``train/stage2.json`` (image paths relative to ``train/``): images by path, stage-1 and
+    stage-2 examples, test questions."""
+    test = load_suite_dir(root)
+    if max_questions is not None:
+        per: dict[str, int] = defaultdict(int)
+        kept = []
+        for q in test:
+            if per[q.benchmark] < max_questions:
+                per[q.benchmark] += 1
+                kept.append(q)
+        test = kept
+    stages = []
+    for name in ("stage1.json", "stage2.json"):
+        path = root / "train" / name
+        convs = json.loads(path.read_text()) if path.exists() else []
+        for c in convs:
+            c["image"] = str((root / "train" / c["image"]).resolve())
+        stages.append(from_conversations(convs))
+    paths = {q.image for q in test} | {e[0] for s in stages for e in s}
+    images = {}
+    for p in paths:
+        try:
+            images[p] = Path(p).read_bytes()
+        except OSError as exc:
+            raise UserError(f"{p}: image unreadable ({exc})") from exc
+    return images, stages[0], stages[1], test
 
 
 # ---- the JSONL format -------------------------------------------------------------------------

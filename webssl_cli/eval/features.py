@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from webssl_cli import device as dev
 from webssl_cli.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".ppm")
@@ -152,8 +153,11 @@ def extract(
     batch_size: int = 64,
     keep_patches: bool = False,
 ) -> Features:
-    """Encode ``images`` with the frozen ``encoder`` (one pass per image)."""
+    """Encode ``images`` with the frozen ``encoder`` (one pass per image) on the encoder's
+    device, under bf16 autocast on CUDA; the features come back on the CPU in fp32."""
     size = max(encoder.patch, size // encoder.patch * encoder.patch)
+    device = encoder.device
+    amp = dev.autocast_dtype(device)
     cls_out, pool_out, patch_out = [], [], []
     for i in range(0, len(images), batch_size):
         x = torch.stack(
@@ -161,12 +165,13 @@ def extract(
                 preprocess(decode_rgb(b), size, encoder.mean, encoder.std)
                 for b in images[i : i + batch_size]
             ]
-        )
-        outs = encoder.blocks(x, n_blocks)  # list of (cls (B, D), patches (B, N, D))
-        cls_out.append(torch.stack([c for c, _ in outs], dim=1))
-        pool_out.append(outs[-1][1].mean(dim=1))
+        ).to(device)
+        with dev.autocast(device, amp):
+            outs = encoder.blocks(x, n_blocks)  # list of (cls (B, D), patches (B, N, D))
+        cls_out.append(torch.stack([c for c, _ in outs], dim=1).float().cpu())
+        pool_out.append(outs[-1][1].float().mean(dim=1).cpu())
         if keep_patches:
-            patch_out.append(outs[-1][1])
+            patch_out.append(outs[-1][1].float().cpu())
     return Features(
         torch.cat(cls_out).float(),
         torch.cat(pool_out).float(),

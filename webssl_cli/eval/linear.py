@@ -15,6 +15,7 @@ from itertools import product
 import torch
 from torch import Tensor, nn
 
+from webssl_cli import device as dev
 from webssl_cli.eval.features import Features
 
 
@@ -47,11 +48,12 @@ def linear_probe(
     epochs: int = 10,
     batch_size: int = 256,
     seed: int = 0,
+    device: torch.device | None = None,
 ) -> tuple[Setting, float, dict[str, float]]:
     """(best setting, its val top-1, top-1 of every setting)."""
     best, top1, scores, _ = linear_probe_outcomes(
         train, train_labels, val, val_labels, lrs=lrs, n_last_blocks=n_last_blocks,
-        avgpool=avgpool, epochs=epochs, batch_size=batch_size, seed=seed,
+        avgpool=avgpool, epochs=epochs, batch_size=batch_size, seed=seed, device=device,
     )  # fmt: skip
     return best, top1, scores
 
@@ -68,9 +70,13 @@ def linear_probe_outcomes(
     epochs: int = 10,
     batch_size: int = 256,
     seed: int = 0,
+    device: torch.device | None = None,
 ) -> tuple[Setting, float, dict[str, float], Tensor]:
     """As ``linear_probe``, plus the best setting's per-image outcome on val (1.0 correct, 0.0
-    wrong; its mean is the reported top-1)."""
+    wrong; its mean is the reported top-1). The classifiers train on ``device`` (default: the
+    device module's choice); their initial weights and the batch order come from a CPU
+    generator, so a seed gives the same start on every device."""
+    device = device or dev.pick_device()
     available = train.cls.shape[1]
     settings = [
         Setting(n, a, lr) for n, a, lr in product(n_last_blocks, avgpool, lrs) if n <= available
@@ -84,6 +90,8 @@ def linear_probe_outcomes(
             head.weight.normal_(0, 0.01, generator=gen)
             head.bias.zero_()
         heads.append(head)
+    heads.to(device)
+    train_labels = train_labels.to(device)
     bs = min(batch_size, len(train_labels))
     scale = bs / 256
     groups = [
@@ -91,14 +99,17 @@ def linear_probe_outcomes(
         for h, s in zip(heads, settings, strict=True)
     ]
     opt = torch.optim.SGD(groups, momentum=0.9, weight_decay=0.0)
-    inputs = {(s.n_blocks, s.avgpool): linear_input(train, s.n_blocks, s.avgpool) for s in settings}
+    inputs = {
+        (s.n_blocks, s.avgpool): linear_input(train, s.n_blocks, s.avgpool).to(device)
+        for s in settings
+    }
     steps = epochs * math.ceil(len(train_labels) / bs)
     step = 0
     loss_fn = nn.CrossEntropyLoss()
     for _ in range(epochs):
         order = torch.randperm(len(train_labels), generator=gen)
         for i in range(0, len(order), bs):
-            idx = order[i : i + bs]
+            idx = order[i : i + bs].to(device)
             for g in opt.param_groups:
                 g["lr"] = g["base"] * 0.5 * (1 + math.cos(math.pi * step / steps))
             loss = sum(
@@ -113,8 +124,8 @@ def linear_probe_outcomes(
     correct: dict[str, Tensor] = {}
     with torch.no_grad():
         for h, s in zip(heads, settings, strict=True):
-            pred = h(linear_input(val, s.n_blocks, s.avgpool)).argmax(1)
-            correct[s.label] = (pred == val_labels).double()
+            pred = h(linear_input(val, s.n_blocks, s.avgpool).to(device)).argmax(1).cpu()
+            correct[s.label] = (pred == val_labels.cpu()).double()
             scores[s.label] = float(correct[s.label].mean())
     best = max(settings, key=lambda s: scores[s.label])
     return best, scores[best.label], scores, correct[best.label]

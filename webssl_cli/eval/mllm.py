@@ -5,6 +5,9 @@ adapter, stage 2 the adapter and the LM; answers are generated greedily.
 Sequence layout (loss on the answer and [EOS] only)::
 
     [BOS] <visual tokens x T> question tokens "answer:" | answer tokens [EOS]
+
+Without patches (``None``: the blind twin, the baseline every VQA score is compared with) the
+visual tokens are left out of the sequence altogether, not zeroed.
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ def tiny_llama(vocab_size: int, width: int, layers: int, heads: int, max_len: in
 
 
 class MLLM(nn.Module):
+    lm: Any  # a transformers causal LM (its methods are untyped)
+
     def __init__(
         self, lm: nn.Module, tokenizer: Any, vis_dim: int, tokens: int, adapter_depth: int = 2
     ) -> None:
@@ -78,7 +83,7 @@ class MLLM(nn.Module):
         self.lm = lm
         self.tokenizer = tokenizer
         self.tokens = tokens
-        hidden = lm.get_input_embeddings().weight.shape[1]
+        hidden = self.lm.get_input_embeddings().weight.shape[1]
         self.adapter = Adapter(vis_dim, hidden, adapter_depth)
         self._token_cache: dict[str, list[int]] = {}  # prompts and answers repeat across steps
 
@@ -92,22 +97,26 @@ class MLLM(nn.Module):
         return ids
 
     def _layout(
-        self, patches: Tensor, prompts: Sequence[str], answers: Sequence[str] | None, left_pad: bool
+        self,
+        patches: Tensor | None,
+        prompts: Sequence[str],
+        answers: Sequence[str] | None,
+        left_pad: bool,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """inputs_embeds (B, L, H), attention_mask (B, L), labels (B, L)."""
+        """inputs_embeds (B, L, H), attention_mask (B, L), labels (B, L); no visual tokens
+        when ``patches`` is None."""
         tok = self.tokenizer
         bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        n_vis = 0 if patches is None else self.tokens
         rows, labels, img_mask = [], [], []
         for i, prompt in enumerate(prompts):
-            p = bos + [pad] * self.tokens + self._ids(f"{prompt} answer:")
+            p = bos + [pad] * n_vis + self._ids(f"{prompt} answer:")
             a = (self._ids(f" {answers[i]}") + [tok.eos_token_id]) if answers is not None else []
             rows.append(p + a)
             labels.append([-100] * len(p) + a)
             img_mask.append(
-                [False] * len(bos)
-                + [True] * self.tokens
-                + [False] * (len(p) - len(bos) - self.tokens + len(a))
+                [False] * len(bos) + [True] * n_vis + [False] * (len(p) - len(bos) - n_vis + len(a))
             )
         width = max(len(r) for r in rows)
 
@@ -115,16 +124,22 @@ class MLLM(nn.Module):
             extra = [fill] * (width - len(seq))
             return extra + seq if left_pad else seq + extra
 
-        ids = torch.tensor([padded(r, pad) for r in rows])
-        mask = torch.tensor([padded([1] * len(r), 0) for r in rows])
-        lab = torch.tensor([padded(r, -100) for r in labels])
-        is_img = torch.tensor([padded(m, False) for m in img_mask])
+        device = next(self.adapter.parameters()).device
+        ids = torch.tensor([padded(r, pad) for r in rows], device=device)
+        mask = torch.tensor([padded([1] * len(r), 0) for r in rows], device=device)
+        lab = torch.tensor([padded(r, -100) for r in labels], device=device)
+        is_img = torch.tensor([padded(m, False) for m in img_mask], device=device)
         emb = self.lm.get_input_embeddings()(ids)
+        if patches is None:
+            return emb, mask, lab
+        patches = patches.to(device)
         vis = self.adapter(resize_tokens(patches, self.tokens)).to(emb.dtype)  # (B, T, H)
         emb = emb.masked_scatter(is_img.unsqueeze(-1), vis)  # row-major: row b gets vis[b]
         return emb, mask, lab
 
-    def loss(self, patches: Tensor, prompts: Sequence[str], answers: Sequence[str]) -> Tensor:
+    def loss(
+        self, patches: Tensor | None, prompts: Sequence[str], answers: Sequence[str]
+    ) -> Tensor:
         emb, mask, lab = self._layout(patches, prompts, answers, left_pad=False)
         logits = self.lm(inputs_embeds=emb, attention_mask=mask).logits
         return F.cross_entropy(
@@ -134,7 +149,7 @@ class MLLM(nn.Module):
     @torch.no_grad()
     def generate(
         self,
-        patches: Tensor,
+        patches: Tensor | None,
         prompts: Sequence[str],
         max_new_tokens: int = 16,
         use_hf: bool = False,
@@ -186,7 +201,7 @@ class MLLM(nn.Module):
 def train_stage(
     model: MLLM,
     examples: Sequence[tuple[str, str, str]],
-    features: dict[str, Tensor],
+    features: dict[str, Tensor] | None,
     params: list[nn.Parameter],
     *,
     lr: float,
@@ -196,7 +211,8 @@ def train_stage(
     log: Callable[[int, float], None] | None = None,
 ) -> float:
     """AdamW (no weight decay), 3% linear warmup then cosine (LLaVA's schedule); examples are
-    (image key, prompt, answer). Returns the mean loss of the last 10% of steps."""
+    (image key, prompt, answer); ``features`` None trains blind (no visual tokens). Returns the
+    mean loss of the last 10% of steps."""
     if steps <= 0 or not examples:
         return float("nan")
     gen = torch.Generator().manual_seed(seed)
@@ -217,7 +233,7 @@ def train_stage(
         )
         for g in opt.param_groups:
             g["lr"] = lr * scale
-        patches = torch.stack([features[k] for k, _, _ in ex])
+        patches = None if features is None else torch.stack([features[k] for k, _, _ in ex])
         loss = model.loss(patches, [p for _, p, _ in ex], [a for _, _, a in ex])
         opt.zero_grad(set_to_none=True)
         loss.backward()

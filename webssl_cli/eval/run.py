@@ -99,6 +99,9 @@ def _run(
         )
     else:
         encoder = load_own(cell.backbone_export)
+    from webssl_cli.device import pick_device
+
+    encoder = encoder.to(pick_device())  # the probes and the VQA model follow the same choice
     size = image_size_for(cfg, spec, encoder)
     settings = {
         **cfg.model_dump(mode="json"),
@@ -114,6 +117,7 @@ def _run(
     details: dict[str, Any] = {}
     categories: dict[str, float] = {}
     timings: dict[str, float] = {}
+    extra: dict[str, Any] = {}  # baselines' categories and gains over them (VQA)
     if isinstance(cfg, (KnnEval, LinearEval)):
         results, details, timings, outcomes = _probe(cfg, spec, encoder, size, cell)
         # outcomes first: an eval json on disk implies its outcomes are there too
@@ -130,6 +134,7 @@ def _run(
             out["timings"],
             out["details"],
         )
+        extra = {k: out[k] for k in ("categories_by_variant", "gains") if k in out}
     timings["total_s"] = time.time() - t0
     doc = {
         "task": cfg.task,
@@ -139,6 +144,7 @@ def _run(
         "settings_hash": shash,
         "results": results,
         "categories": categories,
+        **extra,
         "timings": timings,
         "details": details,
         "started": started,

@@ -13,9 +13,16 @@ stages (LLaVA format: stage 1 captions, stage 2 question/answer pairs) from a di
 | synth-word | OCR & Chart | a word written in the image | VQA accuracy (TextVQA) |
 | synth-chart-value | OCR & Chart | a bar's / slice's value | relaxed accuracy (ChartQA) |
 | synth-doc-field | OCR & Chart | a form field's or table row's value | ANLS (DocVQA) |
-| synth-color | Vision-Centric | the colour of a named shape | VQA accuracy |
+| synth-color | Vision-Centric | the colour of a named shape (the large one first) | VQA accuracy |
 | synth-count | Vision-Centric | how many shapes | VQA accuracy (CV-Bench count) |
 | synth-position | Vision-Centric | is shape a left or right of shape b? | VQA accuracy (CV-Bench relation) |
+
+Colour and position ask up to ``questions_per_image`` questions per image (distinct shapes,
+pairs of distinct shapes at least 10% of the width apart), so that each has a few hundred test
+questions from a corpus of ~1,500 images. What an encoder can help with at the CPU studies'
+48 px (6x6 patches): image kind, text present or not, chart type, the large shape's class and
+colour; count and position of 8-12 px shapes are at the limit; reading words, values and
+fields (OCR & Chart, chart-max) is impossible at that size: those stay at chance by design.
 """
 
 from __future__ import annotations
@@ -26,8 +33,12 @@ from collections import Counter
 from typing import Any
 
 from webssl_cli.data.painter import SHAPES  # the corpus' own shape classes
+from webssl_cli.errors import UserError
 from webssl_cli.eval import metrics as M
-from webssl_cli.eval.benchmarks import Question, score
+from webssl_cli.eval.benchmarks import Question, from_conversations, score
+from webssl_cli.specs.evals import VqaEval
+
+Example = tuple[str, str, str]  # (image key, prompt, answer)
 
 BENCHMARKS: dict[str, str] = {
     "synth-kind": "General",
@@ -63,15 +74,16 @@ def _q(
     answers: list[str],
     metric: str,
     choices: list[str] | None = None,
+    n: int = 0,
 ) -> Question:
     key = str(meta["key"])
-    return Question(
-        f"{bench}/{key}", bench, BENCHMARKS[bench], key, question, answers, metric, choices
-    )
+    qid = f"{bench}/{key}" if n == 0 else f"{bench}/{key}/{n}"  # stable across cells
+    return Question(qid, bench, BENCHMARKS[bench], key, question, answers, metric, choices)
 
 
-def questions_for(meta: dict[str, Any]) -> list[Question]:
-    """Every question the ground truth of one image supports (at most one per benchmark)."""
+def questions_for(meta: dict[str, Any], per_image: int = 1) -> list[Question]:
+    """Every question the ground truth of one image supports: one per benchmark, up to
+    ``per_image`` for colour (distinct shapes) and position (pairs of distinct shapes)."""
     key, kind = str(meta["key"]), meta.get("kind", "natural")
     objects = meta.get("objects") or []
     chart, doc = meta.get("chart"), meta.get("document")
@@ -120,8 +132,12 @@ def questions_for(meta: dict[str, Any]) -> list[Question]:
         )
         shapes = Counter(o["shape"] for o in objects)
         unique = [o for o in objects if shapes[o["shape"]] == 1]
-        if unique:
-            o = _rng(key, "synth-color").choice(unique)
+        # the large shape first (when its shape is unique): the one a 48 px encoder resolves
+        rest = [o for o in unique if o is not main]
+        picked = ([main] if main in unique else []) + _rng(key, "synth-color").sample(
+            rest, len(rest)
+        )
+        for j, o in enumerate(picked[:per_image]):
             out.append(
                 _q(
                     meta,
@@ -129,6 +145,7 @@ def questions_for(meta: dict[str, Any]) -> list[Question]:
                     f"What color is the {o['shape']}?",
                     [o["color"]],
                     "vqa_accuracy",
+                    n=j,
                 )
             )
         out.append(
@@ -140,13 +157,16 @@ def questions_for(meta: dict[str, Any]) -> list[Question]:
                 "vqa_accuracy",
             )
         )
-        if len(unique) >= 2:
-            a, b = _rng(key, "synth-position").sample(unique, 2)
+        pairs = [(a, b) for a in unique for b in unique if a is not b]
+        r = _rng(key, "synth-position")
+        asked = 0
+        for a, b in r.sample(pairs, len(pairs)):
             ax, bx = (a["bbox"][0] + a["bbox"][2]) / 2, (b["bbox"][0] + b["bbox"][2]) / 2
-            if abs(ax - bx) >= 0.1 * float(meta.get("width", 64)):
+            if asked < per_image and abs(ax - bx) >= 0.1 * float(meta.get("width", 64)):
                 side = "left" if ax < bx else "right"
                 q = f"Is the {a['shape']} to the left or to the right of the {b['shape']}?"
-                out.append(_q(meta, "synth-position", q, [side], "vqa_accuracy"))
+                out.append(_q(meta, "synth-position", q, [side], "vqa_accuracy", n=asked))
+                asked += 1
     words = [w for w in meta.get("words") or [] if w.isalpha()]
     if kind == "scene_text" and words:
         out.append(
@@ -220,7 +240,11 @@ def is_test(key: str, test_every: int) -> bool:
 
 
 def build_suite(
-    metas: list[dict[str, Any]], *, test_every: int = 5, max_questions: int | None = None
+    metas: list[dict[str, Any]],
+    *,
+    test_every: int = 5,
+    max_questions: int | None = None,
+    questions_per_image: int = 1,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Question]]:
     """(stage-1 conversations, stage-2 conversations, test questions), split by image key.
 
@@ -230,7 +254,7 @@ def build_suite(
     stage1, stage2, test = [], [], []
     for meta in metas:
         key = str(meta["key"])
-        qs = questions_for(meta)
+        qs = questions_for(meta, questions_per_image)
         if is_test(key, test_every):
             test.extend(qs)
             continue
@@ -271,3 +295,54 @@ def majority_baseline(stage2: list[dict[str, Any]], test: list[Question]) -> dic
         guess = common[q.benchmark].most_common(1)[0][0] if q.benchmark in common else ""
         out.setdefault(q.benchmark, []).append(score(q, guess))
     return {b: sum(v) / len(v) for b, v in out.items()}
+
+
+def load_synthetic(
+    cfg: VqaEval, spec: dict[str, Any]
+) -> tuple[dict[str, bytes], list[Example], list[Example], list[Question], dict[str, float]]:
+    """Images by key, stage-1 and stage-2 examples, test questions, majority baselines."""
+    from webssl_cli.data.shards import iter_shards, list_shards
+    from webssl_cli.eval.features import resolve_source
+
+    if cfg.dataset is not None:
+        source = resolve_source(cfg.dataset, spec)
+    else:
+        sources = spec.get("sources") or {}
+        name = next((n for n in ("synth-vqa", "synth-labelled") if n in sources), None)
+        source = (
+            resolve_source(name, spec)
+            if name
+            else str((spec.get("data") or {}).get("shards") or "")
+        )
+        if not source:
+            raise UserError(
+                "cell.json: the vqa eval needs a dataset: set evals[].dataset or a 'synth-vqa' source"
+            )
+    images: dict[str, bytes] = {}
+    metas = []
+    for s in iter_shards(list_shards(source)):
+        meta = s.meta()
+        if "kind" not in meta or s.image_bytes is None:
+            continue
+        meta.setdefault("key", s.key)
+        images[str(meta["key"])] = s.image_bytes
+        metas.append(meta)
+        if cfg.max_images is not None and len(metas) >= cfg.max_images:
+            break
+    if not metas:
+        raise UserError(
+            f"{source}: no samples with synthetic ground truth (JSON 'kind', 'objects', ...)"
+        )
+    stage1, stage2, test = build_suite(
+        metas,
+        test_every=cfg.test_every,
+        max_questions=cfg.max_questions,
+        questions_per_image=cfg.questions_per_image,
+    )
+    return (
+        images,
+        from_conversations(stage1),
+        from_conversations(stage2),
+        test,
+        majority_baseline(stage2, test),
+    )

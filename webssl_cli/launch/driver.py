@@ -1,8 +1,9 @@
 """The detached local driver: carries a local run on after `study run` (without --wait) returns.
 
-``spawn_driver`` starts ``python -m webssl_cli.launch.driver SPEC`` in a new session (its log:
-``<study>/.launch/driver.log``); the driver runs ``run_study`` with ``--wait`` semantics and
-writes ``<study>/.launch/driver.pid`` so that a second `study run` sees the run in progress.
+``spawn_driver`` starts ``python -m webssl_cli.launch.detached SPEC`` in a new session (its
+log: ``<study>/.launch/driver.log``); that process runs ``run_study`` with ``--wait``
+semantics and writes ``<study>/.launch/driver.pid`` so that a second `study run` sees the run
+in progress. This module knows only the options, not the runner (which imports it).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from webssl_cli.errors import UserError
 from webssl_cli.launch.lock import LOCK_FD_ENV, PID_NAME, write_pid_file
-from webssl_cli.rundir import atomic_write_text, now_iso
+from webssl_cli.launch.options import opts_json
+from webssl_cli.rundir import atomic_write_text
 
 
 def spawn_driver(run: Any, study_path: str | Path, opts: Any, lock_fd: int) -> int:
@@ -28,8 +29,6 @@ def spawn_driver(run: Any, study_path: str | Path, opts: Any, lock_fd: int) -> i
     study_dir = run.study_dir
     launch = study_dir / ".launch"
     launch.mkdir(parents=True, exist_ok=True)
-    from webssl_cli.launch.runner import opts_json
-
     args = {
         **opts_json(opts),
         "study": str(Path(study_path).absolute()),
@@ -43,7 +42,7 @@ def spawn_driver(run: Any, study_path: str | Path, opts: Any, lock_fd: int) -> i
     atomic_write_text(spec, json.dumps(args, indent=2) + "\n")
     log = open(launch / "driver.log", "ab")  # noqa: SIM115 (handed to the child)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "webssl_cli.launch.driver", str(spec)],
+        [sys.executable, "-m", "webssl_cli.launch.detached", str(spec)],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -56,28 +55,3 @@ def spawn_driver(run: Any, study_path: str | Path, opts: Any, lock_fd: int) -> i
     # right away sees the run in progress.
     write_pid_file(launch / PID_NAME, proc.pid)
     return proc.pid
-
-
-def _drive(spec_path: str) -> int:
-    """Entry point of the detached local driver (``python -m webssl_cli.launch.driver SPEC``)."""
-    from webssl_cli.launch.runner import RunOptions, run_study
-
-    args = json.loads(Path(spec_path).read_text())
-    study = args.pop("study")
-    args.pop("executor", None)
-    opts = RunOptions(**{k: v for k, v in args.items() if k in RunOptions.__dataclass_fields__})
-    opts.executor = "local"
-
-    def echo(msg: str) -> None:
-        print(f"[{now_iso()}] {msg}", flush=True)
-
-    try:
-        run_study(study, opts, echo)
-    except UserError as exc:
-        echo(f"error: {exc.message}")
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_drive(sys.argv[1]))

@@ -57,11 +57,12 @@ def slurm_parameters(
     """submitit SlurmExecutor parameters of one job of ``kind`` (filter | train | eval).
 
     One task per GPU (torch.distributed ranks come from SLURM_PROCID), one task when the job
-    has no GPU. Values are checked against shell metacharacters here and quoted by submitit.
+    has no GPU, or the profile's ``tasks_per_node`` (CPU ranks). Values are checked against
+    shell metacharacters here and quoted by submitit.
     """
     res = stage_resources(profile, kind, model)
     check_safe(job_name, "job name")
-    tasks = max(1, res.gpus_per_node)
+    tasks = res.tasks
     params: dict[str, Any] = {
         "job_name": job_name,
         "nodes": res.nodes,
@@ -188,8 +189,12 @@ def make_executor(
         ex = submitit.LocalExecutor(folder, max_num_timeout=profile.max_timeouts)
         # No time limit on this machine: a local job runs until it is done (a week is the
         # controller's bound). USR2 sent to the job still checkpoints and requeues it.
+        # Training runs one process per rank, as on SLURM (ranks from SUBMITIT_LOCAL_*).
         ex.update_parameters(
-            timeout_min=LOCAL_TIMEOUT_MIN, gpus_per_node=res.gpus_per_node, signal_delay_s=60
+            timeout_min=LOCAL_TIMEOUT_MIN,
+            gpus_per_node=res.gpus_per_node,
+            tasks_per_node=res.tasks if kind == "train" else 1,
+            signal_delay_s=60,
         )
         return ex
     if name == "slurm":

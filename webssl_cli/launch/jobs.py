@@ -4,12 +4,14 @@ Each job reads its inputs from the run directory and records its state in the st
 that directory (``running`` at start; ``done`` / ``diverged`` / ``failed`` with the one-line
 error at the end). The stage implementations import torch inside; this module does not.
 
-Preemption and timeouts: SLURM sends USR2 before the time limit (and ``scancel --signal=USR2``
-does the same by hand). submitit then calls ``checkpoint()`` of a ``Checkpointable`` job, which
-returns the ``DelayedSubmission`` to run again, and requeues the job under the same id. The
-trainer saves checkpoints on its own schedule and resumes exactly from its newest one, so the
-requeued job continues the same run (and a SIGTERM or a lost node loses at most one interval).
-``checkpoint()`` runs inside a signal handler, perhaps while the trainer holds the status
+Preemption and timeouts: SLURM sends USR2 to every task before the time limit (and
+``scancel --signal=USR2`` does the same by hand). In its step loop the trainer saves on every
+rank at the next step boundary (``train.loop``); then, on rank 0, submitit calls
+``checkpoint()`` of the ``Checkpointable`` job, which returns the ``DelayedSubmission`` to run
+again, and requeues the job under the same id. The trainer resumes
+exactly from its newest checkpoint, so the requeued job continues the same run (and, thanks to
+its periodic checkpoints, a SIGTERM or a lost node loses at most one interval).
+``checkpoint()`` may run inside a signal handler, perhaps while the trainer holds the status
 lock: it writes a marker file, never status.json; the next attempt turns it into status.
 
 Seam for tests: ``$WEBSSL_STAGE_IMPL`` may name a Python file defining ``train_cell``,
@@ -23,7 +25,9 @@ import contextlib
 import importlib
 import importlib.util
 import os
+import signal
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -36,6 +40,7 @@ import submitit
 from webssl_cli.rundir import CellDir, atomic_write_json, now_iso, read_json
 
 STAGE_IMPL_ENV = "WEBSSL_STAGE_IMPL"
+PREEMPTED = "preempted"  # what the trainer returns after a checkpoint on request (USR2)
 _REAL = {
     "train_cell": "webssl_cli.train.loop",
     "run_eval": "webssl_cli.eval.run",
@@ -153,38 +158,60 @@ def _append_log(cd: CellDir, stage: str, text: str) -> None:
 
 
 class TrainJob(submitit.helpers.Checkpointable):
-    """Train one cell; on USR2 (preemption, time limit) checkpoint and requeue itself."""
+    """Train one cell; on USR2 (preemption, time limit) checkpoint and requeue itself.
+
+    Every task of the job runs this (one per rank). While the trainer is in its step loop, it
+    handles USR2 itself: every rank saves at the next step boundary (the ranks agree on the
+    step with an all-reduce; a distributed checkpoint needs all of them), then hands the signal
+    to submitit's handler, which on rank 0 calls ``checkpoint`` below and requeues the job once.
+    A trainer that returns "preempted" without that hand-over (it could not install a signal
+    handler) is requeued here, once, from rank 0; other ranks then leave. Outside the step
+    loop USR2 goes straight to submitit: requeue at once, resume from the newest checkpoint.
+    """
 
     def __init__(self, cell_dir: str) -> None:
         self.cell_dir = str(cell_dir)
 
     def __call__(self) -> str:
         train_cell = stage_impl("train_cell")
-        result: str = run_stage(
-            Path(self.cell_dir), "train", lambda: train_cell(Path(self.cell_dir))
-        )
+        cell = Path(self.cell_dir)
+        submitit_usr2 = signal.getsignal(signal.SIGUSR2)
+
+        def body() -> str:
+            result: str = train_cell(cell)
+            if result == PREEMPTED:
+                _requeue_once(submitit_usr2)
+            return result
+
+        result: str = run_stage(cell, "train", body)
         return result
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
-        # In a signal handler: no status lock here (the trainer may hold it). The trainer's own
-        # periodic checkpoints are what the next attempt resumes from; ask it to save now when
-        # it offers a hook for that.
-        cd = CellDir(self.cell_dir)
-        try:
-            hook = getattr(
-                importlib.import_module("webssl_cli.train.loop"), "request_checkpoint", None
-            )
-            if callable(hook):
-                hook()
-        except Exception:
-            pass
-        marker = _requeue_marker(cd, "train")
+        # Called by submitit on rank 0 just before it requeues the job: count the requeue.
+        # Maybe inside a signal handler while the trainer holds the status lock: a marker
+        # file, never status.json.
+        marker = _requeue_marker(CellDir(self.cell_dir), "train")
         try:
             count = int(read_json(marker).get("requeues", 0)) if marker.exists() else 0
             atomic_write_json(marker, {"requeues": count + 1, "at": now_iso()})
         except (OSError, ValueError):
             pass
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+def _requeue_once(submitit_usr2: Any) -> None:
+    """After the trainer checkpointed on every rank and returned "preempted": rank 0 runs
+    submitit's USR2 handler (``checkpoint()``, requeue under the same job id, exit); the other
+    ranks leave, and the requeue ends the job."""
+    if _job_context()["rank"] != 0:
+        sys.exit(0)
+    if not callable(submitit_usr2):
+        raise RuntimeError(
+            "training stopped on a checkpoint request, but outside a submitit job nothing "
+            "requeues it; run the stage again to resume"
+        )
+    submitit_usr2(signal.SIGUSR2, None)  # exits (SystemExit) once the job is requeued
+    raise RuntimeError("submitit did not requeue the job after the preemption checkpoint")
 
 
 class EvalJob(submitit.helpers.Checkpointable):

@@ -67,12 +67,30 @@ class Resources(Frozen):
     """Nodes per job (training only: >1 means multi-node torch.distributed)."""
     gpus_per_node: int = Field(default=0, ge=0)
     """GPUs per node; one task (process) per GPU, or one task when 0."""
+    tasks_per_node: int | None = Field(default=None, ge=1)
+    """Processes (torch.distributed ranks) per node; None: one per GPU, or one without GPUs.
+    Set it without GPUs for CPU ranks (gloo), e.g. to try multi-rank training on a CPU cluster;
+    with GPUs it must equal gpus_per_node (one process per GPU)."""
     cpus_per_task: int = Field(default=1, ge=1)
     """CPU cores per task (data-loading workers + 1)."""
     mem_gb: float | None = Field(default=None, gt=0)
     """Memory per node in GB; None leaves the cluster default."""
     time_min: int = Field(default=60, ge=1)
     """Wall-clock limit per attempt in minutes (a timed-out training job checkpoints and requeues)."""
+
+    @model_validator(mode="after")
+    def _one_task_per_gpu(self) -> Resources:
+        if self.gpus_per_node and self.tasks_per_node not in (None, self.gpus_per_node):
+            raise ValueError(
+                f"tasks_per_node = {self.tasks_per_node} with gpus_per_node = {self.gpus_per_node}: "
+                f"training runs one process per GPU; drop tasks_per_node or set it to {self.gpus_per_node}"
+            )
+        return self
+
+    @property
+    def tasks(self) -> int:
+        """Tasks (processes) per node: tasks_per_node, else one per GPU, else one."""
+        return self.tasks_per_node or max(1, self.gpus_per_node)
 
 
 class Profile(Frozen):
@@ -117,6 +135,12 @@ class Profile(Frozen):
     """Local executor: most jobs running at once on this machine."""
     python: str | None = None
     """Python command on the compute nodes (None: this interpreter)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where jobs compute: 'auto' (CUDA when a GPU is visible, else CPU), 'cpu' or 'cuda';
+    jobs receive it as WEBSSL_DEVICE."""
+    dtype: Literal["auto", "bf16", "fp32"] = "auto"
+    """Autocast precision of jobs: 'auto' (bf16 on CUDA, fp32 on CPU), 'bf16' or 'fp32'; jobs
+    receive it as WEBSSL_DTYPE. A study's explicit train.dtype wins over it for training."""
 
     @field_validator("partition", "account", "qos")
     @classmethod
@@ -173,6 +197,11 @@ class Profile(Frozen):
         stages: list[tuple[str, Resources]] = [(f"train.{k}", r) for k, r in self.train.items()]
         stages += [("filter", self.filter), ("eval", self.eval)]
         for where, res in stages:
+            if not where.startswith("train.") and res.tasks_per_node not in (None, 1):
+                raise ValueError(
+                    f"{where}.tasks_per_node = {res.tasks_per_node}: only training runs several "
+                    f"processes per node; remove it"
+                )
             if res.gpus_per_node > self.node.gpus:
                 raise ValueError(
                     f"{where}.gpus_per_node = {res.gpus_per_node} but a node has {self.node.gpus} GPUs "
@@ -182,12 +211,18 @@ class Profile(Frozen):
                 raise ValueError(
                     f"{where}.nodes = {res.nodes} exceeds max_nodes = {self.max_nodes}"
                 )
-            if res.cpus_per_task * max(1, res.gpus_per_node) > self.node.cpus:
+            if res.cpus_per_task * res.tasks > self.node.cpus:
                 raise ValueError(
-                    f"{where}: {res.cpus_per_task} CPUs per task x {max(1, res.gpus_per_node)} tasks "
+                    f"{where}: {res.cpus_per_task} CPUs per task x {res.tasks} tasks "
                     f"exceeds node.cpus = {self.node.cpus}"
                 )
         return self
+
+    def job_env(self) -> dict[str, str]:
+        """Environment variables every job of this profile runs with (the device module reads
+        them); a setting left at 'auto' sets nothing, so the job's own environment decides."""
+        env = {"WEBSSL_DEVICE": self.device, "WEBSSL_DTYPE": self.dtype}
+        return {k: v for k, v in env.items() if v != "auto"}
 
     def train_resources(self, model: str) -> Resources:
         """Resources of the training job for a model size (its own entry, else 'default')."""

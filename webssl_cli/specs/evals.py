@@ -94,6 +94,9 @@ class VqaEval(_EvalBase):
     give the training conversations."""
     max_questions: int | None = Field(None, ge=1)
     """Test questions per benchmark at most; None: all."""
+    questions_per_image: int = Field(2, ge=1)
+    """Synthetic suite: questions per image at most for the benchmarks an image supports
+    several of (the colour of each distinct shape, the sides of several pairs)."""
     max_new_tokens: int = Field(16, ge=1)
     """Greedy generation length limit per answer."""
     lm_width: int = Field(256, ge=8)

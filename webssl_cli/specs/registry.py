@@ -116,6 +116,7 @@ MODELS: dict[str, ModelSpec] = {
         _small("vit-small", 384, 12, 6, 14, 224, "ViT-S/14, 22M"),
         _small("vit-base", 768, 12, 12, 14, 224, "ViT-B/14, 86M"),
         # CPU sizes for the smoke study (64 px global crops, patch 8) and tests.
+        _small("vit-mini", 192, 6, 3, 8, 64, "CPU scaling size, 2.7M"),
         _small("vit-micro", 128, 6, 4, 8, 64, "CPU smoke size, 1.2M"),
         _small("vit-nano", 96, 4, 3, 8, 64, "CPU smoke size, 0.45M"),
         _small("vit-pico", 64, 3, 2, 8, 64, "CPU smoke size, 0.15M"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from webssl_cli.specs.base import Frozen
 
@@ -51,8 +51,10 @@ class CropConfig(Frozen):
 class DistConfig(Frozen):
     strategy: Literal["auto", "ddp", "fsdp"] = "auto"
     """Data parallelism ('ddp'), FSDP2 per block ('fsdp'), or 'auto' (FSDP2 from 1B params)."""
-    activation_checkpointing: bool = False
-    """Recompute block activations in the backward pass to save memory."""
+    activation_checkpointing: bool | None = None
+    """Recompute block activations in the backward pass to save memory. 'auto' (null, the
+    default): the study turns it on only where the model does not fit the cluster profile's
+    GPU memory otherwise (``study/memory.py``); off when the memory is unknown."""
     compile: bool = False
     """Wrap the blocks in torch.compile."""
     data_lanes: int | None = Field(None, ge=1)
@@ -65,12 +67,20 @@ class DistConfig(Frozen):
     packed_crops: bool = True
     """Run global and local crops through the student's blocks in one packed pass."""
 
+    @field_validator("activation_checkpointing", mode="before")
+    @classmethod
+    def _auto_checkpointing(cls, v: object) -> object:
+        return None if v == "auto" else v
+
 
 class TrainConfig(Frozen):
     batch_size: int = Field(3072, ge=1)
     """Global batch size (images per optimiser step, over all ranks and accumulation steps)."""
     micro_batch: int | None = Field(None, ge=1)
-    """Images per rank per forward pass; None means batch_size / world size (no accumulation)."""
+    """Images per rank per forward pass, accumulated to ``batch_size``. 'auto' (null, the
+    default): the study picks the largest divisor of the images per rank that fits the cluster
+    profile's GPU memory (``study/memory.py``); batch_size / world size (no accumulation) when
+    the memory is unknown or the trainer runs outside a study."""
     base_lr: float = Field(2e-4, gt=0)
     """Peak learning rate per 1024 images; scaled to the batch by ``lr_scaling``."""
     lr_scaling: Literal["sqrt", "linear", "none"] = "sqrt"
@@ -130,6 +140,13 @@ class TrainConfig(Frozen):
     """torch intra-op threads on CPU (None: torch's default)."""
     dist: DistConfig = DistConfig()
 
+    @field_validator("micro_batch", mode="before")
+    @classmethod
+    def _auto_micro_batch(cls, v: object) -> object:
+        if isinstance(v, str) and v != "auto":
+            raise ValueError(f"expected a number of images or 'auto', got {v!r}")
+        return None if v == "auto" else v
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         for name in ("global_scale", "local_scale"):
@@ -147,3 +164,14 @@ class TrainConfig(Frozen):
         ratio = self.batch_size / 1024
         scale = {"sqrt": ratio**0.5, "linear": ratio, "none": 1.0}[self.lr_scaling]
         return self.base_lr * scale
+
+
+AUTO_FSDP_PARAMS = 1_000_000_000
+"""'auto' strategy: FSDP2 from this many backbone parameters (Web-DINO 1B and up), DDP below."""
+
+
+def resolve_strategy(strategy: str, backbone_params: int) -> str:
+    """'ddp' | 'fsdp' for a configured strategy ('auto' | 'ddp' | 'fsdp')."""
+    if strategy == "auto":
+        return "fsdp" if backbone_params >= AUTO_FSDP_PARAMS else "ddp"
+    return strategy

@@ -29,19 +29,10 @@ from dataclasses import dataclass
 
 from webssl_cli.specs.compute import expected_masked_tokens, heads_params
 from webssl_cli.specs.registry import ModelSpec
-from webssl_cli.specs.train import TrainConfig
+from webssl_cli.specs.train import TrainConfig, resolve_strategy
 
-AUTO_FSDP_PARAMS = 1_000_000_000
-"""'auto' strategy: FSDP2 from this many backbone parameters (Web-DINO 1B and up), DDP below."""
 RESERVE_BYTES = 2 * 1024**3  # CUDA context + cuBLAS/NCCL workspaces, about 1.5-2 GiB on H100
 GiB = 1024**3
-
-
-def resolve_strategy(strategy: str, backbone_params: int) -> str:
-    """'ddp' | 'fsdp' for a configured strategy ('auto' | 'ddp' | 'fsdp')."""
-    if strategy == "auto":
-        return "fsdp" if backbone_params >= AUTO_FSDP_PARAMS else "ddp"
-    return strategy
 
 
 @dataclass(frozen=True)
@@ -107,7 +98,7 @@ def estimate_memory(
     mb = micro_batch or cfg.micro_batch or per_rank
     mb = min(mb, per_rank)
     accumulation = -(-per_rank // mb)
-    ac = (
+    ac = bool(
         cfg.dist.activation_checkpointing
         if activation_checkpointing is None
         else activation_checkpointing
@@ -160,7 +151,7 @@ def check_fit(
     activation checkpointing, then a smaller micro-batch (accumulating to the same global
     batch), then FSDP2 instead of DDP, then more GPUs."""
     est = estimate_memory(spec, cfg, gpus)
-    budget = gpu_memory_gb * 1e9
+    budget = AUTO_HEADROOM * gpu_memory_gb * 1e9
     if gpu_memory_gb <= 0 or est.total_bytes <= budget:
         return Fit(True, est, "")
 
@@ -207,17 +198,92 @@ def check_fit(
     )
 
 
+# ---- 'auto' micro-batch and activation checkpointing --------------------------------------
+MIN_AUTO_TOKENS = 16384
+"""Student tokens per rank and forward pass below which a smaller micro-batch is not chosen to
+avoid activation checkpointing (a heuristic): smaller micro-batches underfill large GPUs'
+matmuls and repeat FSDP2's per-micro-batch gathers, while checkpointing costs a fixed ~1/3
+more compute (one more forward pass)."""
+
+
+AUTO_HEADROOM = 0.9
+"""'auto' choices must fit this fraction of a GPU's memory: the estimate is checked against
+measured allocations to about 10%, and an out-of-memory job costs more than a smaller batch."""
+
+
+@dataclass(frozen=True)
+class Operational:
+    micro_batch: int | None  # None: batch_size / world size (the GPU memory is unknown)
+    activation_checkpointing: bool
+    auto: tuple[str, ...]  # the fields that were 'auto' and were chosen here
+
+
+def choose_operational(
+    spec: ModelSpec, cfg: TrainConfig, gpus: int, gpu_memory_gb: float
+) -> Operational:
+    """Concrete values for the config's 'auto' (None) ``micro_batch`` and
+    ``dist.activation_checkpointing``; values the config sets are kept.
+
+    With the GPU memory known: the full per-rank batch without checkpointing if it fits; else
+    the largest micro-batch dividing the per-rank batch that fits without checkpointing, when
+    it holds at least ``MIN_AUTO_TOKENS`` tokens; else checkpointing with the largest micro-batch
+    that fits. When nothing fits, checkpointing and a micro-batch of 1 (the plan then says what
+    else to change). Unknown memory: no checkpointing, micro-batch left to the trainer."""
+    mb_auto = cfg.micro_batch is None
+    ac_auto = cfg.dist.activation_checkpointing is None
+    auto = tuple(
+        name
+        for name, is_auto in (("micro_batch", mb_auto), ("activation_checkpointing", ac_auto))
+        if is_auto
+    )
+    ac_set = bool(cfg.dist.activation_checkpointing)
+    if gpu_memory_gb <= 0 or not auto:
+        return Operational(cfg.micro_batch, ac_set, auto)
+    per_rank = max(cfg.batch_size // max(gpus, 1), 1)
+    # The trainer needs a micro-batch that divides the images per rank.
+    divisors = [d for d in range(per_rank, 0, -1) if per_rank % d == 0]
+    sizes = [cfg.micro_batch] if cfg.micro_batch else divisors
+    budget = AUTO_HEADROOM * gpu_memory_gb * 1e9
+
+    def largest(ac: bool) -> int | None:
+        for mb in sizes:
+            est = estimate_memory(spec, cfg, gpus, micro_batch=mb, activation_checkpointing=ac)
+            if est.total_bytes <= budget:
+                return mb
+        return None
+
+    tokens = tokens_per_image(spec, cfg)
+    for ac in [ac_set] if not ac_auto else [False, True]:
+        mb = largest(ac)
+        if mb is None:
+            continue
+        last = ac == (True if ac_auto else ac_set)
+        if mb == per_rank or mb * tokens >= MIN_AUTO_TOKENS or last or not mb_auto:
+            return Operational(mb, ac, auto)
+    return Operational(sizes[-1], True if ac_auto else ac_set, auto)
+
+
+def resolve_train(cfg: TrainConfig, op: Operational) -> TrainConfig:
+    """``cfg`` with its 'auto' fields replaced by the values of ``op``."""
+    dist = cfg.dist.model_copy(update={"activation_checkpointing": op.activation_checkpointing})
+    return cfg.model_copy(update={"micro_batch": op.micro_batch, "dist": dist})
+
+
 def plan_memory(
     spec: ModelSpec, cfg: TrainConfig, gpus: int, gpu_memory_gb: float, max_gpus: int | None = None
 ) -> dict[str, object]:
-    """The plan's memory fields of a cell: estimate per GPU, parts, fit and the fix."""
-    fit = check_fit(spec, cfg, gpus, gpu_memory_gb, max_gpus)
+    """The plan's memory fields of a cell: the chosen micro-batch and checkpointing (which of
+    them were 'auto'), estimate per GPU, parts, fit and the fix."""
+    op = choose_operational(spec, cfg, gpus, gpu_memory_gb)
+    fit = check_fit(spec, resolve_train(cfg, op), gpus, gpu_memory_gb, max_gpus)
     e = fit.estimate
     return {
         "gpus": e.gpus,
         "strategy": e.strategy,
         "micro_batch": e.micro_batch,
         "accumulation": e.accumulation,
+        "activation_checkpointing": e.activation_checkpointing,
+        "auto": list(op.auto),
         "memory_bytes": e.total_bytes,
         "memory_parts": {
             "params": e.param_bytes,

@@ -6,11 +6,16 @@ JSON output (stable, documented in the README)::
      "cells": [{"uid", "model", "params", "head_params", "samples_seen", "data_filter",
                 "batch_size", "iterations", "flops_per_sample", "flops", "gpu_hours",
                 "checkpoint_bytes", "stages": [str], "axes": {...},
-                "memory": {"gpus", "strategy", "micro_batch", "accumulation", "memory_bytes",
+                "memory": {"gpus", "strategy", "micro_batch", "accumulation",
+                           "activation_checkpointing": bool, "auto": [str], "memory_bytes",
                            "memory_parts": {params, grads, optimizer, teacher, gathered,
                                             activations, logits, reserve},
                            "memory_fits": bool | null, "memory_fix": str}}],
      "totals": {"cells", "flops", "gpu_hours", "checkpoint_bytes"}}
+
+``micro_batch`` and ``activation_checkpointing`` are what the cell's training will use: the
+study's values, or for those it leaves at 'auto' (listed in ``auto``) the values chosen to fit
+the profile's GPU memory (``study/memory.py``); `study run` writes the same into cell.json.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from webssl_cli.specs.registry import get_model
 from webssl_cli.specs.train import TrainConfig
 from webssl_cli.specs.units import format_count
 from webssl_cli.study.loader import LoadedStudy
-from webssl_cli.study.memory import plan_memory
+from webssl_cli.study.memory import choose_operational, plan_memory, resolve_train
 
 DEFAULT_PEAK_TFLOPS = 989.0  # H100/H200 SXM dense bf16
 DEFAULT_MFU = 0.4
@@ -59,12 +64,36 @@ def cluster_memory(
         profile = load_profile(profile_name or loaded.study.cluster)
     except Exception:  # noqa: BLE001 - a bad profile is reported by cluster_speed
         return 0.0, {}, 1
+    return profile_memory(profile, {c.model for c in loaded.cells})
+
+
+def profile_memory(profile: Any, models: set[str]) -> tuple[float, dict[str, int], int]:
+    """(GPU memory in GB, GPUs per training job by model, most GPUs a job may use) of a loaded
+    cluster profile."""
     gpus = {
-        m: (r.nodes * max(r.gpus_per_node, 1))
-        for m in {c.model for c in loaded.cells}
-        for r in [profile.train_resources(m)]
+        m: (r.nodes * max(r.gpus_per_node, 1)) for m in models for r in [profile.train_resources(m)]
     }
     return profile.gpu.memory_gb, gpus, profile.max_nodes * max(profile.node.gpus, 1)
+
+
+def resolve_operational(loaded: LoadedStudy, profile: Any) -> None:
+    """Replace every cell's 'auto' micro-batch and activation checkpointing with the values
+    the plan chooses for ``profile`` (``memory.choose_operational``), so that cell.json, and
+    the training job reading it, hold concrete values. Both are operational fields: uids stay."""
+    gpu_memory_gb, gpus_of, _ = profile_memory(profile, {c.model for c in loaded.cells})
+    done: dict[tuple[str, int], dict[str, Any]] = {}  # cells share train dicts: once per config
+    for cell in loaded.cells:
+        key = (cell.model, id(cell.train))
+        train = done.get(key)
+        if train is None:
+            cfg = TrainConfig.model_validate(cell.train)
+            op = choose_operational(
+                get_model(cell.model), cfg, gpus_of.get(cell.model, 1), gpu_memory_gb
+            )
+            train = done[key] = resolve_train(cfg, op).model_dump(mode="json")
+        if train != cell.train:
+            cell.train = train
+            cell._spec = None  # rebuilt from the resolved train config on first use
 
 
 def plan_rows(
@@ -175,6 +204,8 @@ def to_table(plan: dict[str, Any]) -> str:
         "GPU-h",
         "ckpt GB",
         "GPUs",
+        "micro",
+        "ckpt",
         "GB/GPU",
         "stages",
     ]
@@ -193,6 +224,9 @@ def to_table(plan: dict[str, Any]) -> str:
                 _num(r["gpu_hours"]),
                 _num(r["checkpoint_bytes"] / 1e9),
                 r["memory"]["gpus"],
+                _micro(r["memory"]),
+                ("yes" if r["memory"]["activation_checkpointing"] else "no")
+                + ("*" if "activation_checkpointing" in r["memory"]["auto"] else ""),
                 f"{r['memory']['memory_bytes'] / 1e9:,.1f}"
                 + ("!" if r["memory"]["memory_fits"] is False else ""),
                 " > ".join(r["stages"]),
@@ -214,10 +248,18 @@ def to_table(plan: dict[str, Any]) -> str:
             "",
             "",
             "",
+            "",
+            "",
         ]
     )
     note = f"GPU-hours at {plan['mfu']:.0%} of {plan['peak_tflops']:g} TFLOP/s per GPU (cluster profile {plan['cluster']!r})."
     return tabulate(body, headers=headers, disable_numparse=True) + "\n" + note + _memory_note(plan)
+
+
+def _micro(mem: dict[str, Any]) -> str:
+    """Micro-batch x accumulation steps, '*' when the plan chose it ('auto')."""
+    star = "*" if "micro_batch" in mem["auto"] else ""
+    return f"{mem['micro_batch']}x{mem['accumulation']}{star}"
 
 
 def _memory_note(plan: dict[str, Any]) -> str:
@@ -232,7 +274,11 @@ def _memory_note(plan: dict[str, Any]) -> str:
         for (m, fix), r in seen.items()
     ]
     return "".join(lines) + (
-        "\nGB/GPU: estimated peak per GPU (webssl_cli/study/memory.py)." if plan["cells"] else ""
+        "\nGB/GPU: estimated peak per GPU (webssl_cli/study/memory.py). micro: images per GPU"
+        " per pass x accumulation steps; ckpt: activation checkpointing; * chosen to fit the"
+        " GPU memory (train.micro_batch / train.dist.activation_checkpointing: auto)."
+        if plan["cells"]
+        else ""
     )
 
 
@@ -259,7 +305,8 @@ def to_csv(plan: dict[str, Any]) -> str:
         "checkpoint_bytes",
         "stages",
     ]
-    mem_fields = ["gpus", "strategy", "micro_batch", "memory_bytes", "memory_fits", "memory_fix"]
+    mem_fields = ["gpus", "strategy", "micro_batch", "accumulation", "activation_checkpointing",
+                  "auto", "memory_bytes", "memory_fits", "memory_fix"]  # fmt: skip
     writer = csv.DictWriter(out, fieldnames=fields + mem_fields, lineterminator="\n")
     writer.writeheader()
     for r in plan["cells"]:
@@ -267,5 +314,6 @@ def to_csv(plan: dict[str, Any]) -> str:
         row.update({k: r["axes"].get(k, "") for k in extra})
         row["stages"] = " > ".join(r["stages"])
         row.update({k: r["memory"][k] for k in mem_fields})
+        row["auto"] = " ".join(r["memory"]["auto"])
         writer.writerow(row)
     return out.getvalue()

@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from webssl_cli.study.memory import resolve_strategy
+from webssl_cli.specs.train import resolve_strategy
 
 __all__ = ["resolve_strategy"]
 

@@ -24,8 +24,9 @@ class WeightNormLinear(nn.Module):
         nn.init.trunc_normal_(self.weight_v, std=0.02)
 
     def forward(self, x: Tensor) -> Tensor:
-        w = self.weight_g * F.normalize(self.weight_v, dim=1)
-        return F.linear(x, w)
+        # torch's fused weight-norm kernel (what nn.utils' weight norm runs): one pass forward
+        # and backward instead of the norm, divide and scale of normalize-then-multiply.
+        return F.linear(x, torch._weight_norm(self.weight_v, self.weight_g, 0))
 
 
 class DINOHead(nn.Module):

@@ -9,12 +9,12 @@ cell's spec), ``batches.LaneLoader`` (this rank's slice of every global batch), 
 
 Preemption (signal-driven checkpoint): while ``train`` runs it handles SIGUSR2 (what SLURM sends
 before a time limit or preemption, ``--signal=USR2@90``; also ``scancel --signal=USR2``) by
-setting a flag, and ``request_checkpoint()`` sets the same flag from code (submitit's
-``checkpoint()``). At every step boundary the ranks all-reduce the flag; when any rank has it
+setting a flag, and ``request_checkpoint()`` sets the same flag from code. At every step boundary the ranks all-reduce the flag; when any rank has it
 set, every rank saves a checkpoint of that step collectively, the train stage is recorded as
-"queued", and ``train`` returns "preempted". The handler that was installed before (submitit's requeue handler) is then called
-with the signal on every rank that received it, so a submitit job requeues after, not before,
-the collective save; the requeued job resumes from that step.
+"queued", and ``train`` returns "preempted". The handler that was installed before (submitit's
+requeue handler) is then called with SIGUSR2 on every rank (also where only another rank
+received the signal: submitit requeues from rank 0), so a submitit job requeues after, not
+before, the collective save, and the requeued job resumes from that step.
 """
 
 from __future__ import annotations
@@ -29,12 +29,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from webssl_cli import device as dev
 from webssl_cli.errors import UserError
 from webssl_cli.rundir import CellDir, now_iso
 from webssl_cli.specs.registry import ModelSpec
-from webssl_cli.specs.train import TrainConfig
-from webssl_cli.study.memory import resolve_strategy
-from webssl_cli.train import device as dev
+from webssl_cli.specs.train import TrainConfig, resolve_strategy
 from webssl_cli.train import distributed as D
 from webssl_cli.train.batches import Batch, LaneLoader, lanes_for, micro_batches_for
 from webssl_cli.train.cell import load_cell
@@ -60,12 +59,10 @@ class Preemption:
     def __init__(self) -> None:
         _REQUESTED.clear()
         self.previous: Any = None
-        self.received = False
         if threading.current_thread() is threading.main_thread():
             self.previous = signal.signal(signal.SIGUSR2, self._handle)
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.received = True
         request_checkpoint()
 
     def agreed(self, device: torch.device) -> bool:
@@ -76,8 +73,8 @@ class Preemption:
         if threading.current_thread() is not threading.main_thread():
             return
         signal.signal(signal.SIGUSR2, self.previous or signal.SIG_DFL)
-        if stopped and self.received and callable(self.previous):
-            self.previous(signal.SIGUSR2, None)
+        if stopped and callable(self.previous):  # also where another rank got the signal:
+            self.previous(signal.SIGUSR2, None)  # rank 0 is the one that requeues a submitit job
 
 
 def train(run: CellDir, spec: ModelSpec, cfg: TrainConfig, shards: list[str], samples_target: int,

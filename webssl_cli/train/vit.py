@@ -18,8 +18,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
+from webssl_cli import device as dev
 from webssl_cli.specs.registry import ModelSpec
-from webssl_cli.train import device as dev
 
 LN_EPS = 1e-6  # DINOv2 and Hugging Face Dinov2 both use 1e-6
 # DINOv2 resizes the position-embedding grid M -> g by the scale factor (g + 0.1) / M rather
@@ -52,15 +52,14 @@ class Attention(nn.Module):
         xops = dev.xformers_ops() if (impl in ("auto", "xformers") and x.is_cuda) else None
         if impl == "xformers" and xops is None:
             raise RuntimeError("attention 'xformers' requested but xformers is not usable here")
-        # Three products on row slices of the fused weight: q, k and v come out contiguous,
-        # which saves the copies (and the backward concatenation) of splitting one output.
-        w, b = self.qkv.weight, self.qkv.bias
-        q, k, v = (F.linear(x, w[i * D : (i + 1) * D], b[i * D : (i + 1) * D]) for i in range(3))
-        shape = (B, N, self.heads, D // self.heads)
+        # One product for q, k and v (fewer, larger matmuls; a weight-slice product per part
+        # costs a zero-filled full-size gradient per part in backward); attention reads the
+        # three as strided views.
+        q, k, v = self.qkv(x).view(B, N, 3, self.heads, D // self.heads).unbind(2)  # (B, N, H, hd)
         if xops is not None:  # xformers takes (B, N, H, hd)
-            out = xops.memory_efficient_attention(q.view(shape), k.view(shape), v.view(shape))
+            out = xops.memory_efficient_attention(q, k, v)
             return self.proj(out.reshape(B, N, D))
-        q, k, v = (t.view(shape).transpose(1, 2) for t in (q, k, v))  # (B, H, N, hd)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, N, hd)
         if impl == "math":
             attn = (q * (q.shape[-1] ** -0.5)) @ k.transpose(-2, -1)
             out = attn.softmax(dim=-1) @ v
@@ -81,23 +80,20 @@ class Attention(nn.Module):
         xops = dev.xformers_ops() if (impl in ("auto", "xformers") and x.is_cuda) else None
         if impl == "xformers" and xops is None:
             raise RuntimeError("attention 'xformers' requested but xformers is not usable here")
-        w, b = self.qkv.weight, self.qkv.bias
-        q, k, v = (F.linear(x, w[i * D : (i + 1) * D], b[i * D : (i + 1) * D]) for i in range(3))
+        qkv = self.qkv(x).view(T, 3, H, hd)
         if xops is not None:
             from xformers.ops import fmha  # type: ignore[import-not-found]
 
             lens = [int(s[1]) for s in shapes for _ in range(int(s[0]))]
             bias = fmha.BlockDiagonalMask.from_seqlens(lens)
-            q, k, v = (t.view(1, T, H, hd) for t in (q, k, v))
+            q, k, v = qkv.unsqueeze(0).unbind(2)  # (1, T, H, hd)
             out = xops.memory_efficient_attention(q, k, v, attn_bias=bias)
             return self.proj(out.reshape(T, D))
         sizes = [int(s[0] * s[1]) for s in shapes]
         outs = []
-        for qi, ki, vi, s in zip(
-            q.split(sizes), k.split(sizes), v.split(sizes), shapes, strict=True
-        ):
-            shape = (int(s[0]), int(s[1]), H, hd)
-            qi, ki, vi = (t.reshape(shape).transpose(1, 2) for t in (qi, ki, vi))  # (B, H, N, hd)
+        for part, s in zip(qkv.split(sizes), shapes, strict=True):
+            qkv_i = part.view(int(s[0]), int(s[1]), 3, H, hd)
+            qi, ki, vi = (t.transpose(1, 2) for t in qkv_i.unbind(2))  # (B, H, N, hd)
             if impl == "math":
                 o = ((qi * hd**-0.5) @ ki.transpose(-2, -1)).softmax(dim=-1) @ vi
             else:
@@ -166,6 +162,33 @@ def _residual(
     ).view_as(x)
 
 
+def _residual_packed(
+    xs: list[Tensor],
+    branch: Callable[[Tensor, list[torch.Size]], Tensor],
+    ls: nn.Module,
+    drop: float,
+) -> list[Tensor]:
+    """``_residual`` with batch-subset drop-path for crops of several sizes at once: a subset
+    of ``1 - drop`` of each crop size's samples (drawn in list order), packed into one (T, D)
+    tensor for ``branch(tokens, shapes)``, added back scaled by B / kept."""
+    gamma = ls.gamma if isinstance(ls, LayerScale) else None
+    idxs = [
+        torch.randperm(x.shape[0], device=x.device)[: max(int(x.shape[0] * (1.0 - drop)), 1)]
+        for x in xs
+    ]
+    shapes = [torch.Size((len(i), *x.shape[1:])) for x, i in zip(xs, idxs, strict=True)]
+    flat = torch.cat([x[i].reshape(-1, x.shape[-1]) for x, i in zip(xs, idxs, strict=True)])
+    out = branch(flat, shapes)
+    out = out * gamma if gamma is not None else out
+    parts = out.split([s[0] * s[1] for s in shapes])
+    return [
+        torch.index_add(
+            x.flatten(1), 0, i, p.reshape(len(i), -1).to(x.dtype), alpha=x.shape[0] / len(i)
+        ).view_as(x)
+        for x, i, p in zip(xs, idxs, parts, strict=True)
+    ]
+
+
 class Block(nn.Module):
     def __init__(self, spec: ModelSpec, drop_path: float, layerscale: float | None) -> None:
         super().__init__()
@@ -189,10 +212,16 @@ class Block(nn.Module):
     def forward_packed(self, xs: list[Tensor]) -> list[Tensor]:
         """Crops of several sizes in one pass (DINOv2's list forward): the token-wise layers
         (norms, qkv, proj, FFN, LayerScale) run once on the concatenated (T, D) tokens;
-        attention runs per image. Batch-subset drop-path draws its subset per crop size, so
-        with drop-path in training the crops go through the block one size at a time."""
+        attention runs per image. With drop-path in training, each residual draws its sample
+        subset per crop size and runs its branch once on the packed subsets."""
         if self.training and self.drop_path > 0.0:
-            return [self.forward(x) for x in xs]  # type: ignore[misc]
+            xs = _residual_packed(
+                xs,
+                lambda t, sh: self.attn.forward_packed(self.norm1(t), sh),
+                self.ls1,
+                self.drop_path,
+            )
+            return _residual_packed(xs, lambda t, sh: self._ffn_branch(t), self.ls2, self.drop_path)
         shapes = [x.shape for x in xs]
         flat = torch.cat([x.reshape(-1, x.shape[-1]) for x in xs])  # (T, D)
         flat = _residual(

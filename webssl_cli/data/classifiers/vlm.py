@@ -11,7 +11,6 @@ P(yes) / (P(yes) + P(no)) for the keep-list. A reply that is neither falls back 
 from __future__ import annotations
 
 import re
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +59,12 @@ class VlmClassifier:
             raise UserError(
                 f"--vlm-path: {path} is not a directory; give a local SmolVLM2-class model directory"
             )
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        from webssl_cli.device import autocast_dtype, pick_device
+
+        target = pick_device(device)
+        self.device = str(target)
+        self.amp = autocast_dtype(target)
+        dtype = self.amp or torch.float32
         try:
             self.processor = AutoProcessor.from_pretrained(path)
             self.model = (
@@ -106,12 +109,9 @@ class VlmClassifier:
         inputs = {k: v.to(self.device) if hasattr(v, "to") else v for k, v in inputs.items()}
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-        amp = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if self.device.startswith("cuda")
-            else nullcontext()
-        )
-        with torch.inference_mode(), amp:
+        from webssl_cli.device import autocast
+
+        with torch.inference_mode(), autocast(torch.device(self.device), self.amp):
             out = self.model.generate(
                 **inputs,
                 max_new_tokens=3,

@@ -33,10 +33,10 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
 )
 
+from webssl_cli import device as dev
 from webssl_cli.errors import UserError
 from webssl_cli.specs.registry import ModelSpec
 from webssl_cli.specs.train import TrainConfig
-from webssl_cli.train import device as dev
 from webssl_cli.train import losses as L
 from webssl_cli.train.batches import Batch, to_model_input
 from webssl_cli.train.distributed import all_reduce_sum, no_sync, reshard, wrap
@@ -89,7 +89,7 @@ class DINOv2:
         torch.manual_seed(ctx.seed)  # every rank builds the same initial weights
         self.student, self.teacher = build_models(spec, cfg, ctx.device)
         self.student.train()
-        self.student.backbone.grad_checkpointing = cfg.dist.activation_checkpointing
+        self.student.backbone.grad_checkpointing = bool(cfg.dist.activation_checkpointing)
         if cfg.dist.compile:
             for m in (self.student, self.teacher):
                 for blk in m.backbone.blocks:

@@ -1,12 +1,9 @@
-"""Frozen encoders behind one interface: our own checkpoints, Hugging Face ``Dinov2Model``
-directories (how the released Web-DINO models are distributed), and optional timm baselines.
-
-``Encoder.blocks(x, n)`` gives the final-normed (CLS, patch tokens) of the last ``n`` blocks;
-the probes and the MLLM use nothing else. Conversion to and from Hugging Face keeps every
-tensor: our DINOv2-named state dict (``blocks.{i}.attn.qkv``, ``mlp.w12``/``w3`` or
-``fc1``/``fc2``, ``ls{1,2}.gamma``) <-> HF (``q_proj``/``k_proj``/``v_proj``/``o_proj`` or the
-legacy ``attention.attention.query`` names, ``gate_proj``/``up_proj``/``down_proj`` or legacy
-fused ``weights_in``/``weights_out``, ``layer_scale{1,2}.lambda1``).
+"""Hugging Face ``Dinov2Model`` directories (how the released Web-DINO models are
+distributed) <-> our ViT. Conversion keeps every tensor: our DINOv2-named state dict
+(``blocks.{i}.attn.qkv``, ``mlp.w12``/``w3`` or ``fc1``/``fc2``, ``ls{1,2}.gamma``) <-> HF
+(``q_proj``/``k_proj``/``v_proj``/``o_proj`` or the legacy ``attention.attention.query``
+names, ``gate_proj``/``up_proj``/``down_proj`` or legacy fused ``weights_in``/``weights_out``,
+``layer_scale{1,2}.lambda1``).
 """
 
 from __future__ import annotations
@@ -17,99 +14,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from webssl_cli.errors import UserError
+from webssl_cli.eval.encoders.base import Encoder, build_vit, spec_from_dict
 from webssl_cli.specs.registry import ModelSpec
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
-
-class Encoder(nn.Module):
-    """A frozen image encoder: normalised pixels (B, 3, H, W) -> per-block (CLS, patches)."""
-
-    def __init__(
-        self, backbone: nn.Module, *, name: str, width: int, patch: int, img_size: int
-    ) -> None:
-        super().__init__()
-        self.backbone = backbone.eval().requires_grad_(False)
-        self.name = name
-        self.width = width
-        self.patch = patch
-        self.img_size = img_size
-        self.mean = IMAGENET_MEAN
-        self.std = IMAGENET_STD
-
-    @torch.no_grad()
-    def blocks(self, x: Tensor, n: int = 1) -> list[tuple[Tensor, Tensor]]:
-        """(CLS (B, D), patches (B, N, D)) of the last ``n`` blocks, each through the final norm."""
-        outs = self.backbone.get_intermediate_layers(x, n, return_class_token=True, norm=True)
-        return [(cls, patches) for patches, cls in outs]
-
-    @torch.no_grad()
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.blocks(x, 1)[0]
-
-
-# ---- our checkpoints ------------------------------------------------------------------------
-def spec_from_dict(d: dict[str, Any]) -> ModelSpec:
-    fields = {f.name for f in dataclasses.fields(ModelSpec)}
-    return ModelSpec(**{k: v for k, v in d.items() if k in fields})
-
-
-def build_vit(spec: ModelSpec, state_dict: dict[str, Tensor]) -> nn.Module:
-    from webssl_cli.train.vit import build_backbone
-
-    # LayerScale is present iff the state dict has it; its init value is then overwritten.
-    has_ls = any(k.endswith("ls1.gamma") for k in state_dict)
-    model = build_backbone(spec, layerscale=(spec.layerscale or 1e-5) if has_ls else None)
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    if missing or unexpected:
-        raise UserError(
-            f"checkpoint does not match model {spec.name}: missing {missing[:3]}, unexpected {unexpected[:3]}"
-        )
-    return model
-
-
-def load_own(path: Path) -> Encoder:
-    """``train/teacher_backbone.pt``: {"model": name, "spec": asdict(ModelSpec), "state_dict"}."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a torn or foreign file: one line for the user
-        raise UserError(
-            f"{path}: not a readable webssl backbone checkpoint ({type(exc).__name__}: {exc})"
-        ) from exc
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "spec" not in ckpt:
-        raise UserError(
-            f"{path}: expected keys 'model', 'spec', 'state_dict' (a train/teacher_backbone.pt)"
-        )
-    spec = spec_from_dict(ckpt["spec"])
-    model = build_vit(spec, ckpt["state_dict"])
-    return Encoder(
-        model,
-        name=str(ckpt.get("model", spec.name)),
-        width=spec.width,
-        patch=spec.patch,
-        img_size=spec.img_size,
-    )
-
-
-def save_own(model: nn.Module, spec: ModelSpec, path: Path) -> None:
-    """Write a backbone in the teacher_backbone.pt format (used by tests and exports)."""
-    import io
-
-    from webssl_cli.rundir import atomic_write_bytes
-
-    buf = io.BytesIO()
-    torch.save(
-        {"model": spec.name, "spec": dataclasses.asdict(spec), "state_dict": model.state_dict()},
-        buf,
-    )
-    atomic_write_bytes(path, buf.getvalue())
-
-
-# ---- Hugging Face Dinov2 <-> ours -------------------------------------------------------------
 def hf_ffn_hidden(width: int, mlp_ratio: int, swiglu: bool) -> int:
     """The FFN hidden size ``Dinov2Model`` builds: int(width * ratio), and for SwiGLU two
     thirds of it rounded up to a multiple of 8 (``Dinov2SwiGLUFFN``)."""
@@ -319,6 +230,9 @@ def load_hf_dinov2(path: Path) -> Encoder:
         ours = {k: v for k, v in ours.items() if not k.endswith(".gamma")}
         spec = dataclasses.replace(spec, layerscale=None)
     model = build_vit(spec, ours)
+    # transformers' Dinov2Model resizes position embeddings to the grid (no DINOv2 offset):
+    # features of a checkpoint loaded from it stay equal to transformers' at every size.
+    model.interpolate_offset = 0.0
     return Encoder(
         model, name=spec.name, width=spec.width, patch=spec.patch, img_size=spec.img_size
     )
@@ -341,69 +255,3 @@ def export_hf(
     atomic_write_bytes(out_dir / "model.safetensors", save(sd, metadata={"format": "pt"}))
     atomic_write_json(out_dir / "config.json", cfg)
     return out_dir
-
-
-# ---- optional baselines ----------------------------------------------------------------------
-class _TimmBackbone(nn.Module):
-    """timm ViTs: DINOv2-style ``get_intermediate_layers`` over ``forward_intermediates``."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def get_intermediate_layers(
-        self, x: Tensor, n: int, return_class_token: bool = True, norm: bool = True
-    ) -> Any:
-        _, inter = self.model.forward_intermediates(
-            x, indices=n, norm=norm, output_fmt="NLC", return_prefix_tokens=True
-        )
-        return [(p, c[:, 0]) for p, c in inter]
-
-
-def load_timm(spec: str) -> Encoder:
-    """``timm:<model name>[@<local weights file>]`` (OpenCLIP towers exist in timm too)."""
-    try:
-        import timm
-    except ImportError as exc:
-        raise UserError(f"{spec}: timm baselines need `pip install timm` (not installed)") from exc
-    name, _, weights = spec.removeprefix("timm:").partition("@")
-    kwargs: dict[str, Any] = {"pretrained": bool(weights)}
-    if weights:
-        kwargs["pretrained_cfg_overlay"] = {"file": weights}
-    model = timm.create_model(name, num_classes=0, **kwargs)
-    size = model.patch_embed.img_size[0]
-    patch = model.patch_embed.patch_size[0]
-    return Encoder(
-        _TimmBackbone(model), name=name, width=model.num_features, patch=patch, img_size=size
-    )
-
-
-def load_encoder(source: str | Path) -> Encoder:
-    """An encoder from ``source``: our ``.pt`` checkpoint, an HF Dinov2 directory, or ``timm:...``."""
-    s = str(source)
-    if s.startswith("timm:"):
-        return load_timm(s)
-    path = Path(s)
-    if path.is_dir() and (path / "config.json").exists():
-        return load_hf_dinov2(path)
-    if path.is_file():
-        return load_own(path)
-    raise UserError(
-        f"{s}: not an encoder; give a teacher_backbone.pt, a Dinov2Model directory or timm:<name>"
-    )
-
-
-def random_encoder(model: str, seed: int = 0) -> Encoder:
-    """A randomly initialised encoder of a registry size (the untrained baseline)."""
-    from webssl_cli.specs.registry import get_model
-    from webssl_cli.train.vit import build_backbone
-
-    spec = get_model(model)
-    torch.manual_seed(seed)
-    return Encoder(
-        build_backbone(spec, layerscale=spec.layerscale),
-        name=f"{spec.name}-random",
-        width=spec.width,
-        patch=spec.patch,
-        img_size=spec.img_size,
-    )

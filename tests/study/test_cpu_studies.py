@@ -1,0 +1,31 @@
+"""The shipped CPU studies load, expand to the intended cells and use the CPU preset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from webssl_cli.study.loader import load_study
+
+REPO = Path(__file__).resolve().parents[2]
+SIZES = ["vit-pico", "vit-nano", "vit-micro"]
+
+
+def _axes(name: str) -> tuple[list[tuple[str, int, str]], list[dict]]:
+    loaded = load_study(REPO / "studies" / name)
+    return sorted((c.model, c.samples_seen, c.data_filter) for c in loaded.cells), [
+        c.train for c in loaded.cells
+    ]
+
+
+def test_smoke_study_is_3_sizes_x_2_budgets_x_2_filters() -> None:
+    axes, trains = _axes("smoke.yaml")
+    assert axes == sorted((m, n, f) for m in SIZES for n in (2000, 4000) for f in ("full", "light"))
+    assert all(t["layerscale"] is None and t["teacher_temp"] == 0.02 for t in trains)
+
+
+def test_cpu_scaling_study_has_4_sizes_x_3_budgets_and_two_light_cells() -> None:
+    axes, trains = _axes("cpu-scaling.yaml")
+    full = [(m, n, "full") for m in [*SIZES, "vit-mini"] for n in (2000, 4000, 8000)]
+    light = [(m, 8000, "light") for m in ("vit-nano", "vit-micro")]
+    assert axes == sorted(full + light)
+    assert all(t["dino_head"]["n_prototypes"] == 256 for t in trains)

@@ -1,0 +1,33 @@
+"""Data a run needs before its first stage: synthetic sources whose shards are missing are
+generated in the submitting process (the smoke study's first run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from webssl_cli.launch.options import Echo
+
+
+def prepare_sources(loaded: Any, echo: Echo) -> None:
+    """Generate a synthetic source whose shards are missing (the smoke study's first run)."""
+    for name, src in loaded.sources.items():
+        spec = src.get("synthesize")
+        if not spec:
+            continue
+        from webssl_cli.data.shards import expand_braces
+
+        if all(Path(p).exists() for p in expand_braces(src["shards"])):
+            continue
+        from webssl_cli.data.synth import synthesize
+
+        out_dir = Path(expand_braces(src["shards"])[0]).parent
+        echo(f"data: generating synthetic source {name!r} ({spec['n']} images) in {out_dir}")
+        synthesize(
+            out_dir,
+            n=spec["n"],
+            seed=spec["seed"],
+            shard_size=spec["shard_size"],
+            image_size=spec["image_size"],
+            mix=spec.get("mix"),
+        )
