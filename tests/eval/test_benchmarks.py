@@ -32,10 +32,12 @@ def test_convert_vqa_layout_and_score(tmp_path: Path) -> None:
     }
     (tmp_path / "q.json").write_text(json.dumps(qs))
     (tmp_path / "a.json").write_text(json.dumps(ann))
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "42.jpg").write_bytes(PNG)
     out = tmp_path / "suite" / "textvqa.jsonl"
     res = CliRunner().invoke(
         _app(),
-        ["convert", "vqa", str(out), "--benchmark", "TextVQA", "--questions", str(tmp_path / "q.json"),
+        ["convert", str(tmp_path / "q.json"), str(out), "--layout", "vqa", "--benchmark", "TextVQA",
          "--annotations", str(tmp_path / "a.json"), "--image-dir", str(tmp_path / "imgs")],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
@@ -57,7 +59,16 @@ def test_convert_vlmeval_tsv_with_circular(tmp_path: Path) -> None:
     out = tmp_path / "mmb.jsonl"
     res = CliRunner().invoke(
         _app(),
-        ["convert", "tsv", str(out), "--benchmark", "MMBench", "--tsv", str(tsv), "--circular"],
+        [
+            "convert",
+            str(tsv),
+            str(out),
+            "--layout",
+            "vlmeval-tsv",
+            "--benchmark",
+            "MMBench",
+            "--circular",
+        ],
     )
     assert res.exit_code == 0, res.output
     qs = B.read_jsonl(out)
@@ -103,12 +114,14 @@ def test_example_values_are_the_scoring_units_and_average_to_the_score() -> None
              "c0": "A", "c1": "B", "c2": "C", "c3": "B", "p0": "a", "p1": "b", "p2": "x"}  # fmt: skip
     qs = mme + circ + plain
     values = B.example_values(qs, preds)
-    assert set(values["MME"]) == {"img1", "img2", "img3"}
+    # keyed by sub-task too: MME's sub-tasks reuse image files (COCO's, across existence,
+    # count, position and colour)
+    assert set(values["MME"]) == {"existence/img1", "color/img2", "numerical_calculation/img3"}
     assert values["MMBench"] == {"g1": 1.0, "g2": 0.0}
     assert values["GQA"] == {"p0": 1.0, "p1": 1.0, "p2": 0.0}
     # MME perception: existence 100 + 100, colour 50 + 0 (cognition ignored) = 250
     assert sum(values["MME"].values()) / 3 == pytest.approx(250.0)
-    assert values["MME"]["img3"] == 0.0
+    assert values["MME"]["numerical_calculation/img3"] == 0.0
     scores = B.benchmark_scores(qs, preds)
     assert scores["MME"] == pytest.approx(250.0) and scores["MMBench"] == 0.5
     for bench, v in values.items():

@@ -124,3 +124,45 @@ def test_category_scores() -> None:
     with pytest.raises(ValueError, match="unknown benchmark"):
         m.category_scores({"VQAv2": 1.0})
     assert set(m.category_scores({"TextVQA": 10.0})) == {"OCR & Chart", "Average"}
+
+
+def test_mme_yes_no_reading() -> None:
+    # the answer itself, else "yes"/"no" within its first four characters
+    assert m.yes_no("Yes") == "yes" and m.yes_no("no.") == "no"
+    assert m.yes_no("Yes, there is a dog.") == "yes"
+    assert m.yes_no("Not at all") == "no"  # "not " holds "no"
+    assert m.yes_no("There is no dog") is None and m.yes_no("") is None
+
+
+def test_mathvista_extraction_and_normalisation() -> None:
+    mc = ["3", "5", "7"]
+    assert m.mathvista_correct("(B) 5", "5", "multi_choice", "text", mc) == 1.0
+    assert m.mathvista_correct("7", "5", "multi_choice", "text", mc) == 0.0
+    # Levenshtein ties (all 1 edit) pick the first choice, "3"
+    assert m.mathvista_normalize("6", "multi_choice", "text", mc, None) == "3"
+    assert m.mathvista_correct("12.0", "12", "free_form", "integer") == 1.0
+    assert m.mathvista_correct('The answer is "12".', "12", "free_form", "integer") == 1.0
+    assert m.mathvista_correct("3.14159", "3.14", "free_form", "float", precision=2) == 1.0
+    assert m.mathvista_correct("3.14159", "3.1", "free_form", "float", precision=2) == 0.0
+    assert m.mathvista_correct("[1, 2]", "[1, 2]", "free_form", "list") == 1.0
+
+
+def test_mmmu_parsing() -> None:
+    opts = ["oil", "ink", "clay", "wax"]
+    assert m.mmmu_parse_choice("(C)", opts) == "C"
+    assert m.mmmu_parse_choice("B.", opts) == "B"
+    assert m.mmmu_parse_choice("I think (A) or maybe (D)", opts) == "D"  # the last wins
+    assert m.mmmu_parse_choice("The painting is made with clay on a board", opts) == "C"
+    assert m.mmmu_parse_choice("clay", opts) is None  # short answers: letters only
+    assert m.mmmu_correct("Therefore the answer is 1,000", "1000") == 1.0
+    assert m.mmmu_correct("x = 2.004", "2") == 1.0  # numbers rounded to 2 places
+    assert m.mmmu_correct("the answer is bob", "b") == 0.0  # one letter must stand alone
+    assert m.mmmu_correct("the answer is b", "b") == 1.0
+    assert m.mmmu_correct("so it is paris", "['Paris', 'Lyon']") == 1.0
+
+
+def test_ocrbench_matching() -> None:
+    assert m.ocrbench_match("It says HELLO.", ["hello"], "Regular Text Recognition") == 1.0
+    assert m.ocrbench_match("a\nb", ["a b"], "Doc-oriented VQA") == 1.0
+    assert m.ocrbench_match("\\frac{1}{2}", ["\\frac {1} {2}"], m.OCRBENCH_HME) == 1.0
+    assert m.ocrbench_match("\\FRAC{1}{2}", ["\\frac{1}{2}"], m.OCRBENCH_HME) == 0.0

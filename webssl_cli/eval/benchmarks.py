@@ -9,17 +9,13 @@ One question per line::
      "metric": "vqa_accuracy",             # see METRICS
      "group": null}                        # MME: the image id (accuracy+); MMBench: the circular id
 
-Converters: the official VQA v2 / TextVQA layout (questions + annotations JSON), and the
-VLMEvalKit TSV layout (MMBench, SEED, AI2D, ScienceQA, ...: ``index, question, hint, A..D,
-answer, category, image`` with base64 images).
+Converters from the benchmarks' published layouts are in ``webssl_cli.eval.convert``; scoring
+(``score``, ``example_values``, ``benchmark_scores``) follows each benchmark's own rule.
 """
 
 from __future__ import annotations
 
-import base64
-import csv
 import json
-import sys
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -29,7 +25,17 @@ from typing import Any
 from webssl_cli.errors import UserError
 from webssl_cli.eval import metrics as M
 
-METRICS = ("vqa_accuracy", "anls", "relaxed", "mc", "yesno", "exact")
+METRICS = (
+    "vqa_accuracy",
+    "anls",
+    "relaxed",
+    "mc",
+    "yesno",
+    "exact",
+    "ocrbench",
+    "mathvista",
+    "mmmu",
+)
 
 
 @dataclass
@@ -70,15 +76,35 @@ def score(q: Question, prediction: str) -> float:
         return float(M.yes_no(p) == q.answers[0].strip().lower())
     if q.metric == "exact":
         return M.exact_match(p, q.answers)
+    if q.metric == "ocrbench":
+        return M.ocrbench_match(prediction, q.answers, str(q.meta.get("category", "")))
+    if q.metric == "mathvista":
+        return M.mathvista_correct(
+            prediction,
+            q.answers[0],
+            str(q.meta.get("question_type", "free_form")),
+            str(q.meta.get("answer_type", "text")),
+            q.choices,
+            q.meta.get("precision"),
+        )
+    if q.metric == "mmmu":
+        return max(M.mmmu_correct(prediction, a, q.choices) for a in q.answers)
     raise ValueError(f"unknown metric {q.metric!r}; valid: {', '.join(METRICS)}")
 
 
 def example_values(
     questions: Iterable[Question], predictions: dict[str, str]
 ) -> dict[str, dict[str, float]]:
-    """Per benchmark, per example (what an interval resamples): a question's score; for
-    benchmarks scored over groups (MMBench's circular rotations, MME's image pairs) the group's.
-    The mean over a benchmark's examples is its score (``benchmark_scores``)."""
+    """Per benchmark, per example (what an interval resamples), values whose mean is the
+    benchmark's score on its own scale (``benchmark_scores``):
+
+    - MME: an image pair, its share of the perception score (0-2000);
+    - grouped questions (MMBench's circular rotations, MMVP's image pairs): a group, 1.0 when
+      every member is right;
+    - stratified questions (``meta["stratum"]``: CV-Bench's source datasets): a question,
+      weighted so that every stratum counts equally, as CV-Bench averages ADE20K and COCO;
+    - otherwise a question's score.
+    """
     by_bench: dict[str, list[Question]] = defaultdict(list)
     for q in questions:
         by_bench[q.benchmark].append(q)
@@ -91,14 +117,29 @@ def example_values(
             for q in qs:
                 groups[q.group or q.id].append(score(q, predictions[q.id]) >= 1.0)
             out[bench] = {g: float(all(v)) for g, v in groups.items()}
+        elif any("stratum" in q.meta for q in qs):
+            out[bench] = _stratified_values(qs, predictions)
         else:
             out[bench] = {q.id: score(q, predictions[q.id]) for q in qs}
     return out
 
 
+def _stratified_values(qs: list[Question], predictions: dict[str, str]) -> dict[str, float]:
+    """A question's score times n / (strata x its stratum's size): the mean over questions
+    is then the mean of the strata's accuracies."""
+    sizes: dict[str, int] = defaultdict(int)
+    for q in qs:
+        sizes[str(q.meta.get("stratum", ""))] += 1
+    n, k = len(qs), len(sizes)
+    return {
+        q.id: score(q, predictions[q.id]) * n / (k * sizes[str(q.meta.get("stratum", ""))])
+        for q in qs
+    }
+
+
 def _mme_values(qs: list[Question], predictions: dict[str, str]) -> dict[str, float]:
     """MME's perception score (sum over subtasks of accuracy + accuracy+, in %) spread over its
-    images: an image's value is its share of that sum times the number of images, so that the
+    image pairs: a pair's value is its share of that sum times the number of pairs, so that the
     mean is the score. Cognition subtasks count zero towards perception."""
     right: dict[tuple[str, str], list[bool]] = defaultdict(list)
     for q in qs:
@@ -109,20 +150,21 @@ def _mme_values(qs: list[Question], predictions: dict[str, str]) -> dict[str, fl
     for (task, _), cs in right.items():
         n_questions[task] += len(cs)
         n_images[task] += 1
-    share: dict[str, float] = defaultdict(float)
+    share: dict[str, float] = {}
     for (task, image), cs in right.items():
+        value = 0.0
         if task in M.MME_PERCEPTION:
-            share[image] += 100.0 * (sum(cs) / n_questions[task] + all(cs) / n_images[task])
-        else:
-            share[image] += 0.0
-    return {image: v * len(share) for image, v in share.items()}
+            value = 100.0 * (sum(cs) / n_questions[task] + all(cs) / n_images[task])
+        share[f"{task}/{image}"] = value
+    return {pair: v * len(share) for pair, v in share.items()}
 
 
 def benchmark_scores(
     questions: Iterable[Question], predictions: dict[str, str]
 ) -> dict[str, float]:
-    """Per-benchmark score as a fraction: the mean question score, MMBench-style groups counted
-    right only when every member is right, MME as its perception score (0-2000)."""
+    """Per-benchmark score, the mean of ``example_values``: a fraction for every benchmark but
+    MME, which is its perception score (0-2000). OCRBench's fraction times 1000 is its
+    published score on its 1000 questions."""
     return {
         bench: sum(v.values()) / len(v)
         for bench, v in example_values(questions, predictions).items()
@@ -213,113 +255,3 @@ def write_jsonl(path: Path, questions: Iterable[Question]) -> None:
     atomic_write_text(
         path, "".join(json.dumps(asdict(q), sort_keys=True) + "\n" for q in questions)
     )
-
-
-# ---- converters ----------------------------------------------------------------------------------
-def convert_vqa(
-    questions_json: Path,
-    annotations_json: Path,
-    image_dir: Path,
-    benchmark: str,
-    image_pattern: str = "{image_id}.jpg",
-) -> list[Question]:
-    """The official VQA layout: ``{"questions": [{question_id, image_id, question}]}`` and
-    ``{"annotations": [{question_id, answers: [{answer}, ...]}]}``; TextVQA's single file
-    ``{"data": [{question_id, image_id, question, answers: [str]}]}`` is read too (give it twice)."""
-    qs = json.loads(questions_json.read_text())
-    ann = json.loads(annotations_json.read_text())
-    category = M.BENCHMARK_CATEGORY.get(benchmark)
-    answers: dict[Any, list[str]] = {}
-    if "annotations" in ann:
-        for a in ann["annotations"]:
-            answers[a["question_id"]] = [
-                x["answer"] if isinstance(x, dict) else str(x) for x in a["answers"]
-            ]
-    elif "data" in ann:
-        for a in ann["data"]:
-            answers[a["question_id"]] = [str(x) for x in a.get("answers", [])]
-    rows = qs.get("questions", qs.get("data", []))
-    out = []
-    for r in rows:
-        qid = r["question_id"]
-        if not answers.get(qid):
-            continue
-        img = image_dir / image_pattern.format(image_id=r["image_id"])
-        out.append(
-            Question(
-                f"{benchmark}-{qid}",
-                benchmark,
-                category,
-                str(img),
-                r["question"],
-                answers[qid],
-                "vqa_accuracy",
-            )
-        )
-    return out
-
-
-def convert_vlmeval_tsv(
-    tsv: Path, image_dir: Path, benchmark: str, circular: bool = False
-) -> list[Question]:
-    """VLMEvalKit's TSV layout (MMBench, SEED, AI2D, ScienceQA, ...): option columns A, B, ...,
-    the correct letter in ``answer``, an optional ``hint``, images as base64 in ``image``
-    (written to ``image_dir``). ``circular``: also ask each rotation of the options (MMBench)."""
-    csv.field_size_limit(sys.maxsize)
-    image_dir.mkdir(parents=True, exist_ok=True)
-    category = M.BENCHMARK_CATEGORY.get(benchmark)
-    out = []
-    with open(tsv, encoding="utf-8", newline="") as f:
-        for row in csv.DictReader(f, delimiter="\t"):
-            idx = row["index"]
-            choices = [row[L] for L in M.LETTERS if L in row and row[L] not in (None, "", "nan")]
-            img = image_dir / f"{idx}.jpg"
-            if row.get("image") and not img.exists():
-                img.write_bytes(base64.b64decode(row["image"]))
-            hint = row.get("hint") or ""
-            question = (f"{hint} " if hint and hint != "nan" else "") + row["question"]
-            answer = row["answer"].strip()
-            if not choices:
-                out.append(
-                    Question(
-                        f"{benchmark}-{idx}",
-                        benchmark,
-                        category,
-                        str(img),
-                        question,
-                        [answer],
-                        "exact",
-                    )
-                )
-                continue
-            if circular:
-                for s, (rot, letter) in enumerate(
-                    M.circular_shifts(choices, M.LETTERS.index(answer))
-                ):
-                    out.append(
-                        Question(
-                            f"{benchmark}-{idx}-{s}",
-                            benchmark,
-                            category,
-                            str(img),
-                            question,
-                            [letter],
-                            "mc",
-                            rot,
-                            group=str(idx),
-                        )
-                    )
-            else:
-                out.append(
-                    Question(
-                        f"{benchmark}-{idx}",
-                        benchmark,
-                        category,
-                        str(img),
-                        question,
-                        [answer],
-                        "mc",
-                        choices,
-                    )
-                )
-    return out

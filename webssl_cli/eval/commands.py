@@ -68,38 +68,73 @@ def register(app: typer.Typer) -> None:
 
     @app.command("convert")
     def convert_cmd(
-        layout: Annotated[
-            str, typer.Argument(help="'vqa' (VQA v2 / TextVQA JSON) or 'tsv' (VLMEvalKit TSV).")
+        source: Annotated[
+            Path, typer.Argument(help="The benchmark's file or folder, as published.")
         ],
         out: Annotated[Path, typer.Argument(help="The JSONL file to write.")],
-        benchmark: Annotated[str, typer.Option(help="Benchmark name, e.g. TextVQA, MMBench.")],
-        questions: Annotated[Path | None, typer.Option(help="vqa: the questions JSON.")] = None,
-        annotations: Annotated[Path | None, typer.Option(help="vqa: the annotations JSON.")] = None,
-        tsv: Annotated[Path | None, typer.Option(help="tsv: the VLMEvalKit TSV file.")] = None,
+        layout: Annotated[
+            str,
+            typer.Option(
+                help="mme, vlmeval-tsv, seed, gqa, scienceqa, mmmu, mathvista, chartqa, "
+                "ocrbench, vqa, docvqa, mmvp, realworldqa, cvbench (see `webssl_cli.eval.convert`)."
+            ),
+        ],
+        benchmark: Annotated[
+            str | None, typer.Option(help="vlmeval-tsv, vqa: the benchmark's name (MMBench, ...).")
+        ] = None,
+        annotations: Annotated[
+            Path | None, typer.Option(help="vqa: the annotations JSON (VQA v2).")
+        ] = None,
         image_dir: Annotated[
-            Path | None, typer.Option(help="Images: read from (vqa) or written to (tsv).")
+            Path | None,
+            typer.Option(help="Where the images are (or are written, for embedded images)."),
         ] = None,
         image_pattern: Annotated[
             str, typer.Option(help="vqa: image file name from {image_id}.")
         ] = "{image_id}.jpg",
         circular: Annotated[
-            bool, typer.Option(help="tsv: ask every rotation of the options (MMBench).")
+            bool, typer.Option(help="vlmeval-tsv: ask every rotation of the options (MMBench).")
         ] = False,
     ) -> None:
         """Convert a published benchmark layout to webssl's benchmark JSONL."""
-        from webssl_cli.errors import UserError
         from webssl_cli.eval import benchmarks as B
+        from webssl_cli.eval.convert import convert
 
-        image_dir = image_dir or out.parent / "images"
-        if layout == "vqa":
-            if questions is None or annotations is None:
-                raise UserError("convert vqa: give --questions and --annotations")
-            qs = B.convert_vqa(questions, annotations, image_dir, benchmark, image_pattern)
-        elif layout == "tsv":
-            if tsv is None:
-                raise UserError("convert tsv: give --tsv")
-            qs = B.convert_vlmeval_tsv(tsv, image_dir, benchmark, circular)
-        else:
-            raise UserError(f"layout {layout!r}: valid: vqa, tsv")
+        qs = convert(layout, source, out, benchmark=benchmark, image_dir=image_dir,
+                     annotations=annotations, circular=circular, image_pattern=image_pattern)  # fmt: skip
         B.write_jsonl(out, qs)
         typer.echo(f"wrote {len(qs)} questions to {out}")
+
+    @app.command("score")
+    def score_cmd(
+        questions: Annotated[Path, typer.Argument(help="A benchmark JSONL (from convert).")],
+        predictions: Annotated[
+            Path,
+            typer.Argument(
+                help='Answers: {"<id>": "<answer>"} JSON, or {"id", "prediction"} lines.'
+            ),
+        ],
+        details: Annotated[
+            bool,
+            typer.Option(
+                help="Also print MME's sub-tasks, OCRBench's categories, CV-Bench's sources."
+            ),
+        ] = False,
+    ) -> None:
+        """Score a prediction file by each benchmark's own rule (MME out of 2000, others in %)."""
+        import json
+
+        from webssl_cli.eval import benchmarks as B
+        from webssl_cli.eval.convert import breakdowns, read_predictions, score_predictions
+
+        qs, preds = B.read_jsonl(questions), read_predictions(predictions)
+        scores, missing = score_predictions(qs, preds)
+        for bench, value in sorted(scores.items()):
+            shown = value if bench == "MME" else 100.0 * value
+            # OCRBench publishes a count out of its 1000 questions
+            extra = f"\t({1000.0 * value:.1f} of 1000)" if bench == "OCRBench" else ""
+            typer.echo(f"{bench}\t{shown:.2f}{extra}")
+        if missing:
+            typer.echo(f"{missing} question(s) without a prediction counted as empty answers")
+        if details:
+            typer.echo(json.dumps(breakdowns(qs, preds), indent=1, sort_keys=True))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -201,7 +201,7 @@ class MLLM(nn.Module):
 def train_stage(
     model: MLLM,
     examples: Sequence[tuple[str, str, str]],
-    features: dict[str, Tensor] | None,
+    features: Mapping[str, Tensor] | None,  # a dict, or the on-disk eval.feature_cache
     params: list[nn.Parameter],
     *,
     lr: float,

@@ -27,6 +27,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +37,21 @@ from webssl_cli import device as dev
 from webssl_cli.errors import UserError
 from webssl_cli.eval import metrics as M
 from webssl_cli.eval.benchmarks import Question, example_values, load_directory
+from webssl_cli.eval.chat import Conversation, chat_generate, has_template
+from webssl_cli.eval.feature_cache import disk_features
 from webssl_cli.eval.features import extract
 from webssl_cli.eval.mllm import MLLM, tiny_llama, train_stage
+from webssl_cli.eval.mllm_dist import train_stage_chat
 from webssl_cli.eval.synth_vqa import Example, load_synthetic
 from webssl_cli.outcomes import Outcome, examples_path, write_outcomes
 from webssl_cli.rundir import atomic_write_bytes, atomic_write_json, read_json
 from webssl_cli.specs.evals import VqaEval
 
-# Settings that change the encoder's side only; everything else keys the blind twin.
-_ENCODER_ONLY = ("name", "threads", "encoder", "image_size", "dataset", "max_images")
+# Settings that change the encoder's side only (with how its features are stored, and what
+# only the plan reads); everything else keys the blind twin.
+_ENCODER_ONLY = ("name", "threads", "encoder", "image_size", "dataset", "max_images",
+                 "feature_cache", "feature_dtype", "feature_shard", "stage1_samples",
+                 "stage2_samples", "plan_text_tokens")  # fmt: skip
 
 
 def run_vqa(
@@ -74,7 +81,10 @@ def run_vqa(
     t = time.time()
     feat_path = cache / "features.pt"
     keys = sorted(images)
-    if feat_path.exists():
+    features: Mapping[str, torch.Tensor]
+    if cfg.feature_cache == "disk":  # sharded half-precision files, read an image at a time
+        features = disk_features(cache / "features", cfg, encoder, images, keys, image_size)
+    elif feat_path.exists():
         features = torch.load(feat_path, weights_only=True)
     else:
         f = extract(
@@ -256,7 +266,7 @@ def _tokenizer_and_lm(cache: Path, cfg: VqaEval, texts: list[str]) -> tuple[Any,
 def _train_and_answer(
     cache: Path,
     cfg: VqaEval,
-    features: dict[str, torch.Tensor] | None,
+    features: Mapping[str, torch.Tensor] | None,
     stage1: list[Example],
     stage2: list[Example],
     test: list[Question],
@@ -269,6 +279,9 @@ def _train_and_answer(
         f"{q.prompt()} answer:" for q in test
     ]
     tokenizer, lm = _tokenizer_and_lm(cache, cfg, texts)
+    # the LM's own chat template when it has one: conversations laid out by eval.chat
+    use_chat = cfg.chat_template and has_template(tokenizer)
+    fit = train_stage_chat if use_chat else train_stage
     vis_dim = 1 if features is None else next(iter(features.values())).shape[-1]
     model = MLLM(lm, tokenizer, vis_dim, cfg.tokens, cfg.adapter_depth).to(dev.pick_device())
     s1 = (
@@ -294,7 +307,7 @@ def _train_and_answer(
         if s1 > 0:
             t = time.time()
             model.lm.requires_grad_(False)
-            loss1 = train_stage(model, stage1, features, list(model.adapter.parameters()),
+            loss1 = fit(model, stage1, features, list(model.adapter.parameters()),
                                 lr=cfg.stage1_lr, batch=cfg.stage1_batch, steps=s1, seed=cfg.seed)  # fmt: skip
             losses["stage1"] = None if math.isnan(loss1) else loss1
             timings["stage1_s"] = time.time() - t
@@ -303,7 +316,7 @@ def _train_and_answer(
         params = list(model.lm.parameters())
         if features is not None:
             params = list(model.adapter.parameters()) + params
-        loss2 = train_stage(model, stage2, features, params, lr=cfg.stage2_lr,
+        loss2 = fit(model, stage2, features, params, lr=cfg.stage2_lr,
                             batch=cfg.stage2_batch, steps=s2, seed=cfg.seed + 1)  # fmt: skip
         losses["stage2"] = None if math.isnan(loss2) else loss2
         timings["stage2_s"] = time.time() - t
@@ -323,7 +336,14 @@ def _train_and_answer(
         for i in range(0, len(todo), cfg.batch_size):
             qs = todo[i : i + cfg.batch_size]
             patches = None if features is None else torch.stack([features[q.image] for q in qs])
-            answers = model.generate(patches, [q.prompt() for q in qs], cfg.max_new_tokens)
+            if use_chat:
+                convs = [
+                    Conversation.qa(None if patches is None else q.image, q.prompt()) for q in qs
+                ]
+                rows = [None] * len(qs) if patches is None else list(patches)
+                answers = chat_generate(model, convs, rows, cfg.max_new_tokens)
+            else:
+                answers = model.generate(patches, [q.prompt() for q in qs], cfg.max_new_tokens)
             for q, a in zip(qs, answers, strict=True):
                 predictions[q.id] = a
                 out.write(json.dumps({"id": q.id, "prediction": a}) + "\n")

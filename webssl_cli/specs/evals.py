@@ -105,7 +105,42 @@ class VqaEval(_EvalBase):
     """Tiny LM only: decoder layers."""
     lm_heads: int = Field(4, ge=1)
     """Tiny LM only: attention heads."""
+    # ---- placement, precision, feature storage, prompts (the paper's scale) ----
+    placement: Literal["auto", "single", "ddp", "fsdp"] = "auto"
+    """Stage 2 over the job's ranks: 'fsdp' shards the LM (FSDP2, one unit per decoder layer),
+    'ddp' replicates it, 'single' is one process. 'auto': fsdp when the job has several ranks
+    and the LM has at least ``AUTO_FSDP_LM_PARAMS`` parameters, else ddp (single at one rank).
+    Precision follows the device module: bf16 autocast on CUDA, fp32 on CPU."""
+    activation_checkpointing: bool | None = None
+    """Recompute each decoder layer in backward; None: on under fsdp, off otherwise."""
+    feature_cache: Literal["memory", "disk"] = "memory"
+    """Frozen features held in memory (small suites), or written once to sharded half-precision
+    files under the eval's cache directory and read an image at a time (resumable)."""
+    feature_dtype: Literal["fp16", "bf16"] = "fp16"
+    """Precision of the on-disk feature cache."""
+    feature_shard: int = Field(1024, ge=1)
+    """Images per on-disk feature shard (the unit a killed build redoes)."""
+    chat_template: bool = True
+    """Lay prompts out with the LM's own chat template when its tokenizer has one (Llama-3
+    Instruct in the paper); False, or a tokenizer without one: ``[BOS] <image> question answer:``."""
+    stage1_samples: int | None = Field(None, ge=0)
+    """Planning only: stage-1 examples (Cambrian's adapter data, ~1.2M); None: steps x batch."""
+    stage2_samples: int | None = Field(None, ge=0)
+    """Planning only: stage-2 examples (Cambrian-7M: ~7M); None: steps x batch."""
+    plan_text_tokens: int = Field(256, ge=1)
+    """Planning only: text tokens per example beside the visual ones."""
 
 
 EvalConfig = Annotated[KnnEval | LinearEval | VqaEval, Field(discriminator="task")]
 EVAL_TASKS = ("knn", "linear", "vqa")
+AUTO_FSDP_LM_PARAMS = 1_000_000_000
+"""VQA ``placement: auto`` shards LMs of this size and above (1B: 16 GB of fp32 states + AdamW)."""
+
+
+def resolve_placement(placement: str, world: int, lm_params: int) -> str:
+    """The stage-2 strategy for ``placement`` on ``world`` ranks with an LM of ``lm_params``."""
+    if placement != "auto":
+        return placement
+    if world <= 1:
+        return "single"
+    return "fsdp" if lm_params >= AUTO_FSDP_LM_PARAMS else "ddp"

@@ -6,12 +6,13 @@ JSON output (stable, documented in the README)::
      "cells": [{"uid", "model", "params", "head_params", "samples_seen", "data_filter",
                 "batch_size", "iterations", "flops_per_sample", "flops", "gpu_hours",
                 "checkpoint_bytes", "stages": [str], "axes": {...},
+                "evals": {"eval/<vqa name>": estimate (study/vqa_cost.py)}, "eval_gpu_hours",
                 "memory": {"gpus", "strategy", "micro_batch", "accumulation",
                            "activation_checkpointing": bool, "auto": [str], "memory_bytes",
                            "memory_parts": {params, grads, optimizer, teacher, gathered,
                                             activations, logits, reserve},
                            "memory_fits": bool | null, "memory_fix": str}}],
-     "totals": {"cells", "flops", "gpu_hours", "checkpoint_bytes"}}
+     "totals": {"cells", "flops", "gpu_hours", "checkpoint_bytes", "eval_gpu_hours"}}
 
 ``micro_batch`` and ``activation_checkpointing`` are what the cell's training will use: the
 study's values, or for those it leaves at 'auto' (listed in ``auto``) the values chosen to fit
@@ -25,12 +26,14 @@ import io
 import json
 from typing import Any
 
-from webssl_cli.specs.compute import estimate
+from webssl_cli.specs.compute import backbone_forward_flops, estimate
+from webssl_cli.specs.evals import VqaEval
 from webssl_cli.specs.registry import get_model
 from webssl_cli.specs.train import TrainConfig
 from webssl_cli.specs.units import format_count
 from webssl_cli.study.loader import LoadedStudy
 from webssl_cli.study.memory import choose_operational, plan_memory, resolve_train
+from webssl_cli.study.vqa_cost import price_vqa
 
 DEFAULT_PEAK_TFLOPS = 989.0  # H100/H200 SXM dense bf16
 DEFAULT_MFU = 0.4
@@ -119,6 +122,7 @@ def plan_rows(
         for name in loaded.study.data.filters
     }
     rows: list[dict[str, Any]] = []
+    eval_cost: dict[tuple[str, int], dict[str, Any]] = {}  # per (model, train config)
     for cell in loaded.cells:
         cfg = cfg_cache.get(id(cell.train))
         if cfg is None:
@@ -133,6 +137,9 @@ def plan_rows(
                 get_model(cell.model), cfg, gpus_of.get(cell.model, 1), gpu_memory_gb, max_gpus
             )
         mem = memory[key]
+        if key not in eval_cost:
+            eval_cost[key] = price_evals(loaded, cell.model, cfg, gpus_of.get(cell.model, 1),
+                                         gpu_memory_gb, peak_tflops, mfu)  # fmt: skip
         iterations = -(-cell.samples_seen // cfg.batch_size)
         scale = iterations / unit.iterations  # unit: one step
         est = unit
@@ -154,6 +161,10 @@ def plan_rows(
                 "stages": stages,
                 "axes": cell.axes,
                 "memory": mem,  # shared by the cells of one (model, config): one key a row
+                "evals": eval_cost[key],
+                "eval_gpu_hours": sum(
+                    e.get("gpu_hours_total") or 0.0 for e in eval_cost[key].values()
+                ),
             }
         )
     totals = {
@@ -161,6 +172,7 @@ def plan_rows(
         "flops": sum(r["flops"] for r in rows),
         "gpu_hours": sum(r["gpu_hours"] for r in rows),
         "checkpoint_bytes": sum(r["checkpoint_bytes"] for r in rows),
+        "eval_gpu_hours": sum(r["eval_gpu_hours"] for r in rows),
     }
     return {
         "study": loaded.study.name,
@@ -170,6 +182,26 @@ def plan_rows(
         "cells": rows,
         "totals": totals,
     }
+
+
+def price_evals(
+    loaded: LoadedStudy, model: str, cfg: TrainConfig, gpus: int, gpu_memory_gb: float,
+    peak_tflops: float, mfu: float,
+) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """The VQA evaluations' estimates (``study/vqa_cost.py``) by stage, for one model."""
+    out = {}
+    for ev in loaded.evals:
+        if ev["task"] != "vqa":
+            continue
+        vcfg = VqaEval.model_validate(ev)
+        n = [x for x in (vcfg.stage1_samples, vcfg.stage2_samples) if x is not None]
+        size = vcfg.image_size or cfg.crops.global_size
+        out[f"eval/{vcfg.stage_name}"] = price_vqa(
+            vcfg, gpus=gpus, gpu_memory_gb=gpu_memory_gb, peak_tflops=peak_tflops, mfu=mfu,
+            encoder_forward_flops=backbone_forward_flops(get_model(model), size),
+            images=sum(n) if n else None,
+        )  # fmt: skip
+    return out
 
 
 def _extra_axes(plan: dict[str, Any]) -> list[str]:
@@ -202,6 +234,7 @@ def to_table(plan: dict[str, Any]) -> str:
         "iters",
         "FLOPs",
         "GPU-h",
+        "eval GPU-h",
         "ckpt GB",
         "GPUs",
         "micro",
@@ -222,6 +255,7 @@ def to_table(plan: dict[str, Any]) -> str:
                 format_count(r["iterations"]),
                 f"{r['flops']:.3g}",
                 _num(r["gpu_hours"]),
+                _num(r["eval_gpu_hours"]),
                 _num(r["checkpoint_bytes"] / 1e9),
                 r["memory"]["gpus"],
                 _micro(r["memory"]),
@@ -244,6 +278,7 @@ def to_table(plan: dict[str, Any]) -> str:
             "",
             f"{t['flops']:.3g}",
             _num(t["gpu_hours"]),
+            _num(t["eval_gpu_hours"]),
             _num(t["checkpoint_bytes"] / 1e9),
             "",
             "",
@@ -302,6 +337,7 @@ def to_csv(plan: dict[str, Any]) -> str:
         "flops_per_sample",
         "flops",
         "gpu_hours",
+        "eval_gpu_hours",
         "checkpoint_bytes",
         "stages",
     ]
