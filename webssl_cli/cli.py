@@ -56,8 +56,23 @@ def _build() -> None:
 _build()
 
 
+# The machine, not the input: a full disk, a quota, a read-only or lost file system. Said on
+# one line with the file and the system's reason, instead of a traceback that hides it.
+_SYSTEM_ERRNOS = {"ENOSPC", "EDQUOT", "EROFS", "EIO", "EACCES", "EPERM", "ESTALE", "EMFILE"}
+
+
 def main() -> None:
-    app()
+    import errno
+    import sys
+
+    try:
+        app()
+    except OSError as exc:
+        if errno.errorcode.get(exc.errno or 0) not in _SYSTEM_ERRNOS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"Error: {where}{exc.strerror or exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ newest checkpoint, checkpoints every step, writes status (samples seen / target)
 final backbone whose bytes depend on every step taken, so an interrupted-and-resumed run ends
 with the same bytes as an uninterrupted one only if the resume was exact.
 Knobs (environment): FAKE_STEPS (default 3), FAKE_STEP_S (seconds per step, default 0),
-FAKE_FAIL_MODEL (train of cells with that model raises).
+FAKE_FAIL_MODEL (train of cells with that model raises), FAKE_RUN_LOG (a file every stage
+invocation appends a line to, to count how often each stage ran).
 """
 
 from __future__ import annotations
@@ -20,8 +21,16 @@ from typing import Any
 from webssl_cli.rundir import CellDir, atomic_write_json, atomic_write_text
 
 
+def _log_run(what: str) -> None:
+    path = os.environ.get("FAKE_RUN_LOG")
+    if path:
+        with open(path, "a") as f:  # one short O_APPEND write per line: lines never interleave
+            f.write(f"{what} {os.getpid()}\n")
+
+
 def train_cell(cell_dir: Path) -> str:
     cd = CellDir(cell_dir)
+    _log_run(f"{cd.uid}:train")
     spec = cd.read_spec()
     if spec["model"] == os.environ.get("FAKE_FAIL_MODEL"):
         raise ValueError(
@@ -67,6 +76,7 @@ def train_cell(cell_dir: Path) -> str:
 
 def run_eval(cell_dir: Path, name: str) -> dict[str, Any]:
     cd = CellDir(cell_dir)
+    _log_run(f"{cd.uid}:eval/{name}")
     weights = cd.backbone_export.read_text()
     result = {
         "task": name,
@@ -95,6 +105,7 @@ def run_filter_shards(
 ) -> dict[str, Any]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _log_run(f"filter:{out.name}:{'all' if shard_ids is None else shard_ids}")
     if shard_ids is not None:
         for i in shard_ids:
             atomic_write_text(out / f"shard-{i}.done", "")

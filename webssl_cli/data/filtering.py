@@ -178,13 +178,42 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+_MARKER_KEYS = ("total", "kept", "skipped")
+
+
 def _done_markers(out_dir: Path, n_shards: int) -> dict[int, dict[str, Any]]:
+    """The done markers that read back whole; a damaged one (truncated, not JSON, missing its
+    counts) does not count as done, so that its shard is classified again."""
     out = {}
     for i in range(n_shards):
         p = out_dir / "done" / shard_name(i).replace(".tar", ".json")
-        if p.exists():
-            out[i] = read_json(p)
+        if not p.exists():
+            continue
+        try:
+            marker = read_json(p)
+        except (OSError, ValueError):
+            continue
+        if (
+            isinstance(marker, dict)
+            and all(k in marker for k in _MARKER_KEYS)
+            and isinstance(marker["skipped"], dict)
+            and all(isinstance(marker[k], int) for k in ("total", "kept"))
+        ):
+            out[i] = marker
     return out
+
+
+def _read_part(path: Path) -> Any:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        marker = path.parent.parent / "done" / path.name.replace(".parquet", ".json")
+        raise UserError(
+            f"{path}: unreadable keep-list part ({' '.join(str(exc).split())[:120]}); "
+            f"delete {marker} to classify that shard again"
+        ) from None
 
 
 def _finalise(out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
@@ -200,7 +229,7 @@ def _finalise(out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
         if len(markers) < n:
             return None
         parts = [
-            pq.read_table(out_dir / "parts" / shard_name(i).replace(".tar", ".parquet"))
+            _read_part(out_dir / "parts" / shard_name(i).replace(".tar", ".parquet"))
             for i in range(n)
         ]
         buf = io.BytesIO()

@@ -74,8 +74,10 @@ def chart(rng: np.random.Generator, w: int, h: int) -> tuple[Image.Image, dict[s
             xc = x0 + step * (i + 0.5)
             yv = y0 - (y0 - y1) * v / vmax
             if ctype == "bar":
+                # On a small image a short bar rounds to below the axis: draw it one pixel high.
                 draw.rectangle(
-                    [xc - step * 0.35, yv, xc + step * 0.35, y0 - 1], fill=rgb(colors[i])
+                    [xc - step * 0.35, min(yv, y0 - 1), xc + step * 0.35, y0 - 1],
+                    fill=rgb(colors[i]),
                 )
             pts.append((xc, yv))
             tw, th = P.text_size(lfont, lab)

@@ -213,6 +213,10 @@ def iter_samples(path: str | Path, problems: Problems | None = None) -> Iterator
                 if not info.isfile():
                     continue
                 key, ext = _split_name(info.name)
+                if not key.rsplit("/", 1)[-1]:
+                    # ".png" (no key): it names no sample, and an empty key has no output name.
+                    problems.add("non_image_member", f"{path}:{info.name}")
+                    continue
                 f = tar.extractfile(info)
                 data = f.read() if f is not None else b""
                 if len(data) != info.size:
@@ -238,11 +242,26 @@ def iter_samples(path: str | Path, problems: Problems | None = None) -> Iterator
 
 
 def _has_end_marker(path: str, offset: int) -> bool:
+    """The two zero blocks that close a tar follow ``offset`` (of the uncompressed stream: a
+    gzip/bz2/xz shard is read through its decompressor, or its last sample would be dropped)."""
+    import bz2
+    import gzip
+    import lzma
+
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb") as raw:
+            magic = raw.read(6)
+        opener: Any = open
+        if magic[:2] == b"\x1f\x8b":
+            opener = gzip.open
+        elif magic[:3] == b"BZh":
+            opener = bz2.open
+        elif magic == b"\xfd7zXZ\x00":
+            opener = lzma.open
+        with opener(path, "rb") as f:
             f.seek(offset)
             tail = f.read(1024)
-    except OSError:
+    except (OSError, EOFError, lzma.LZMAError):
         return False
     return len(tail) == 1024 and not tail.strip(b"\0")
 

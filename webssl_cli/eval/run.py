@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import socket
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ from webssl_cli.errors import UserError
 from webssl_cli.outcomes import Outcome, examples_path, write_outcomes
 from webssl_cli.rundir import CellDir, atomic_write_bytes, atomic_write_json, now_iso
 from webssl_cli.specs.evals import EvalConfig, KnnEval, LinearEval, VqaEval
+
+log = logging.getLogger(__name__)
 
 
 def eval_config(
@@ -159,10 +162,16 @@ def _features(cfg: KnnEval | LinearEval, encoder: Any, size: int, n_blocks: int,
     """Train/val features, labels, class names and val keys; cached at ``cache``."""
     import torch
 
-    from webssl_cli.eval.features import extract, load_labelled
+    from webssl_cli.eval.features import Features, extract, load_labelled
 
     if cache.exists():
-        return torch.load(cache, weights_only=False)  # type: ignore[no-any-return]
+        # Weights only: tensors (in Features records), labels and names; a cache that does not
+        # load that way (damaged, or planted to run code) is computed again.
+        try:
+            with torch.serialization.safe_globals([Features]):
+                return torch.load(cache, weights_only=True)  # type: ignore[no-any-return]
+        except Exception as exc:  # noqa: BLE001 - any unreadable cache is rebuilt
+            log.warning("feature cache %s does not load (%s); computing it again", cache, exc)
     train, val = load_labelled(source, cfg.max_images)
     blob = {
         "train": extract(encoder, train.images, size, n_blocks=n_blocks, batch_size=cfg.batch_size),

@@ -33,7 +33,8 @@ def cancel_study(study_dir: Path, only: list[str] | None = None) -> int:
             deadline = time.time() + 10
             while S.pid_alive(drv) and time.time() < deadline:
                 time.sleep(0.1)
-    entries = [CellDir(d).stage_status(stage) for _, _, d, stage in targets]
+    # A damaged status file reads as `corrupt` and is skipped: the other cells are cancelled.
+    entries = [CellDir(d).stage_status_or_corrupt(stage) for _, _, d, stage in targets]
     slurm = (
         S.SlurmStates(S.slurm_ids(entries))
         if any(e.get("executor") == "slurm" for e in entries)

@@ -87,6 +87,13 @@ def register(app: typer.Typer) -> None:
         set_: Annotated[
             list[str] | None, typer.Option("--set", help="Override a setting (as in `study plan`).")
         ] = None,
+        dry_run: Annotated[
+            bool,
+            typer.Option(
+                "--dry-run",
+                help="Print the stages (DAG) and the sbatch scripts; submit and write nothing.",
+            ),
+        ] = False,
     ) -> None:
         """Submit what the study still needs: skips finished stages, leaves running ones alone,
         resubmits failed ones up to --retries, submits new ones."""
@@ -101,6 +108,7 @@ def register(app: typer.Typer) -> None:
             max_parallel=max_parallel,
             retries=retries,
             overrides=list(set_ or []),
+            dry_run=dry_run,
         )
         try:
             report = run_study(study, opts, echo=typer.echo)

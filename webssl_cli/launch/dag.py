@@ -84,7 +84,7 @@ class Node:
             CellDir(self.status_dir).eval_json(self.eval_name).unlink(missing_ok=True)
         else:
             for p in self.status_dir.glob("*"):
-                if p.name not in ("status.json", ".status.lock"):
+                if p.name not in ("status.json", "status.json.bak", ".status.lock"):
                     shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(
                         missing_ok=True
                     )

@@ -15,12 +15,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from webssl_cli.launch.lock import LOCK_FD_ENV, PID_NAME, write_pid_file
 from webssl_cli.launch.options import opts_json
 from webssl_cli.rundir import atomic_write_text
 
 
-def spawn_driver(run: Any, study_path: str | Path, opts: Any) -> int:
-    """Start a detached local driver that carries the run on after this command returns."""
+def spawn_driver(run: Any, study_path: str | Path, opts: Any, lock_fd: int) -> int:
+    """Start a detached local driver that carries the run on after this command returns.
+
+    The child inherits ``lock_fd``, the open file that holds the study's lock: the lock passes
+    to it without a gap in which another run could take the study.
+    """
     study_dir = run.study_dir
     launch = study_dir / ".launch"
     launch.mkdir(parents=True, exist_ok=True)
@@ -42,10 +47,11 @@ def spawn_driver(run: Any, study_path: str | Path, opts: Any) -> int:
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        env={**os.environ, "WEBSSL_DRIVER": "1"},
+        pass_fds=(lock_fd,),
+        env={**os.environ, "WEBSSL_DRIVER": "1", LOCK_FD_ENV: str(lock_fd)},
     )
     log.close()
     # The child writes the pid file itself; write it here too so that a second `study run`
     # right away sees the run in progress.
-    atomic_write_text(launch / "driver.pid", f"{proc.pid} webssl\n")
+    write_pid_file(launch / PID_NAME, proc.pid)
     return proc.pid

@@ -24,6 +24,7 @@ class RunOptions:
     poll_s: float = 2.0
     progress: bool = True
     post_hooks: bool = True
+    dry_run: bool = False
 
 
 @dataclass
@@ -45,4 +46,4 @@ class RunReport:
 
 def opts_json(opts: RunOptions) -> dict[str, Any]:
     d = asdict(opts)
-    return {k: v for k, v in d.items() if k not in ("progress",)}
+    return {k: v for k, v in d.items() if k not in ("progress", "dry_run")}

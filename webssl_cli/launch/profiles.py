@@ -37,7 +37,7 @@ SHELL_HINT = "only letters, digits and _ . , : @ % / + = - are allowed"
 
 def check_safe(value: str, what: str, pattern: re.Pattern[str] = _SAFE_NAME) -> str:
     """Return ``value`` when it cannot inject shell into an sbatch file, else raise ValueError."""
-    if not pattern.match(value):
+    if not pattern.fullmatch(value):
         raise ValueError(
             f"{what} {value!r} contains characters a shell would interpret; {SHELL_HINT}"
         )
@@ -156,7 +156,7 @@ class Profile(Frozen):
     @classmethod
     def _sbatch(cls, v: list[str]) -> list[str]:
         for line in v:
-            if not _SBATCH_LINE.match(line):
+            if not _SBATCH_LINE.fullmatch(line):
                 raise ValueError(
                     f"sbatch option {line!r} is not '--flag' or '--flag=value' of plain characters; {SHELL_HINT}"
                 )
@@ -263,7 +263,7 @@ def find_profile(name: str, near: Path | None = None) -> Path | None:
         if not path.is_file():
             raise UserError(f"--profile: {name}: no such file")
         return path
-    check_name = _SAFE_NAME.match(name)
+    check_name = _SAFE_NAME.fullmatch(name)
     for d in _search_dirs(near):
         cand = d / f"{name}.yaml"
         if check_name and cand.is_file():
@@ -352,10 +352,18 @@ def load_profile(name: str, near: Path | None = None) -> Profile:
     path = find_profile(name, near)
     if path is None:
         return Profile(name="local", description="built-in: this machine")
+    from webssl_cli.study.yamlfile import check_yaml_aliases, check_yaml_text
+
     try:
         text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{path}: not UTF-8 text (byte {exc.start}); save the profile as UTF-8"
+        ) from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read the profile: {exc.strerror}") from None
+    check_yaml_text(text, path, "profile")
+    check_yaml_aliases(text, path)
     return parse_profile(text, str(path), path.stem)
 
 

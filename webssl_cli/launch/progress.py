@@ -7,6 +7,7 @@ scheduler with timeouts (``state.py``), so neither can hang on a job SLURM lost.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -94,21 +95,30 @@ def _eta(entry: dict[str, Any]) -> float | None:
 def _error(state: str, entry: dict[str, Any], obs: S.Observed) -> str | None:
     if state == "unknown":
         return obs.error
-    return entry.get("error") if state in ("failed", "cancelled", "diverged") else None
+    return entry.get("error") if state in ("failed", "cancelled", "diverged", "corrupt") else None
 
 
 def collect(study_dir: Path) -> list[Row]:
     targets = stage_targets(study_dir)
-    entries = [CellDir(d).stage_status(stage) for _, _, d, stage in targets]
+    entries = [CellDir(d).stage_status_or_corrupt(stage) for _, _, d, stage in targets]
     slurm = (
         S.SlurmStates(S.slurm_ids(entries))
         if any(e.get("executor") == "slurm" for e in entries)
         else None
     )
+    # While a run holds the study, it alone writes what it finds: from outside, a local job
+    # between fork and exec, or a stage claimed a moment before its job id is recorded, looks
+    # lost, and writing that back would make the run submit the stage a second time.
+    from webssl_cli.launch.lock import StudyLock
+
+    outsider = StudyLock.busy(study_dir) and S.driver_pid(study_dir) != os.getpid()
     rows = []
     for (cell, axes, d, stage), entry in zip(targets, entries, strict=True):
         obs = S.observe(entry, slurm, study_dir)
-        entry = S.reconcile(d, stage, entry, obs)
+        if outsider and obs.state == "lost":
+            obs = S.Observed(str(entry.get("state", "pending")), None, "file")
+        elif not outsider:
+            entry = S.reconcile(d, stage, entry, obs)
         state = (
             obs.state
             if obs.state in ("queued", "running", "unknown")
@@ -164,7 +174,7 @@ def totals(rows: list[Row]) -> dict[str, Any]:
     for states in cells.values():
         if all(s in ("done", "diverged") for s in states):
             out["done"] += 1
-        elif any(s in ("failed", "cancelled") for s in states) and not any(
+        elif any(s in ("failed", "cancelled", "corrupt") for s in states) and not any(
             s in ("running", "queued") for s in states
         ):
             out["failed"] += 1

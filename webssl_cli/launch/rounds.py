@@ -17,6 +17,7 @@ from webssl_cli.launch import state as S
 from webssl_cli.launch.cancel import cancel_study
 from webssl_cli.launch.dag import Node, array_chunks, build_dag, shard_groups
 from webssl_cli.launch.executors import make_executor, submission_env
+from webssl_cli.launch.lock import process_start
 from webssl_cli.launch.options import Echo, RunOptions, RunReport
 from webssl_cli.launch.profiles import Profile
 from webssl_cli.launch.selection import select_nodes
@@ -57,7 +58,7 @@ class Run:
     # -- state -------------------------------------------------------------------------
     def entries(self) -> dict[str, dict[str, Any]]:
         """Every node's status entry, reconciled with the scheduler (one squeue/sacct call)."""
-        raw = {n.key: CellDir(n.status_dir).stage_status(n.stage) for n in self.nodes}
+        raw = {n.key: CellDir(n.status_dir).stage_status_or_corrupt(n.stage) for n in self.nodes}
         slurm = (
             S.SlurmStates(S.slurm_ids(raw.values()))
             if any(e.get("executor") == "slurm" for e in raw.values())
@@ -84,6 +85,9 @@ class Run:
             st = entry.get("observed", entry.get("state", "pending"))
             if node.key in submitted_now:
                 decisions[node.key] = Decision("inflight", entry)
+                continue
+            if st == "corrupt":  # reported, never resubmitted: its history would be lost
+                decisions[node.key] = Decision("dead", entry, entry.get("error") or "corrupt")
                 continue
             if node.key not in self.selected:
                 decisions[node.key] = Decision(
@@ -131,14 +135,17 @@ class Run:
                 ids.append(str(job))
         return "afterok:" + ":".join(ids) if ids else None
 
-    def submit(self, node: Node, entry: dict[str, Any], dependency: str | None) -> str:
+    def submit(self, node: Node, entry: dict[str, Any], dependency: str | None) -> str | None:
+        """Claim the stage and submit it; None (nothing submitted) when the stage changed since
+        ``entry`` was read: another submitter, a job or a manual re-run got there first."""
         cd = CellDir(node.status_dir)
         attempts = int(entry.get("attempts") or 0) + 1
-        history = list(entry.get("job_ids") or [])
         # Written before submitting: a local job starts at once and writes `running` itself;
-        # the fields below (job id, log) must not overwrite what it wrote.
-        cd.update_stage(
+        # the fields below (job id, log) must not overwrite what it wrote. The claim is a
+        # compare-and-set on the stage's version under the cell's lock.
+        claimed = cd.claim_stage(
             node.stage,
+            entry.get("rev"),
             state="queued",
             attempts=attempts,
             executor=self.executor,
@@ -149,6 +156,9 @@ class Run:
             ended=None,
             spec_hash=node.spec_hash(),
         )
+        if claimed is None:
+            self.echo(f"{node.key}: changed by another run meanwhile; not submitted again")
+            return None
         with profile_env(self.profile):
             if node.kind == "filter" and self.executor == "slurm":
                 job_id, log = self._submit_filter_arrays(node, dependency)
@@ -167,7 +177,7 @@ class Run:
                 job_id, log = str(job.job_id), str(job.paths.stdout)
                 if self.executor == "debug":
                     self._run_debug(job)
-        cd.update_stage(node.stage, job=job_id, job_ids=history + [job_id], log=log)
+        cd.record_job(node.stage, job_id, log=log)
         self.report.submitted.append(node.key)
         return job_id
 
@@ -214,6 +224,7 @@ class Run:
             executor=self.executor,
             job=None,
             driver=os.getpid(),
+            driver_start=process_start(os.getpid()),
             error=None,
         )
 
@@ -243,6 +254,9 @@ class Run:
                 d.entry,
                 self.dependency(node, entries, submitted_now) if self.executor == "slurm" else None,
             )
+            if job_id is None:
+                decisions[node.key] = Decision("inflight", d.entry)
+                continue
             count += 1
             if self.executor == "local":
                 inflight_local += 1

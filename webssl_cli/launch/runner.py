@@ -25,6 +25,7 @@ from webssl_cli.launch import state as S
 from webssl_cli.launch.dag import build_dag
 from webssl_cli.launch.driver import spawn_driver
 from webssl_cli.launch.executors import check_local_resources, slurm_parameters
+from webssl_cli.launch.lock import PID_NAME, StudyLock, write_pid_file
 from webssl_cli.launch.options import Echo, RunOptions, RunReport, opts_json
 from webssl_cli.launch.postrun import post_run, say_result
 from webssl_cli.launch.prepare import prepare_sources
@@ -32,7 +33,6 @@ from webssl_cli.launch.profiles import Profile, load_profile
 from webssl_cli.launch.rounds import Run
 from webssl_cli.launch.selection import select_nodes
 from webssl_cli.launch.snapshot import record_run, snapshot_code
-from webssl_cli.rundir import atomic_write_text
 
 __all__ = ["RunOptions", "RunReport", "check_writable", "resolve", "run_study"]
 
@@ -79,31 +79,82 @@ def run_study(
     study_path: str | Path, opts: RunOptions | None = None, echo: Echo = print
 ) -> RunReport:
     """Submit what the study still needs (see the module docstring); returns what happened."""
-    from webssl_cli.study.materialize import write_cells
-    from webssl_cli.study.plan import resolve_operational
-
     opts = opts or RunOptions()
     loaded, profile, executor = resolve(study_path, opts)
     study_dir: Path = loaded.output_dir
-    live = S.driver_pid(study_dir)
-    if executor == "local" and live is not None and live != os.getpid():
-        report = RunReport(executor=executor, study_dir=study_dir, driver_pid=live)
-        echo(
-            f"a local run of this study is in progress (driver pid {live}); `webssl study status {study_dir}` follows it"
-        )
-        if opts.wait:  # attach: follow the driver until it is done
-            from webssl_cli.launch.progress import collect, totals
+    if opts.dry_run:
+        from webssl_cli.launch.dryrun import dry_run
 
-            last = ""
-            while S.driver_pid(study_dir) is not None:
-                t = totals(collect(study_dir))
-                line = f"cells {t['done']}/{t['cells']} done, {t['running']} running, {t['queued']} queued, {t['failed']} failed"
-                if line != last and opts.progress:
-                    echo(line)
-                last = line
-                time.sleep(opts.poll_s)
-            report.driver_pid = None
-        return report
+        dry_run(loaded, profile, executor, opts, echo)
+        return RunReport(executor=executor, study_dir=study_dir)
+    # The study's lock comes before any other write and is held to the end of the run (by the
+    # detached driver when there is one): two runs never decide on the same stages at once.
+    lock = StudyLock.acquire(study_dir)
+    if lock is None:
+        return _attach(study_dir, executor, opts, echo)
+    try:
+        return _run_locked(study_path, loaded, profile, executor, opts, echo, lock)
+    finally:
+        lock.release()
+
+
+def _attach(study_dir: Path, executor: str, opts: RunOptions, echo: Echo) -> RunReport:
+    """Another run holds the study: say so, and with --wait follow it until it is done."""
+    live = S.driver_pid(study_dir)
+    report = RunReport(executor=executor, study_dir=study_dir, driver_pid=live)
+    who = f"driver pid {live}" if live is not None else "another `webssl study run`"
+    echo(
+        f"a run of this study is in progress ({who}); `webssl study status {study_dir}` follows it"
+    )
+    if opts.wait:
+        from webssl_cli.launch.progress import collect, totals
+
+        last = ""
+        while StudyLock.busy(study_dir):
+            t = totals(collect(study_dir))
+            line = f"cells {t['done']}/{t['cells']} done, {t['running']} running, {t['queued']} queued, {t['failed']} failed"
+            if line != last and opts.progress:
+                echo(line)
+            last = line
+            time.sleep(opts.poll_s)
+        report.driver_pid = None
+    return report
+
+
+def _run_locked(
+    study_path: str | Path,
+    loaded: Any,
+    profile: Profile,
+    executor: str,
+    opts: RunOptions,
+    echo: Echo,
+    lock: StudyLock,
+) -> RunReport:
+    study_dir: Path = loaded.output_dir
+    pid_file = study_dir / ".launch" / PID_NAME
+    own_pid_file = executor == "local"
+    if own_pid_file:
+        write_pid_file(pid_file)
+    try:
+        return _run_body(study_path, loaded, profile, executor, opts, echo, lock)
+    finally:
+        if own_pid_file and S.driver_pid(study_dir) in (os.getpid(), None):
+            pid_file.unlink(missing_ok=True)
+
+
+def _run_body(
+    study_path: str | Path,
+    loaded: Any,
+    profile: Profile,
+    executor: str,
+    opts: RunOptions,
+    echo: Echo,
+    lock: StudyLock,
+) -> RunReport:
+    from webssl_cli.study.materialize import write_cells
+    from webssl_cli.study.plan import resolve_operational
+
+    study_dir: Path = loaded.output_dir
     resolve_operational(loaded, profile)  # 'auto' micro-batch / checkpointing, as planned
     write_cells(loaded)
     prepare_sources(loaded, echo)
@@ -117,7 +168,7 @@ def run_study(
         if not todo:
             say_result(run, echo)
             return run.report
-        run.report.driver_pid = spawn_driver(run, study_path, opts)
+        run.report.driver_pid = spawn_driver(run, study_path, opts, lock.fd)
         run.report.submitted = todo
         echo(
             f"submitted {len(todo)} stage(s) to a local driver (pid {run.report.driver_pid}, up to "
@@ -131,18 +182,10 @@ def run_study(
         profile.model_dump(mode="json"),
         {"study": str(Path(study_path).absolute()), **opts_json(opts), "executor": executor},
     )
-    pid_file = study_dir / ".launch" / "driver.pid"
-    own_pid_file = executor == "local"
-    if own_pid_file:
-        atomic_write_text(pid_file, f"{os.getpid()} webssl\n")
-    try:
-        if opts.wait or executor == "debug":
-            run.follow() if opts.wait else run.submit_once()
-        else:
-            run.submit_once()
-    finally:
-        if own_pid_file:
-            pid_file.unlink(missing_ok=True)
+    if opts.wait or executor == "debug":
+        run.follow() if opts.wait else run.submit_once()
+    else:
+        run.submit_once()
     say_result(run, echo)
     if (
         opts.wait

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from webssl_cli.rundir import TERMINAL_STATES, CellDir, now_iso
+from webssl_cli.rundir import CORRUPT, TERMINAL_STATES, CellDir, now_iso
 
 SCHED_TIMEOUT_S = 10.0
 LOST_AFTER_S = 120.0  # a submitted job SLURM has never reported for this long is lost
@@ -145,17 +145,30 @@ def local_job_alive(pid: int) -> bool:
 
 
 def driver_pid(study_dir: Path) -> int | None:
-    """The pid of the live local driver of this study, or None."""
-    try:
-        pid = int((study_dir / ".launch" / "driver.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid if pid == os.getpid() or pid_alive(pid) else None
+    """The pid of the live local driver of this study, or None. The pid file records the
+    process's start time: a pid the system has since given to another process is not it."""
+    from webssl_cli.launch.lock import PID_NAME, live_pid
+
+    return live_pid(study_dir / ".launch" / PID_NAME)
+
+
+def _driver_alive(entry: dict[str, Any]) -> bool:
+    from webssl_cli.launch.lock import process_start
+
+    drv = int(entry["driver"])
+    if drv == os.getpid():
+        return True
+    start = entry.get("driver_start")
+    if start is not None:
+        return process_start(drv) == int(start)
+    return pid_alive(drv, "webssl")
 
 
 def observe(entry: dict[str, Any], slurm: SlurmStates | None, study_dir: Path) -> Observed:
     """The real state of one stage given its status entry (see module docstring)."""
     state = entry.get("state", "pending")
+    if state == CORRUPT:
+        return Observed(CORRUPT, entry.get("error"), "file")
     if state == "failed" and entry.get("job"):
         # A job may record `failed` and still go on: submitit requeues it after USR2 (under
         # the same id). While the scheduler still has it, it is in flight.
@@ -170,7 +183,7 @@ def observe(entry: dict[str, Any], slurm: SlurmStates | None, study_dir: Path) -
         # Queued in a local driver (waiting for its inputs or a free slot), or a submission
         # that died between recording `queued` and getting a job id.
         drv = entry.get("driver")
-        if executor == "local" and drv and (int(drv) == os.getpid() or pid_alive(int(drv))):
+        if executor == "local" and drv and _driver_alive(entry):
             return Observed("queued", None, "driver")
         return Observed("lost", "never submitted (the run that queued it is gone)", "driver")
     if executor == "slurm" and job:

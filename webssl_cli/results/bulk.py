@@ -9,6 +9,7 @@ from typing import Any
 _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
             "UINTEGER", "UBIGINT", "FLOAT", "DOUBLE", "DECIMAL")  # fmt: skip
 _METRIC_KEYS = ("step", "samples_seen", "time")
+_FILE_COL = "__webssl_source_file"
 _EMPTY_LONG = ("SELECT NULL::VARCHAR AS uid, NULL::BIGINT AS step, NULL::BIGINT AS samples_seen, "
                "NULL::DOUBLE AS time, NULL::VARCHAR AS name, NULL::DOUBLE AS value WHERE false")  # fmt: skip
 
@@ -16,11 +17,24 @@ _EMPTY_LONG = ("SELECT NULL::VARCHAR AS uid, NULL::BIGINT AS step, NULL::BIGINT 
 # ---- metrics (bulk) --------------------------------------------------------------------------
 def _read_metrics(con: Any, paths: list[str], table: str) -> None:
     """``CREATE TEMP TABLE table`` from the newline-delimited JSON files (raises on a bad one)."""
+    # records=true: a line that is not an object fails its file. The source file goes in a
+    # column of our own name, so that a metric called "filename" cannot collide with it.
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM read_json(?, "
-        "format='newline_delimited', union_by_name=true, filename=true)",
+        f"format='newline_delimited', records=true, union_by_name=true, filename='{_FILE_COL}')",
         [paths],
     )
+    # A step or sample count beyond BIGINT would become NULL without a word: fail its file.
+    cols = {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+    for key in ("step", "samples_seen"):
+        if key not in cols:
+            continue
+        bad = con.execute(
+            f'SELECT {_FILE_COL} FROM {table} WHERE "{key}" IS NOT NULL '
+            f'AND TRY_CAST("{key}" AS BIGINT) IS NULL LIMIT 1'
+        ).fetchall()
+        if bad:
+            raise ValueError(f"{bad[0][0]}: {key} is not an integer in range")
 
 
 def load_metrics(con: Any, files: dict[str, str]) -> dict[str, str]:
@@ -33,10 +47,7 @@ def load_metrics(con: Any, files: dict[str, str]) -> dict[str, str]:
         # Find the culprits file by file; the good ones are then read again in one batch.
         for p in paths:
             try:
-                con.execute(
-                    "SELECT count(*) FROM read_json(?, format='newline_delimited', sample_size=-1)",
-                    [p],
-                ).fetchall()
+                _read_metrics(con, [p], "_m_one")
             except Exception as exc:
                 bad[p] = " ".join(str(exc).split())[:200]
         good = [p for p in paths if p not in bad]
@@ -50,7 +61,7 @@ def load_metrics(con: Any, files: dict[str, str]) -> dict[str, str]:
         c
         for c, t in cols.items()
         if c not in _METRIC_KEYS
-        and c != "filename"
+        and c != _FILE_COL
         and t.split("(")[0] in (*_NUMERIC, "VARCHAR", "JSON")
     ]
 
@@ -65,7 +76,7 @@ def load_metrics(con: Any, files: dict[str, str]) -> dict[str, str]:
     )
     import pyarrow as pa
 
-    con.register("_m_files_arrow", pa.table({"filename": list(files), "uid": list(files.values())}))
+    con.register("_m_files_arrow", pa.table({_FILE_COL: list(files), "uid": list(files.values())}))
     con.execute("CREATE OR REPLACE TEMP TABLE _m_files AS SELECT * FROM _m_files_arrow")
     con.unregister("_m_files_arrow")
     if metric_cols:
@@ -82,9 +93,9 @@ def load_metrics(con: Any, files: dict[str, str]) -> dict[str, str]:
         con.execute(
             "CREATE OR REPLACE TEMP VIEW _m_long AS "
             "SELECT f.uid, u.step, u.samples_seen, u.time, u.name, u.value FROM ("
-            f"UNPIVOT (SELECT filename, {keys}, {values} FROM _m_raw) "
+            f"UNPIVOT (SELECT {_FILE_COL}, {keys}, {values} FROM _m_raw) "
             f"ON {', '.join(q(c) for c in metric_cols)} INTO NAME name VALUE value"
-            ") u JOIN _m_files f USING (filename)"
+            f") u JOIN _m_files f USING ({_FILE_COL})"
         )
     else:
         con.execute(f"CREATE OR REPLACE TEMP VIEW _m_long AS {_EMPTY_LONG}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,12 @@ def parse_cell(obj: Any, uid: str) -> dict[str, Any]:
 
 
 def _opt_int(v: Any) -> int | None:
-    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return None
+    # A BIGINT column: a count beyond it (or inf/NaN) makes the file bad, not the ingest.
+    if isinstance(v, float) and not math.isfinite(v) or not -(2**63) < v < 2**63:
+        raise BadFile(f"{v!r} is not an integer in range")
+    return int(v)
 
 
 def _opt_float(v: Any) -> float | None:

@@ -20,9 +20,19 @@ from typing import Any
 from webssl_cli.errors import UserError
 from webssl_cli.results.ingest import DB_NAME
 
-# Statement types a read-only query may run; everything else is refused before execution
-# (the connection is read-only as well, which also stops writes these types could smuggle).
+# Statement types a read-only query may run; everything else is refused before execution.
+# The connection itself is the real guard (read-only, no file system, configuration locked):
+# a SET or PRAGMA that would write a file or fetch an extension fails there.
 _READ_TYPES = ("SELECT", "EXPLAIN", "PRAGMA", "SET", "RELATION", "CALL")
+# No file, extension or setting beyond the database itself: `log_query_path`, profiling
+# output, read_text/glob/read_csv, COPY, ATTACH, EXPORT, INSTALL/LOAD all fail on this config.
+_LOCKED_DOWN = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "allow_community_extensions": False,
+    "lock_configuration": True,
+}
 _CATEGORY_ORDER = ("General", "Knowledge", "OCR & Chart", "Vision-Centric", "Average")
 
 
@@ -46,14 +56,21 @@ def db_path(study_dir: str | os.PathLike[str]) -> Path:
 
 @contextmanager
 def connect(study_dir: str | os.PathLike[str], read_only: bool = True) -> Iterator[Any]:
-    """A DuckDB connection to the study's database (read-only by default)."""
+    """A DuckDB connection to the study's database (read-only by default).
+
+    A read-only connection reaches nothing beyond the database file and cannot change its own
+    settings (``_LOCKED_DOWN``), so that SQL from the command line cannot write or read files.
+    """
     import duckdb
 
     db = db_path(study_dir)
     if read_only and not db.exists():
         raise UserError(f"{db}: no results database; run `webssl results ingest {study_dir}` first")
     try:
-        con = duckdb.connect(str(db), read_only=read_only)
+        if read_only:
+            con = duckdb.connect(str(db), read_only=True, config=dict(_LOCKED_DOWN))
+        else:
+            con = duckdb.connect(str(db), read_only=False)
     except duckdb.Error as exc:
         raise UserError(f"{db}: cannot open ({' '.join(str(exc).split())})") from None
     try:
@@ -72,6 +89,10 @@ def check_read_only(con: Any, sql: str) -> None:
         raise UserError(f"query: {' '.join(str(exc).split())}") from None
     if not statements:
         raise UserError("query: empty SQL; give a SELECT statement")
+    if len(statements) > 1:
+        raise UserError(
+            f"query: {len(statements)} statements given; more than one is refused, run one at a time"
+        )
     for st in statements:
         kind = str(st.type).rsplit(".", 1)[-1]
         if kind not in _READ_TYPES:
@@ -213,10 +234,16 @@ def write_frame(tbl: Any, fmt: str, out: Path | None) -> str | None:
 
     df = pl.from_arrow(tbl)
     assert isinstance(df, pl.DataFrame)
+    if out is not None and (out.is_dir() or not out.parent.is_dir()):
+        what = "is a directory" if out.is_dir() else f"its directory {out.parent} does not exist"
+        raise UserError(f"--out {out}: {what}; give a file path")
     if fmt == "parquet":
         if out is None:
             raise UserError("query: --format parquet needs --out FILE")
-        df.write_parquet(out)
+        try:
+            df.write_parquet(out)
+        except OSError as exc:
+            raise UserError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
         return None
     if fmt == "csv":
         text = df.write_csv()
@@ -229,6 +256,9 @@ def write_frame(tbl: Any, fmt: str, out: Path | None) -> str | None:
     if out is not None:
         from webssl_cli.rundir import atomic_write_text
 
-        atomic_write_text(out, text)
+        try:
+            atomic_write_text(out, text)
+        except OSError as exc:
+            raise UserError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
         return None
     return text

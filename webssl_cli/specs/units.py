@@ -28,6 +28,8 @@ def parse_count(value: object) -> int:
         raise ValueError(f"a count must be positive and finite, got {value!r}")
     if abs(number - round(number)) > 1e-6 * max(1.0, abs(number)):
         raise ValueError(f"a count must be a whole number, got {value!r}")
+    if number >= 1e15:  # the paper's largest budget is 8e9; counts are BIGINT columns downstream
+        raise ValueError(f"a count must be below 1e15, got {value!r}")
     return int(round(number))
 
 

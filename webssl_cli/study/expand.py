@@ -39,10 +39,9 @@ def read_axes(
         if not values:
             raise smap.error(("grid", axis), "empty axis; give at least one value")
         normal = [res.value(kinds[axis], v, ("grid", axis, i)) for i, v in enumerate(values)]
+        seen: dict[str, int] = {}  # canonical form -> first index (linear in the axis length)
         for j, v in enumerate(normal):
-            first = next(
-                i for i, w in enumerate(normal) if G.canonical_json(w) == G.canonical_json(v)
-            )
+            first = seen.setdefault(G.canonical_json(v), j)
             if first != j:
                 raise smap.error(
                     ("grid", axis, j),
@@ -118,6 +117,21 @@ def expand_grid(study: Study, res: Resolver, smap: SourceMap) -> Expansion:
     """The cells of the study's grid after zip, exclude and include."""
     axes, kinds = read_axes(study, res, smap)
     zips = zip_groups(study, axes, smap)
+    # The cap is checked on the product of the axis lengths, before any cell is built.
+    n_cells = 1
+    for length in G.factor_lengths(axes, zips):
+        n_cells *= length
+    for entry in study.include:  # an include may add the product of its value lists
+        added = 1
+        for value in entry.values():
+            added *= len(value) if isinstance(value, list) else 1
+        n_cells += added
+    if n_cells > study.max_cells:
+        raise smap.error(
+            ("grid",),
+            f"expands to {n_cells} cells, more than max_cells ({study.max_cells}); "
+            "shrink the grid or set max_cells",
+        )
     combos = G.expand_axes(axes, zips)
 
     for i, entry in enumerate(study.exclude):

@@ -71,6 +71,20 @@ class Cell:
         return [e.stage_name for e in self.spec.evals]
 
 
+def factor_lengths(axes: dict[str, list[Any]], zips: list[list[str]]) -> list[int]:
+    """Length of each factor of the product ``expand_axes`` forms (a zip group counts once)."""
+    out: list[int] = []
+    groups_seen: set[int] = set()
+    for name, values in axes.items():
+        gi = next((i for i, g in enumerate(zips) if name in g), None)
+        if gi is not None:
+            if gi in groups_seen:
+                continue
+            groups_seen.add(gi)
+        out.append(len(values))
+    return out
+
+
 def expand_axes(axes: dict[str, list[Any]], zips: list[list[str]]) -> list[dict[str, Any]]:
     """Product over zip groups and free axes, in the order the axes are written."""
     zipped = {name for group in zips for name in group}

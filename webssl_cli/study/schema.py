@@ -21,12 +21,12 @@ CLASSIFIERS = ("ocr", "vlm", "label")
 
 
 class SynthSpec(Frozen):
-    n: int = Field(3000, ge=1)
+    n: int = Field(3000, ge=1, le=10_000_000)
     """Images to generate."""
     seed: int = 0
-    shard_size: int = Field(500, ge=1)
+    shard_size: int = Field(500, ge=1, le=1_000_000)
     """Samples per shard."""
-    image_size: int = Field(128, ge=16)
+    image_size: int = Field(128, ge=32, le=2048)
     """Longest side of the generated images, in pixels."""
     mix: dict[str, float] | None = None
     """Fractions per kind (natural, scene_text, chart, document, table); None: the default mix."""
@@ -63,6 +63,23 @@ class DataSection(Frozen):
     """Named data sources."""
     filters: dict[str, DataFilterSpec]
     """Named data filters: the values of the ``data_filter`` axis."""
+    allow_pipe: bool = False
+    """Allow ``pipe:CMD`` shard sources. Such a source runs CMD through the shell in every job
+    that reads it, so a study file that uses one is code; it is refused unless this is true."""
+
+    @model_validator(mode="after")
+    def _pipes_opted_in(self) -> DataSection:
+        for name, src in self.sources.items():
+            if (
+                src.shards is not None
+                and src.shards.lstrip().startswith("pipe:")
+                and not self.allow_pipe
+            ):
+                raise ValueError(
+                    f"sources.{name}.shards is a pipe: command, which runs through the shell; "
+                    "set data.allow_pipe: true if this study may run it"
+                )
+        return self
 
     @field_validator("sources", "filters")
     @classmethod
@@ -70,7 +87,7 @@ class DataSection(Frozen):
         import re
 
         for name in value:
-            if not re.match(SLUG, str(name)):
+            if not re.fullmatch(SLUG, str(name)):
                 raise ValueError(
                     f"name {name!r} is not a plain name (letters, digits, '_', '.', '-'); "
                     "it is used as a directory and must not escape the output directory"
@@ -109,5 +126,8 @@ class Study(Frozen):
     """Evaluations run on every cell's final teacher."""
     seed: int = 0
     """Base seed of every cell (an axis may vary it)."""
+    max_cells: int = Field(100_000, ge=1)
+    """Most cells the grid may expand to (checked before expanding). Cosmetic: does not change
+    cell uids; raise it for a study that really is that large."""
     comment: str | None = None
     """Free text (cosmetic)."""

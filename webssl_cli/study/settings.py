@@ -127,5 +127,7 @@ class Resolver:
         if kind == "seed":
             if isinstance(value, bool) or not isinstance(value, int):
                 raise self.smap.error(loc, f"a seed is an integer, got {value!r}")
+            if not 0 <= value < 2**31:
+                raise self.smap.error(loc, f"a seed must be in [0, 2**31), got {value}")
             return value
         return value

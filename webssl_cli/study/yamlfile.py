@@ -1,7 +1,10 @@
 """Safe YAML reading that remembers where every value came from (for one-line errors).
 
 Only YAML's standard scalar, sequence and mapping types are built (``yaml.SafeLoader``): a tag
-such as ``!!python/object`` fails with its line instead of constructing anything.
+such as ``!!python/object`` fails with its line instead of constructing anything. A hostile
+file cannot make reading it slow or deep either: size, nesting depth and the size of the
+document with its aliases expanded are bounded, and control characters are refused, each with
+a located one-line error.
 """
 
 from __future__ import annotations
@@ -15,6 +18,98 @@ from pydantic import ValidationError
 from webssl_cli.errors import UserError, did_you_mean
 
 Loc = tuple[str | int, ...]
+
+MAX_BYTES = 4 << 20  # a study or profile is a few kB; this leaves room and stops a flood
+MAX_DEPTH = 32  # the deepest real study nests about 6 levels
+MAX_NODES = 200_000  # values once aliases are expanded (an alias bomb grows exponentially)
+# C0 controls except tab, newline and carriage return; DEL; C1 controls.
+_CONTROL = {c for c in range(0x20) if c not in (0x09, 0x0A, 0x0D)} | {0x7F} | set(range(0x80, 0xA0))
+
+
+def _check_text(text: str, path: Path, what: str) -> None:
+    for i, ch in enumerate(text):
+        if ord(ch) in _CONTROL:
+            line = text.count("\n", 0, i) + 1
+            col = i - (text.rfind("\n", 0, i) + 1) + 1
+            raise UserError(
+                f"{path}:{line}: control character U+{ord(ch):04X} at column {col}; "
+                f"a {what} holds printable text only"
+            )
+
+
+def _check_depth(text: str, path: Path) -> None:
+    """Nesting depth from the event stream (iterative), before anything recursive sees it."""
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    mark = event.start_mark
+                    where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+                    raise UserError(
+                        f"{where}: nested more than {MAX_DEPTH} levels deep; flatten the document"
+                    )
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return  # reported with its line by the real parse below
+
+
+def check_yaml_text(text: str, path: Path, what: str = "file") -> None:
+    """Size, control characters and nesting depth of YAML text, before it is parsed."""
+    if len(text) > MAX_BYTES:
+        raise UserError(f"{path}: {len(text)} characters; a {what} may hold at most {MAX_BYTES}")
+    _check_text(text, path, what)
+    _check_depth(text, path)
+
+
+def check_yaml_aliases(text: str, path: Path) -> None:
+    """Refuse a document that grows past MAX_NODES values once its aliases are expanded."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return  # reported with its line by the real parse
+    if node is not None and _expanded_size(node, path) > MAX_NODES:
+        raise _bomb(path)
+
+
+def _bomb(path: Path) -> UserError:
+    return UserError(
+        f"{path}: more than {MAX_NODES} values once its aliases are expanded "
+        "(an alias bomb?); write the values out or use fewer aliases"
+    )
+
+
+def _expanded_size(node: yaml.Node, path: Path) -> int:
+    """Number of nodes with every alias expanded, counted without expanding (shared nodes
+    are counted once per use, computed once)."""
+    memo: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(n: yaml.Node) -> int:
+        key = id(n)
+        if key in memo:
+            return memo[key]
+        if key in open_nodes:
+            raise UserError(
+                f"{path}:{n.start_mark.line + 1}: an alias refers to the value that contains "
+                "it; write the value out"
+            )
+        open_nodes.add(key)
+        total = 1
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                total += size(k) + size(v)
+        elif isinstance(n, yaml.SequenceNode):
+            for item in n.value:
+                total += size(item)
+        total = min(total, MAX_NODES + 1)
+        open_nodes.discard(key)
+        memo[key] = total
+        return total
+
+    return size(node)
 
 
 def dotted(loc: Loc) -> str:
@@ -81,8 +176,14 @@ def load_yaml(path: str | Path, *, what: str = "file") -> tuple[Any, SourceMap]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"{path}: no such {what}; check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read {what}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        lineno = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise UserError(
+            f"{path}:{lineno}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); save the {what} as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    check_yaml_text(text, path, what)
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -90,6 +191,8 @@ def load_yaml(path: str | Path, *, what: str = "file") -> tuple[Any, SourceMap]:
             raise UserError(
                 f"{path}:1: (top level): the {what} is empty; see studies/ for examples"
             )
+        if _expanded_size(node, path) > MAX_NODES:
+            raise _bomb(path)
         lines: dict[Loc, int] = {(): node.start_mark.line + 1}
         _walk(node, (), lines, path)
         data = loader.construct_document(node)
@@ -103,7 +206,9 @@ def load_yaml(path: str | Path, *, what: str = "file") -> tuple[Any, SourceMap]:
             )
         raise UserError(f"{path}{line}: malformed YAML: {problem}") from None
     except yaml.YAMLError as exc:
-        raise UserError(f"{path}: malformed YAML: {exc}") from None
+        raise UserError(f"{path}: malformed YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply; flatten the document") from None
     finally:
         loader.dispose()
     if not isinstance(data, dict):

@@ -38,6 +38,7 @@ from webssl_cli.errors import UserError
 from webssl_cli.rundir import atomic_write_json
 from webssl_cli.train import legacy_checkpoint
 from webssl_cli.train.objective import Objective
+from webssl_cli.train.safe_load import SafeLoadPlanner, SafeReader
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^dcp-(\d{8,})$")
@@ -63,7 +64,7 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
     found = [
         (int(m.group(1)), p)
         for p in directory.iterdir()
-        if (m := _NAME.match(p.name)) and (p / "meta.json").exists()
+        if (m := _NAME.fullmatch(p.name)) and (p / "meta.json").exists()
     ]
     return sorted(found)
 
@@ -143,7 +144,7 @@ class Checkpointer:
         meta: dict[str, Any] = json.loads((path / "meta.json").read_text())
         state = _state(objective, optimizer)
         try:
-            dcp.load(state, checkpoint_id=str(path))
+            dcp.load(state, storage_reader=SafeReader(str(path)), planner=SafeLoadPlanner())
         except (Exception, CheckpointException) as exc:  # noqa: BLE001 - damaged: try an older one
             log.warning("checkpoint %s does not load (%s); trying the previous one", path.name, exc)
             return None

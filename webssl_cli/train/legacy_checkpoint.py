@@ -25,7 +25,9 @@ def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
     """(iteration, path) of the single-file checkpoints in ``directory``, oldest first."""
     if not directory.is_dir():
         return []
-    return sorted((int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name)))
+    return sorted(
+        (int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.fullmatch(p.name))
+    )
 
 
 def read(path: Path, iteration: int, device: torch.device) -> dict[str, Any] | None:
@@ -33,7 +35,8 @@ def read(path: Path, iteration: int, device: torch.device) -> dict[str, Any] | N
     (torch's format), "meta": {..., "lanes": 1, "data": {"0": {position, problems}}}}, or None
     when the file does not load (truncated, corrupt) or holds another iteration."""
     try:
-        raw: dict[str, Any] = torch.load(path, map_location=device, weights_only=False)
+        # Weights only: a planted file must not run code (it reads as damaged instead).
+        raw: dict[str, Any] = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - truncated/corrupt: the caller tries an older one
         log.warning("checkpoint %s does not load (%s); trying the previous one", path.name, exc)
         return None
