@@ -207,7 +207,7 @@ class Block(nn.Module):
             return list(out.split([int(v.sum()) for v in valid]))
 
         def ffn(_: list[Tensor | None], rows: list[Tensor | None]) -> list[Tensor]:
-            sub = [y if r is None else y[r] for y, r in zip(ys, rows, strict=True)]
+            sub = [y if r is None else y[r] for y, r in zip(ys, rows, strict=True)]  # after attn
             return list(self._ffn_branch(torch.cat(sub)).split([len(t) for t in sub]))
 
         ys = picked_residual(ys, picked, attn, self._gamma(self.ls1), drop)
