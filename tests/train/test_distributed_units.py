@@ -16,7 +16,7 @@ from webssl_cli.specs.train import TrainConfig, resolve_strategy
 from webssl_cli.study.memory import estimate_memory
 from webssl_cli.train import losses as L
 from webssl_cli.train.batches import LaneLoader, lanes_for, micro_batches_for
-from webssl_cli.train.distributed import detect_env, first_host, state_bytes
+from webssl_cli.train.distributed import clip_grad_norm, detect_env, first_host, state_bytes
 from webssl_cli.train.objective import RunContext
 from webssl_cli.train.objectives.dinov2 import DINOv2, koleo_grouped
 from webssl_cli.train.objectives.dinov2_model import build_models
@@ -222,3 +222,15 @@ def test_state_memory_estimate_within_10_percent(model, preset):
     est = estimate_memory(spec, cfg, 1, act_bytes=4, reserve=False).states_bytes
     print(f"{model}: measured {measured:,} B, estimated {est:,} B ({est / measured - 1:+.4%})")
     assert abs(est / measured - 1) < 0.10
+
+
+def test_clip_scales_to_the_max_norm_and_leaves_small_gradients_as_they_are():
+    ps = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2, 2))]
+    ps[0].grad, ps[1].grad = torch.tensor([3.0, 0.0, 0.0]), torch.full((2, 2), 2.0)  # norm 5
+    norm = clip_grad_norm(ps, 1.0, sharded=False)
+    assert float(norm) == pytest.approx(5.0)
+    total = torch.cat([p.grad.flatten() for p in ps]).norm()
+    assert float(total) == pytest.approx(1.0, rel=1e-5)
+    before = [p.grad.clone() for p in ps]
+    assert float(clip_grad_norm(ps, 2.0, sharded=False)) == pytest.approx(1.0, rel=1e-5)
+    assert all(torch.equal(p.grad, b) for p, b in zip(ps, before, strict=True))

@@ -112,7 +112,7 @@ def test_a_damaged_single_file_checkpoint_falls_back_to_the_previous(tmp_path, s
     finally:
         dist.destroy_process_group()
     assert resumed is not None and resumed.path == str(good) and resumed.iteration == 2
-    assert all(g["foreach"] is True for g in optimizer.param_groups)
+    assert all(g["fused"] is True for g in optimizer.param_groups)
     assert loop.train_cell(cell) == "done"
     assert run.stage_status("train")["resumed_from"] == str(good)
 

@@ -191,3 +191,38 @@ def test_packed_drop_path_equals_per_crop_drop_path_with_the_same_subsets():
     kept = set(draws[0][0].tolist()) | set(draws[1][0].tolist())
     for i in set(range(4)) - kept:
         torch.testing.assert_close(packed[0][i], xs[0][i])
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "math"])
+@pytest.mark.parametrize("drop", [0.0, 0.5])
+def test_picked_last_block_equals_full_pass_at_the_picked_tokens(impl, drop):
+    """CLS and the picked patch tokens (values and parameter gradients) are those of the full
+    packed pass, drop-path subsets included; an image with nothing picked keeps its CLS."""
+    torch.manual_seed(0)
+    model = build_backbone(get_model("vit-test"), layerscale=0.5, drop_path=drop).train()
+    g, loc = torch.randn(4, 3, 32, 32), torch.randn(6, 3, 16, 16)
+    masks = torch.rand(4, 16) < 0.3
+    masks[1] = False
+    masks[2, :3] = True
+    results = []
+    with dev.attention(impl):
+        for picked in (False, True):
+            torch.manual_seed(1)  # the same drop-path draws on both sides
+            if picked:
+                (cls_g, tok), (cls_l, none) = model.forward_picked(
+                    [g, loc], [masks, None], [masks, None]
+                )
+                assert none.shape == (0, 32)
+            else:
+                full = model.forward_features_list([g, loc], [masks, None])
+                cls_g, cls_l = full[0]["x_norm_clstoken"], full[1]["x_norm_clstoken"]
+                tok = full[0]["x_norm_patchtokens"][masks]
+            outs = [cls_g, tok, cls_l]
+            loss = sum(o.sin().sum() for o in outs)
+            results.append((outs, torch.autograd.grad(loss, list(model.parameters()))))
+    (ref, ref_grads), (got, got_grads) = results
+    assert got[1].shape == (int(masks.sum()), 32)
+    for a, b in zip(got, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(got_grads, ref_grads, strict=True):  # sums over fewer rows: reassociation
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

@@ -265,7 +265,8 @@ def clip_grad_norm(params: list[nn.Parameter], max_norm: float, sharded: bool) -
         sq = all_reduce_sum(sq)
     norm = sq.sqrt()
     coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
-    torch._foreach_mul_(grads, coef.to(grads[0].device))
+    if float(coef) < 1.0:  # a factor of exactly 1 changes nothing: skip the pass over memory
+        torch._foreach_mul_(grads, coef.to(grads[0].device))
     return norm
 
 

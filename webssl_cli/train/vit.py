@@ -11,7 +11,6 @@ and the ``forward_features`` / ``get_intermediate_layers`` API follow DINOv2, so
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +19,13 @@ from torch import Tensor, nn
 
 from webssl_cli import device as dev
 from webssl_cli.specs.registry import ModelSpec
+from webssl_cli.train.vit_residual import (
+    Picked,
+    picked_attention,
+    picked_residual,
+    residual,
+    residual_packed,
+)
 
 LN_EPS = 1e-6  # DINOv2 and Hugging Face Dinov2 both use 1e-6
 # DINOv2 resizes the position-embedding grid M -> g by the scale factor (g + 0.1) / M rather
@@ -138,57 +144,6 @@ class LayerScale(nn.Module):
         return x * self.gamma
 
 
-def _residual(
-    x: Tensor, branch: Callable[[Tensor], Tensor], ls: nn.Module, drop: float, training: bool
-) -> Tensor:
-    """x + ls(branch(x)), with DINOv2's batch-subset stochastic depth when training.
-
-    LayerScale is applied inside one ``addcmul`` (a single pass instead of a multiply and an
-    add). With drop-path the branch runs on a random ``1 - drop`` fraction of the samples only,
-    its output scaled by ``B / kept``: the expectation of per-sample drop-path at a fraction of
-    the compute (drop-path 0.4 skips 40% of the block FLOPs).
-    """
-    gamma = ls.gamma if isinstance(ls, LayerScale) else None
-    if not training or drop <= 0.0:
-        out = branch(x)
-        return torch.addcmul(x, out, gamma) if gamma is not None else x + out
-    b = x.shape[0]
-    kept = max(int(b * (1.0 - drop)), 1)
-    idx = torch.randperm(b, device=x.device)[:kept]
-    out = branch(x[idx])
-    out = out * gamma if gamma is not None else out
-    return torch.index_add(
-        x.flatten(1), 0, idx, out.to(x.dtype).flatten(1), alpha=b / kept
-    ).view_as(x)
-
-
-def _residual_packed(
-    xs: list[Tensor],
-    branch: Callable[[Tensor, list[torch.Size]], Tensor],
-    ls: nn.Module,
-    drop: float,
-) -> list[Tensor]:
-    """``_residual`` with batch-subset drop-path for crops of several sizes at once: a subset
-    of ``1 - drop`` of each crop size's samples (drawn in list order), packed into one (T, D)
-    tensor for ``branch(tokens, shapes)``, added back scaled by B / kept."""
-    gamma = ls.gamma if isinstance(ls, LayerScale) else None
-    idxs = [
-        torch.randperm(x.shape[0], device=x.device)[: max(int(x.shape[0] * (1.0 - drop)), 1)]
-        for x in xs
-    ]
-    shapes = [torch.Size((len(i), *x.shape[1:])) for x, i in zip(xs, idxs, strict=True)]
-    flat = torch.cat([x[i].reshape(-1, x.shape[-1]) for x, i in zip(xs, idxs, strict=True)])
-    out = branch(flat, shapes)
-    out = out * gamma if gamma is not None else out
-    parts = out.split([s[0] * s[1] for s in shapes])
-    return [
-        torch.index_add(
-            x.flatten(1), 0, i, p.reshape(len(i), -1).to(x.dtype), alpha=x.shape[0] / len(i)
-        ).view_as(x)
-        for x, i, p in zip(xs, idxs, parts, strict=True)
-    ]
-
-
 class Block(nn.Module):
     def __init__(self, spec: ModelSpec, drop_path: float, layerscale: float | None) -> None:
         super().__init__()
@@ -203,35 +158,62 @@ class Block(nn.Module):
         self.ls2: nn.Module = LayerScale(d, layerscale) if layerscale else nn.Identity()
         self.drop_path = drop_path
 
-    def forward(self, x: Tensor | list[Tensor]) -> Tensor | list[Tensor]:  # (B, N, D) -> (B, N, D)
+    def forward(
+        self, x: Tensor | list[Tensor], picked: list[Picked] | None = None
+    ) -> Tensor | list[Tensor]:  # (B, N, D) -> (B, N, D)
+        # one entry point for every form: FSDP2 gathers the parameters in the module's call
         if isinstance(x, list):
-            return self.forward_packed(x)
-        x = _residual(x, self._attn_branch, self.ls1, self.drop_path, self.training)
-        return _residual(x, self._ffn_branch, self.ls2, self.drop_path, self.training)
+            return self.forward_packed(x) if picked is None else self.forward_picked(x, picked)
+        drop = self.drop_path if self.training else 0.0
+        x = residual(x, self._attn_branch, self._gamma(self.ls1), drop)
+        return residual(x, self._ffn_branch, self._gamma(self.ls2), drop)
+
+    @staticmethod
+    def _gamma(ls: nn.Module) -> Tensor | None:  # LayerScale is applied by the residual
+        return ls.gamma if isinstance(ls, LayerScale) else None
 
     def forward_packed(self, xs: list[Tensor]) -> list[Tensor]:
         """Crops of several sizes in one pass (DINOv2's list forward): the token-wise layers
         (norms, qkv, proj, FFN, LayerScale) run once on the concatenated (T, D) tokens;
         attention runs per image. With drop-path in training, each residual draws its sample
         subset per crop size and runs its branch once on the packed subsets."""
+        g1, g2 = self._gamma(self.ls1), self._gamma(self.ls2)
         if self.training and self.drop_path > 0.0:
-            xs = _residual_packed(
-                xs,
-                lambda t, sh: self.attn.forward_packed(self.norm1(t), sh),
-                self.ls1,
-                self.drop_path,
-            )
-            return _residual_packed(xs, lambda t, sh: self._ffn_branch(t), self.ls2, self.drop_path)
+            attn = lambda t, sh: self.attn.forward_packed(self.norm1(t), sh)  # noqa: E731
+            xs = residual_packed(xs, attn, g1, self.drop_path)
+            return residual_packed(xs, lambda t, sh: self._ffn_branch(t), g2, self.drop_path)
         shapes = [x.shape for x in xs]
         flat = torch.cat([x.reshape(-1, x.shape[-1]) for x in xs])  # (T, D)
-        flat = _residual(
-            flat, lambda t: self.attn.forward_packed(self.norm1(t), shapes), self.ls1, 0.0, False
-        )
-        flat = _residual(flat, self._ffn_branch, self.ls2, 0.0, False)  # same ops as per crop
+        flat = residual(flat, lambda t: self.attn.forward_packed(self.norm1(t), shapes), g1, 0.0)
+        flat = residual(flat, self._ffn_branch, g2, 0.0)  # same ops as per crop
         parts = flat.split([int(s[0] * s[1]) for s in shapes])
         return [p.view(s) for p, s in zip(parts, shapes, strict=True)]
 
-    def _attn_branch(self, x: Tensor) -> Tensor:  # LayerScale is applied by _residual
+    def forward_picked(self, xs: list[Tensor], picked: list[Picked]) -> list[Tensor]:
+        """``forward_packed`` computed at the ``picked`` tokens only: flat (S_i, D) rows per
+        group. Queries, projection, FFN and LayerScale run on those rows, keys and values on
+        every token; drop-path draws the same subsets as ``forward_packed``."""
+        drop = self.drop_path if self.training else 0.0
+        D = xs[0].shape[-1]
+        ys = [x.reshape(-1, D)[p.take] for x, p in zip(xs, picked, strict=True)]
+
+        def attn(kept: list[Tensor | None], _: list[Tensor | None]) -> list[Tensor]:
+            sub = [x if i is None else x[i] for x, i in zip(xs, kept, strict=True)]
+            h = self.norm1(torch.cat([t.reshape(-1, D) for t in sub]))
+            hs = [a.view(t.shape) for a, t in zip(h.split([t.shape[0] * t.shape[1] for t in sub]), sub, strict=True)]  # fmt: skip
+            sels = [p.sel if i is None else p.sel[i] for p, i in zip(picked, kept, strict=True)]
+            valid = [p.valid if i is None else p.valid[i] for p, i in zip(picked, kept, strict=True)]  # fmt: skip
+            out = picked_attention(self.attn.qkv, self.attn.proj, self.attn.heads, hs, sels, valid)
+            return list(out.split([int(v.sum()) for v in valid]))
+
+        def ffn(_: list[Tensor | None], rows: list[Tensor | None]) -> list[Tensor]:
+            sub = [y if r is None else y[r] for y, r in zip(ys, rows, strict=True)]  # after attn
+            return list(self._ffn_branch(torch.cat(sub)).split([len(t) for t in sub]))
+
+        ys = picked_residual(ys, picked, attn, self._gamma(self.ls1), drop)
+        return picked_residual(ys, picked, ffn, self._gamma(self.ls2), drop)
+
+    def _attn_branch(self, x: Tensor) -> Tensor:
         return self.attn(self.norm1(x))
 
     def _ffn_branch(self, x: Tensor) -> Tensor:
@@ -302,9 +284,11 @@ class VisionTransformer(nn.Module):
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1+N, D)
         return x + self.interpolate_pos_encoding(H // self.patch_size, W // self.patch_size)
 
-    def _run_blocks(self, x: Tensor, keep: set[int] | None = None) -> tuple[Tensor, list[Tensor]]:
+    def _run_blocks(
+        self, x: Tensor, keep: set[int] | None = None, upto: int | None = None
+    ) -> tuple[Tensor, list[Tensor]]:
         outputs = []
-        for i, blk in enumerate(self.blocks):
+        for i, blk in enumerate(self.blocks[:upto]):
             if self.grad_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(blk, x, use_reentrant=False)
             else:
@@ -312,6 +296,24 @@ class VisionTransformer(nn.Module):
             if keep is not None and i in keep:
                 outputs.append(x)
         return x, outputs
+
+    def forward_picked(
+        self, xs: list[Tensor], masks: list[Tensor | None], picks: list[Tensor | None]
+    ) -> list[tuple[Tensor, Tensor]]:
+        """Per crop group: the normed CLS (B, D) and the normed patch tokens where picks[i]
+        (B, N) is set (M, D), as ``x_norm_patchtokens[picks]`` (none when picks[i] is None).
+        Crops of several sizes go in one packed pass; the last block computes only these
+        tokens (its keys and values from all tokens), the rest being unread downstream."""
+        tokens = [self.prepare_tokens(x, m) for x, m in zip(xs, masks, strict=True)]
+        out, _ = self._run_blocks(tokens, upto=-1)  # type: ignore[arg-type]
+        picked = [Picked.of(p, t.shape[0], t.shape[1], t.device) for t, p in zip(tokens, picks, strict=True)]  # fmt: skip
+        last = self.blocks[-1]
+        if self.grad_checkpointing and self.training:
+            rows = torch.utils.checkpoint.checkpoint(last, out, picked, use_reentrant=False)  # fmt: skip
+        else:
+            rows = last(out, picked)
+        normed = self.norm(torch.cat(rows)).split([len(r) for r in rows])
+        return [p.split(r) for p, r in zip(picked, normed, strict=True)]
 
     def forward_features(self, x: Tensor, masks: Tensor | None = None) -> dict[str, Tensor | None]:
         x, _ = self._run_blocks(self.prepare_tokens(x, masks))

@@ -53,17 +53,15 @@ class StudentStep(nn.Module):
         self, g: Tensor, loc: Tensor | None, masks: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
         bb = self.model.backbone
-        sl: dict[str, Tensor | None] | None
+        cls_l: Tensor | None
         if loc is not None and self.packed:  # one pass: globals and locals share token-wise layers
-            s, sl = bb.forward_features_list([g, loc], [masks, None])
+            (cls_g, patches), (cls_l, _) = bb.forward_picked([g, loc], [masks, None], [masks, None])
         else:
-            s = bb.forward_features(g, masks=masks)
-            sl = bb.forward_features(loc) if loc is not None else None
-        cls_g = s["x_norm_clstoken"]  # (2B, D)
-        assert cls_g is not None and s["x_norm_patchtokens"] is not None
-        cls = cls_g if sl is None else torch.cat([cls_g, sl["x_norm_clstoken"]])  # type: ignore[list-item]
+            ((cls_g, patches),) = bb.forward_picked([g], [masks], [masks])
+            cls_l = bb.forward_picked([loc], [None], [None])[0][0] if loc is not None else None
+        cls = cls_g if cls_l is None else torch.cat([cls_g, cls_l])
         dino = self.model.dino_head(cls)  # ((2+L)B, K)
-        ibot = self.model.ibot_head(s["x_norm_patchtokens"][masks])  # (M, K)
+        ibot = self.model.ibot_head(patches)  # (M, K)
         return cls_g, dino, ibot
 
 
@@ -76,11 +74,8 @@ class TeacherStep(nn.Module):
         self.model = model
 
     def forward(self, g: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
-        t = self.model.backbone.forward_features(g)
-        assert t["x_norm_clstoken"] is not None and t["x_norm_patchtokens"] is not None
-        dino = self.model.dino_head(t["x_norm_clstoken"])
-        ibot = self.model.ibot_head(t["x_norm_patchtokens"][masks])
-        return dino, ibot
+        ((cls, patches),) = self.model.backbone.forward_picked([g], [None], [masks])
+        return self.model.dino_head(cls), self.model.ibot_head(patches)
 
 
 def shard_units(model: SSLModel) -> list[nn.Module]:
