@@ -118,3 +118,16 @@ def test_text_and_degenerate_cases() -> None:
     assert stats.mean([{("b", "x"): 1.0}]).has_interval is False
     with pytest.raises(ValueError):
         stats.trend((1, 1), [[{("b", "x"): 1.0}], [{("b", "x"): 0.0}]])
+
+
+def test_identical_outcomes_are_not_an_effect() -> None:
+    """Every cell scoring every example the same (e.g. a benchmark stuck at one answer): the
+    slope and its interval are zero up to rounding, which must not read as detectable."""
+    same = {("b", f"e{i}"): float(i % 3 == 0) for i in range(200)}
+    t = stats.trend(XS, [[dict(same)] for _ in XS], n_boot=200)
+    assert abs(t.slope.value) < 1e-9 and not t.detectable
+    assert stats.describe_trend(t, "Knowledge", "parameters").endswith(
+        "not detectable at this scale."
+    )
+    d = stats.difference([same], [dict(same)], n_boot=200)
+    assert not d.detectable

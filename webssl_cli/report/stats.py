@@ -50,8 +50,14 @@ class Estimate:
 
     @property
     def detectable(self) -> bool:
-        """The interval excludes zero (for differences and slopes)."""
-        return self.has_interval and (self.lo > 0 or self.hi < 0)  # type: ignore[operator]
+        """The interval excludes zero (for differences and slopes). Rounding in the slope's
+        arithmetic can put a zero-width interval of identical outcomes a hair off zero: that
+        is no evidence of an effect, so zero is excluded only beyond a relative tolerance."""
+        if not self.has_interval:
+            return False
+        lo, hi = float(self.lo), float(self.hi)  # type: ignore[arg-type]
+        tol = 1e-9 * max(1.0, abs(lo), abs(hi))
+        return lo > tol or hi < -tol
 
     def scaled(self, k: float) -> Estimate:
         lo = None if self.lo is None else self.lo * k
