@@ -36,7 +36,7 @@ def test_linear_probe_separable() -> None:
         avgpool=torch.randn(300, 16, generator=g),
     )
     tr, va = slice(0, 200), slice(200, 300)
-    best, top1, grid = linear_probe(
+    best, top1, grid, _ = linear_probe(
         Features(feats.cls[tr], feats.avgpool[tr]), y[tr], Features(feats.cls[va], feats.avgpool[va]), y[va],
         lrs=(1e-3, 0.1), n_last_blocks=(1, 2), avgpool=(False, True), epochs=20,
     )  # fmt: skip

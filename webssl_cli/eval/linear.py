@@ -49,31 +49,9 @@ def linear_probe(
     batch_size: int = 256,
     seed: int = 0,
     device: torch.device | None = None,
-) -> tuple[Setting, float, dict[str, float]]:
-    """(best setting, its val top-1, top-1 of every setting)."""
-    best, top1, scores, _ = linear_probe_outcomes(
-        train, train_labels, val, val_labels, lrs=lrs, n_last_blocks=n_last_blocks,
-        avgpool=avgpool, epochs=epochs, batch_size=batch_size, seed=seed, device=device,
-    )  # fmt: skip
-    return best, top1, scores
-
-
-def linear_probe_outcomes(
-    train: Features,
-    train_labels: Tensor,
-    val: Features,
-    val_labels: Tensor,
-    *,
-    lrs: tuple[float, ...],
-    n_last_blocks: tuple[int, ...],
-    avgpool: tuple[bool, ...],
-    epochs: int = 10,
-    batch_size: int = 256,
-    seed: int = 0,
-    device: torch.device | None = None,
 ) -> tuple[Setting, float, dict[str, float], Tensor]:
-    """As ``linear_probe``, plus the best setting's per-image outcome on val (1.0 correct, 0.0
-    wrong; its mean is the reported top-1). The classifiers train on ``device`` (default: the
+    """(best setting, its val top-1, top-1 of every setting, the best setting's per-image
+    outcome on val: 1.0 correct, 0.0 wrong; its mean is the reported top-1). The classifiers train on ``device`` (default: the
     device module's choice); their initial weights and the batch order come from a CPU
     generator, so a seed gives the same start on every device."""
     device = device or dev.pick_device()

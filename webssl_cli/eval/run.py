@@ -254,9 +254,9 @@ def _score(cfg: KnnEval | LinearEval, blob: dict[str, Any]) -> tuple[float, Any,
         )
         correct = (pred == yva).double()
         return float(correct.mean()), correct, {}
-    from webssl_cli.eval.linear import linear_probe_outcomes
+    from webssl_cli.eval.linear import linear_probe
 
-    best, top1, grid, correct = linear_probe_outcomes(
+    best, top1, grid, correct = linear_probe(
         ftr, ytr, fva, yva, lrs=cfg.lrs, n_last_blocks=cfg.n_last_blocks, avgpool=cfg.avgpool,
         epochs=cfg.epochs, seed=0,
     )  # fmt: skip
