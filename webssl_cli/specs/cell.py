@@ -24,8 +24,8 @@ from webssl_cli.specs.evals import EvalConfig
 from webssl_cli.specs.train import TrainConfig
 
 CELL_VERSION = 2
-METHODS = ("webdino",)
-"""Training objectives a cell can name: DINOv2 as Web-DINO trains it."""
+METHODS = ("webdino", "clip", "mae")
+"""Training objectives a cell can name: DINOv2 as Web-DINO trains it, CLIP, MAE."""
 FILTER_KINDS = ("none", "light", "heavy")
 
 
@@ -63,7 +63,7 @@ class CellSpec(Frozen):
     uid: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     study: str | None = None
     """The study's name; None for a run outside a study (``webssl train --out``)."""
-    method: Literal["webdino"] = "webdino"
+    method: Literal["webdino", "clip", "mae"] = "webdino"
     """The training objective (see METHODS)."""
     model: str
     """Registry name of the backbone."""

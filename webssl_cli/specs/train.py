@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from webssl_cli.specs.base import Frozen
+from webssl_cli.specs.methods import ClipConfig, MaeConfig
 
 
 class HeadConfig(Frozen):
@@ -139,6 +140,10 @@ class TrainConfig(Frozen):
     threads: int | None = Field(None, ge=1)
     """torch intra-op threads on CPU (None: torch's default)."""
     dist: DistConfig = DistConfig()
+    clip: ClipConfig = ClipConfig()
+    """CLIP objective settings (method ``clip`` only)."""
+    mae: MaeConfig = MaeConfig()
+    """MAE objective settings (method ``mae`` only)."""
 
     @field_validator("micro_batch", mode="before")
     @classmethod
