@@ -13,24 +13,37 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _axes(loaded):
-    return [(c.model, c.samples_seen, c.data_filter) for c in loaded.cells]
+    return [(c.method, c.model, c.samples_seen, c.data_filter) for c in loaded.cells]
 
 
 def test_paper_study_has_exactly_the_papers_cells() -> None:
+    # Web-DINO: 1B-7B at 2B, 7B at 1B/4B/8B, 2B on light/heavy data (10); MetaCLIP 1B-7B at
+    # 2B and the 7B at 1B/4B/8B (8); Web-MAE 1B-5B at 2B (4): 22 cells.
     loaded = load_study(REPO / "studies" / "webssl-paper.yaml")
     got = sorted(_axes(loaded))
+    two, sizes = 2_000_000_000, ("1b", "2b", "3b", "5b", "7b")
+    more = (1_000_000_000, 4_000_000_000, 8_000_000_000)
     want = sorted(
-        [(f"webdino-{m}", 2_000_000_000, "full") for m in ("1b", "2b", "3b", "5b", "7b")]
-        + [("webdino-7b", n, "full") for n in (1_000_000_000, 4_000_000_000, 8_000_000_000)]
-        + [("webdino-2b", 2_000_000_000, f) for f in ("light", "heavy")]
+        [("webdino", f"webdino-{m}", two, "full") for m in sizes]
+        + [("webdino", "webdino-7b", n, "full") for n in more]
+        + [("webdino", "webdino-2b", two, f) for f in ("light", "heavy")]
+        + [("clip", f"webdino-{m}", two, "full") for m in sizes]
+        + [("clip", "webdino-7b", n, "full") for n in more]
+        + [("mae", f"webdino-{m}", two, "full") for m in sizes[:4]]
     )
     assert got == want
-    assert len({c.uid for c in loaded.cells}) == 10
+    assert len(got) == 22 and len({c.uid for c in loaded.cells}) == 22
 
 
 def test_uids_are_stable_golden_file() -> None:
+    # Web-DINO cells keep the uids they had before the method axis existed (their keys carry
+    # no method); CLIP and MAE cells are keyed by method.
     loaded = load_study(REPO / "studies" / "webssl-paper.yaml")
-    got = {f"{c.model}|{c.samples_seen}|{c.data_filter}": c.uid for c in loaded.cells}
+    got = {
+        ("" if c.method == "webdino" else f"{c.method}|")
+        + f"{c.model}|{c.samples_seen}|{c.data_filter}": c.uid
+        for c in loaded.cells
+    }
     if not GOLDEN.exists():  # pragma: no cover - first run writes the golden file
         GOLDEN.parent.mkdir(exist_ok=True)
         GOLDEN.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")

@@ -112,7 +112,7 @@ class CellSpec(Frozen):
                 "train": train,
                 "evals": evals or [],
                 "sources": sources or {},
-                "facts": derive_facts(model, samples_seen, train),
+                "facts": derive_facts(model, samples_seen, train, method),
             }
         )
 
@@ -127,13 +127,15 @@ class CellSpec(Frozen):
         return None
 
 
-def derive_facts(model: str, samples_seen: int, train: TrainConfig) -> CellFacts:
+def derive_facts(
+    model: str, samples_seen: int, train: TrainConfig, method: str = "webdino"
+) -> CellFacts:
     from webssl_cli.specs.compute import flops_per_sample
     from webssl_cli.specs.registry import get_model
 
     spec = get_model(model)
     iterations = max(1, -(-samples_seen // train.batch_size))
-    per_sample = flops_per_sample(spec, train)
+    per_sample = flops_per_sample(spec, train, method)
     return CellFacts(
         params=spec.backbone_params(),
         iterations=iterations,
@@ -162,7 +164,9 @@ def migrate(obj: dict[str, Any]) -> dict[str, Any]:
     if "facts" not in out:
         try:
             train = TrainConfig.model_validate(out.get("train"))
-            out["facts"] = derive_facts(str(out["model"]), int(out["samples_seen"]), train)
+            out["facts"] = derive_facts(
+                str(out["model"]), int(out["samples_seen"]), train, str(out["method"])
+            )
         except (KeyError, TypeError, ValueError, ValidationError, UserError):
             pass  # validation of the migrated dict names the missing or bad field
     return out

@@ -46,3 +46,43 @@ class MaeConfig(Frozen):
     """Regress per-patch normalised pixels (mean/variance per target patch)."""
     crop_scale: tuple[float, float] = (0.2, 1.0)
     """RandomResizedCrop area range of the single training view."""
+
+
+# (vision width up to, text width, layers, heads, embed dim): OpenCLIP's / MetaCLIP's model
+# configurations pair the text tower with the vision tower this way (ViT-B/16, ViT-L/14,
+# ViT-H/14, ViT-bigG/14). Wider vision towers (Web-DINO 1B-7B) keep bigG's text tower.
+TEXT_TOWERS: tuple[tuple[int, int, int, int, int], ...] = (
+    (768, 512, 12, 8, 512),
+    (1024, 768, 12, 12, 768),
+    (1280, 1024, 24, 16, 1024),
+)
+BIGG_TEXT_TOWER = (1280, 32, 20, 1280)
+
+
+def clip_text_tower(vision_width: int) -> tuple[int, int, int, int]:
+    """(text width, layers, heads, joint embedding dim) paired with a vision tower of
+    ``vision_width``, as OpenCLIP/MetaCLIP pair them: ViT-B/16 (768) -> 512w 12L 8h embed 512,
+    ViT-L/14 (1024) -> 768w 12L 12h embed 768, ViT-H/14 (1280) -> 1024w 24L 16h embed 1024,
+    wider (ViT-bigG, Web-DINO 1B-7B) -> 1280w 32L 20h embed 1280. Narrower than ViT-B (CPU
+    models): the text tower has the vision width, 12 layers, width/64 heads (at least 1) and
+    embeds into the vision width, as OpenCLIP's ViT-S/16 does."""
+    if vision_width < 512:
+        return vision_width, 12, max(1, vision_width // 64), vision_width
+    for up_to, width, layers, heads, embed in TEXT_TOWERS:
+        if vision_width <= up_to:
+            return width, layers, heads, embed
+    return BIGG_TEXT_TOWER
+
+
+def resolved_text_tower(cfg: ClipConfig, vision_width: int) -> tuple[int, int, int, int]:
+    """The text tower a CLIP cell trains: ``cfg``'s explicit sizes, the rest from
+    ``clip_text_tower``; heads default to width / 64 when the width is set."""
+    width, layers, heads, embed = clip_text_tower(vision_width)
+    if cfg.text_width is not None:
+        width, heads = cfg.text_width, max(1, cfg.text_width // 64)
+    return (
+        width,
+        cfg.text_layers or layers,
+        cfg.text_heads or heads,
+        cfg.embed_dim or embed,
+    )

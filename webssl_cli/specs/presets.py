@@ -1,10 +1,16 @@
 """Training presets: named partial overrides of TrainConfig defaults (the paper's recipe).
 
-A study picks one with ``preset:``; its ``train:`` block and the grid override it.
+A study picks one with ``preset:``; its ``train:`` block and the grid override it. A preset
+names a scale (``webdino``: the paper's; ``smoke``: CPU; ``test``: unit tests); a method
+(``webdino``, ``clip``, ``mae``) brings its own recipe at that scale: ``preset_settings(preset,
+method)`` is the preset's settings with the method's on top (METHOD_PRESETS), so ``preset:
+smoke`` with method ``mae`` is the smoke CPU settings with MAE's optimiser and a small decoder.
+docs/methods.md lists the values and where they come from.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -62,3 +68,95 @@ PRESETS: dict[str, dict[str, Any]] = {
         "threads": 1,
     },
 }
+
+
+# What the CLIP and MAE recipes share at every scale: their own AdamW, no stochastic depth,
+# no layer-wise decay or patch-embedding lr factor (DINOv2-only), a cosine to zero.
+_CLIP_OPTIM: dict[str, Any] = {
+    # OpenCLIP's defaults for ViT towers, which MetaCLIP's configurations keep.
+    "adam_betas": (0.9, 0.98),
+    "adam_eps": 1e-6,
+    "weight_decay": 0.2,
+    "weight_decay_end": 0.2,
+    "lr_scaling": "none",
+    "min_lr": 0.0,
+    "drop_path": 0.0,
+    "patch_embed_lr_mult": 1.0,
+}
+_MAE_OPTIM: dict[str, Any] = {
+    # MAE's pre-training recipe (He et al. 2022, appendix A.1).
+    "adam_betas": (0.9, 0.95),
+    "weight_decay": 0.05,
+    "weight_decay_end": 0.05,
+    "lr_scaling": "linear",
+    "min_lr": 0.0,
+    "drop_path": 0.0,
+    "patch_embed_lr_mult": 1.0,
+}
+
+METHOD_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "webdino": {},
+    "clip": {
+        # MetaCLIP (the paper's CLIP arm): batch 32,768, lr 4e-4, 2K warmup iterations.
+        "webdino": {**_CLIP_OPTIM, "batch_size": 32768, "base_lr": 4e-4, "warmup_iters": 2000},
+        "smoke": {
+            **_CLIP_OPTIM,
+            "base_lr": 1e-3,
+            "warmup_iters": 15,
+            "clip": {
+                "text_width": 64,
+                "text_layers": 2,
+                "text_heads": 2,
+                "embed_dim": 64,
+                "context_length": 32,
+                "vocab_size": 2048,
+            },
+        },  # fmt: skip
+        "test": {
+            **_CLIP_OPTIM,
+            "base_lr": 1e-3,
+            "warmup_iters": 2,
+            "clip": {
+                "text_width": 16,
+                "text_layers": 1,
+                "text_heads": 2,
+                "embed_dim": 16,
+                "context_length": 16,
+                "vocab_size": 300,
+            },
+        },  # fmt: skip
+    },
+    "mae": {
+        # Web-MAE: batch 4096, peak lr 1.6e-3 (4e-4 per 1024 images, linear), 80K warmup.
+        "webdino": {**_MAE_OPTIM, "batch_size": 4096, "base_lr": 4e-4, "warmup_iters": 80_000},
+        "smoke": {
+            **_MAE_OPTIM,
+            "base_lr": 1.5e-3,
+            "lr_scaling": "none",
+            "warmup_iters": 15,
+            "mae": {"decoder_width": 64, "decoder_layers": 2, "decoder_heads": 2},
+        },  # fmt: skip
+        "test": {
+            **_MAE_OPTIM,
+            "base_lr": 1e-3,
+            "lr_scaling": "none",
+            "warmup_iters": 2,
+            "mae": {"decoder_width": 16, "decoder_layers": 1, "decoder_heads": 2},
+        },  # fmt: skip
+    },
+}
+"""Per method, per preset: the method's settings on top of the preset (see the docstring)."""
+
+
+def preset_settings(preset: str, method: str = "webdino") -> dict[str, Any]:
+    """The TrainConfig overrides of ``preset`` for ``method`` (a fresh dict: callers may
+    modify it). A preset a method has no entry for gets the method's paper recipe on top."""
+    base = copy.deepcopy(PRESETS[preset])
+    recipes = METHOD_PRESETS[method]
+    over = recipes.get(preset, recipes.get("webdino", {}))
+    for key, value in copy.deepcopy(over).items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return base

@@ -118,6 +118,10 @@ class TrainConfig(Frozen):
     layerscale: float | None = 1e-5
     """LayerScale init; None disables it."""
     clip_grad: float = Field(3.0, gt=0)
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW (beta1, beta2): DINOv2's (0.9, 0.999); CLIP (0.9, 0.98), MAE (0.9, 0.95)."""
+    adam_eps: float = Field(1e-8, gt=0)
+    """AdamW epsilon: 1e-8 (DINOv2, MAE); CLIP 1e-6."""
     layerwise_decay: float = Field(1.0, gt=0, le=1)
     patch_embed_lr_mult: float = Field(0.2, gt=0)
     freeze_last_layer_iters: int = Field(1250, ge=0)
@@ -160,6 +164,14 @@ class TrainConfig(Frozen):
                 raise ValueError(
                     f"crops.{name} must satisfy 0 < low <= high <= 1, got ({lo}, {hi})"
                 )
+        for name in ("clip", "mae"):
+            lo, hi = getattr(self, name).crop_scale
+            if not 0 < lo <= hi <= 1:
+                raise ValueError(
+                    f"{name}.crop_scale must satisfy 0 < low <= high <= 1, got ({lo}, {hi})"
+                )
+        if not all(0 <= b < 1 for b in self.adam_betas):
+            raise ValueError(f"adam_betas must each be in [0, 1), got {self.adam_betas}")
         lo, hi = self.mask_ratio
         if not 0 <= lo <= hi < 1:
             raise ValueError(f"mask_ratio must satisfy 0 <= low <= high < 1, got ({lo}, {hi})")

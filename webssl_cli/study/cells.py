@@ -26,9 +26,13 @@ class SettingsResolver:
     the study's train block that set the bad value), cached per distinct train override."""
 
     def __init__(
-        self, base_train: dict[str, Any], cli: dict[str, Any], exp: Expansion, smap: SourceMap
+        self,
+        base_train: dict[str, dict[str, Any]],
+        cli: dict[str, Any],
+        exp: Expansion,
+        smap: SourceMap,
     ) -> None:
-        self.base_train = base_train
+        self.base_train = base_train  # by method: the preset for it < the study's train block
         self.cli = cli
         self.exp = exp
         self.smap = smap
@@ -37,15 +41,15 @@ class SettingsResolver:
 
     def resolve(self, idx: int, layered: dict[str, Any]) -> Resolved:
         cax, extras = self.exp.cells[idx], self.exp.extras[idx]
+        method = str(layered.get("method", "webdino"))
+        base_train = self.base_train[method]
         train_over = {k[6:]: v for k, v in layered.items() if k.startswith("train.")}
         if "seed" in layered:
             train_over["seed"] = layered["seed"]
-        tkey = G.canonical_json(train_over)
+        tkey = G.canonical_json([method, train_over])
         cached = self.train_cache.get(tkey)
         if cached is None:
-            merged = (
-                deep_merge(self.base_train, nest(train_over)) if train_over else self.base_train
-            )
+            merged = deep_merge(base_train, nest(train_over)) if train_over else base_train
             try:
                 cfg = TrainConfig.model_validate(merged)
             except ValidationError as exc:
@@ -87,7 +91,7 @@ def resolve_cells(
     smap = loaded.source_map
     cells = loaded.cells
     filter_json = {name: G.canonical_json(fdef) for name, fdef in filter_defs.items()}
-    setting_axes = [k for k in exp.axes if exp.kinds[k] in ("train", "eval", "seed")]
+    setting_axes = [k for k in exp.axes if exp.kinds[k] in ("train", "eval", "seed", "method")]
     by_uid: dict[str, int] = {}
 
     def factory(cell: G.Cell) -> CellSpec:
@@ -113,8 +117,14 @@ def resolve_cells(
             if shared is None:
                 shared = resolved[skey] = settings.resolve(idx, {k: cax[k] for k in setting_axes})
             tdict, thash, eval_over, eval_json = shared
+        method = str(cax.get("method", "webdino"))
         uid = G.cell_uid(
-            cax["model"], cax["samples_seen"], filter_json[cax["data_filter"]], thash, eval_json
+            cax["model"],
+            cax["samples_seen"],
+            filter_json[cax["data_filter"]],
+            thash,
+            eval_json,
+            method,
         )
         if uid in by_uid:
             other = cells[by_uid[uid]].axes
@@ -133,6 +143,7 @@ def resolve_cells(
                 tdict,
                 eval_over,
                 extras,
+                method,
                 factory,
             )
         )
@@ -181,4 +192,5 @@ def cell_spec(
         evals=evals,
         sources=loaded.sources,
         seed=cell.seed,
+        method=cell.method,
     )

@@ -116,6 +116,9 @@ def partial_entry(
 def expand_grid(study: Study, res: Resolver, smap: SourceMap) -> Expansion:
     """The cells of the study's grid after zip, exclude and include."""
     axes, kinds = read_axes(study, res, smap)
+    if "method" not in axes and any("method" in e for e in [*study.include, *study.exclude]):
+        # An entry names a method: the grid's own cells are webdino's (the default).
+        axes["method"], kinds["method"] = ["webdino"], "method"
     zips = zip_groups(study, axes, smap)
     # The cap is checked on the product of the axis lengths, before any cell is built.
     n_cells = 1
@@ -150,6 +153,10 @@ def expand_grid(study: Study, res: Resolver, smap: SourceMap) -> Expansion:
             entry, ("include", i), axes, res, smap, settings_ok=True
         )
         for combo in G.expand_partial(axis_part):
+            if (
+                "method" in axes and not settings
+            ):  # an entry that adds cells: webdino's unless named
+                combo.setdefault("method", "webdino")
             hit = [k for k, c in enumerate(cells_axes) if G.matches(c, combo)]
             if hit and settings:
                 for k in hit:
@@ -161,6 +168,8 @@ def expand_grid(study: Study, res: Resolver, smap: SourceMap) -> Expansion:
                     "duplicate cell: it is already in the grid and the entry adds no setting",
                 )
             else:
+                if "method" in axes:
+                    combo.setdefault("method", "webdino")
                 missing = [a for a in axes if a not in combo]
                 if missing:
                     raise smap.error(

@@ -53,6 +53,7 @@ class Cell:
         default_factory=dict
     )  # eval name -> field -> value
     extras: dict[str, Any] = field(default_factory=dict)  # settings set by include entries
+    method: str = "webdino"  # the training objective (the method axis; webdino by default)
     # Builds the cell.json content on first use: planning 100,000 cells never needs it.
     spec_factory: Callable[[Cell], CellSpec] | None = field(default=None, repr=False)
     _spec: CellSpec | None = field(default=None, repr=False)
@@ -171,8 +172,16 @@ def train_identity(train: dict[str, Any], defaults: dict[str, Any]) -> dict[str,
 
 
 def cell_uid(
-    model: str, samples_seen: int, data_json: str, train_hash: str, evals_json: str
+    model: str,
+    samples_seen: int,
+    data_json: str,
+    train_hash: str,
+    evals_json: str,
+    method: str = "webdino",
 ) -> str:
-    """Hash of the cell's identity; ``data_json``/``evals_json`` are canonical JSON strings."""
+    """Hash of the cell's identity; ``data_json``/``evals_json`` are canonical JSON strings.
+    The method enters for clip and mae only, so that every webdino uid stays what it was."""
     text = f"{UID_VERSION}|r{RECIPE_VERSION}|{model}|{samples_seen}|{data_json}|{train_hash}|{evals_json}"
+    if method != "webdino":
+        text += f"|method={method}"
     return hashlib.sha256(text.encode()).hexdigest()[:UID_LENGTH]

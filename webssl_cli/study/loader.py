@@ -1,13 +1,12 @@
 """Load a study file: parse safely, validate with located errors, expand into cells.
 
 ``load_study(path)`` is the one entry point. Precedence of settings, written once:
-TrainConfig defaults < preset < study ``train`` < cell (grid axes, include settings) <
-command line (``--set key=value``). The resolved spec of every cell is what ``cell.json`` holds.
+TrainConfig defaults < preset (with the cell's method's settings for it) < study ``train`` <
+cell (grid axes, include settings) < command line (``--set key=value``). The resolved spec of every cell is what ``cell.json`` holds.
 """
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from webssl_cli.errors import UserError, did_you_mean
-from webssl_cli.specs.presets import PRESETS
+from webssl_cli.specs.presets import PRESETS, preset_settings
 from webssl_cli.specs.train import TrainConfig
 from webssl_cli.study.cells import SettingsResolver, resolve_cells
 from webssl_cli.study.expand import expand_grid
@@ -38,9 +37,10 @@ def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
         raise validation_error(exc, smap, model=Study) from None
     check_references(study, smap)
     output_dir = Path(study.output_dir or f"runs/{study.name}").expanduser().absolute()
-    base_train = study_train(study, smap)
     cli = cli_overrides(study, overrides)
     exp = expand_grid(study, Resolver(study, smap), smap)
+    methods = {str(a.get("method", "webdino")) for a in exp.cells}
+    base_train = {m: study_train(study, smap, m) for m in sorted(methods)}
     sources = resolve_sources(study, output_dir)
     used = {a["data_filter"] for a in exp.cells}
     filter_defs, filters, job_of_filter = filter_stages(study, sources, used, output_dir)
@@ -80,13 +80,14 @@ def check_references(study: Study, smap: SourceMap) -> None:
         seen_evals.add(name)
 
 
-def study_train(study: Study, smap: SourceMap) -> dict[str, Any]:
-    """The study-level training settings (preset < study.train), validated once."""
+def study_train(study: Study, smap: SourceMap, method: str = "webdino") -> dict[str, Any]:
+    """The study-level training settings of ``method``'s cells (the preset for the method <
+    study.train), validated once."""
     try:
         train = nest(study.train)
     except ValueError as exc:
         raise smap.error(("train",), str(exc)) from None
-    base = deep_merge(copy.deepcopy(PRESETS[study.preset]), train)
+    base = deep_merge(preset_settings(study.preset, method), train)
     base.setdefault("seed", study.seed)
     try:
         TrainConfig.model_validate(base)

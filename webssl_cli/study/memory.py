@@ -19,6 +19,11 @@ profile's GPUs and say what would make them fit. Bytes per rank, in five parts:
   for the rank's whole step (every micro-batch: Sinkhorn-Knopp normalises over the step).
 - reserve: CUDA context, allocator fragmentation and workspaces (``RESERVE_BYTES`` + 5%).
 
+Per method: MAE and CLIP have no teacher and no prototype logits. MAE's student is the
+backbone (activations of its visible tokens) and the decoder (all tokens, at its width); CLIP's
+is the backbone (one view) and the text tower (``context_length`` tokens), and its logits are
+the rank's images against the global batch's captions, both directions, with their softmax.
+
 Checked on CPU against measured allocations for the test/small sizes (states within 10%;
 tests/train/test_memory.py and benchmarks/gpu_train_step.py print both).
 """
@@ -27,7 +32,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from webssl_cli.specs.compute import expected_masked_tokens, heads_params
+from webssl_cli.specs.compute import expected_masked_tokens, heads_params, mae_visible_tokens
+from webssl_cli.specs.methods import resolved_text_tower
 from webssl_cli.specs.registry import ModelSpec
 from webssl_cli.specs.train import TrainConfig, resolve_strategy
 
@@ -65,16 +71,53 @@ class MemoryEstimate:
         )  # fmt: skip
 
 
-def tokens_per_image(spec: ModelSpec, cfg: TrainConfig) -> int:
-    """Student tokens per image: 2 global crops + the local crops, CLS included."""
+def tokens_per_image(spec: ModelSpec, cfg: TrainConfig, method: str = "webdino") -> int:
+    """Backbone tokens per image, CLS included: DINOv2's 2 global crops + the local crops;
+    MAE's visible patches; CLIP's one view."""
     c = cfg.crops
+    if method == "mae":
+        return mae_visible_tokens(spec, cfg) + 1
+    if method == "clip":
+        return spec.n_patches(c.global_size) + 1
     return 2 * (spec.n_patches(c.global_size) + 1) + c.n_local * (spec.n_patches(c.local_size) + 1)
 
 
 def block_activation_bytes_per_token(spec: ModelSpec, act_bytes: int) -> int:
-    d, h = spec.width, spec.ffn_hidden
-    ffn_values = 4 * h if spec.ffn == "swiglu" else 2 * h
+    return _per_token(spec.width, spec.ffn_hidden, spec.ffn == "swiglu", act_bytes)
+
+
+def _per_token(d: int, h: int, swiglu: bool, act_bytes: int) -> int:
+    ffn_values = 4 * h if swiglu else 2 * h
     return 8 * d + act_bytes * (8 * d + ffn_values)
+
+
+def _side_towers(spec: ModelSpec, cfg: TrainConfig, method: str) -> tuple[int, int, int, int]:
+    """(tokens per image, width, ffn hidden, layers) of the tower beside the backbone: MAE's
+    decoder or CLIP's text tower."""
+    if method == "mae":
+        m = cfg.mae
+        tokens = spec.n_patches(cfg.crops.global_size) + 1
+        return tokens, m.decoder_width, 4 * m.decoder_width, m.decoder_layers
+    width, layers, _, _ = resolved_text_tower(cfg.clip, spec.width)
+    return cfg.clip.context_length, width, 4 * width, layers
+
+
+def _activations(
+    spec: ModelSpec, cfg: TrainConfig, mb: int, ac: bool, act_bytes: int, method: str
+) -> int:
+    """Saved activations of one micro-batch (every block, or with checkpointing the block
+    inputs plus one recomputed block), backbone and, for MAE/CLIP, the second tower."""
+    towers = [(mb * tokens_per_image(spec, cfg, method), spec.width,
+               block_activation_bytes_per_token(spec, act_bytes), spec.depth)]  # fmt: skip
+    if method != "webdino":
+        t, w, h, layers = _side_towers(spec, cfg, method)
+        towers.append((mb * t, w, _per_token(w, h, False, act_bytes), layers))
+    total = 0
+    for tokens, width, per_token, depth in towers:
+        total += (
+            tokens * 4 * width * depth + tokens * per_token if ac else tokens * per_token * depth
+        )
+    return total
 
 
 def estimate_memory(
@@ -87,6 +130,7 @@ def estimate_memory(
     activation_checkpointing: bool | None = None,
     act_bytes: int = 2,
     reserve: bool = True,
+    method: str = "webdino",
 ) -> MemoryEstimate:
     """Memory of one rank of a ``gpus``-rank run of ``spec`` with ``cfg``.
 
@@ -103,13 +147,23 @@ def estimate_memory(
         if activation_checkpointing is None
         else activation_checkpointing
     )
-    backbone, heads = spec.backbone_params(), heads_params(spec, cfg)
+    backbone, heads = spec.backbone_params(), heads_params(spec, cfg, method)
     n = backbone + heads
     strat = resolve_strategy(strategy or cfg.dist.strategy, backbone)
     shard = gpus if strat == "fsdp" else 1
     param = 4 * -(-n // shard)
     grads = param  # fp32; DDP's gradients are views into its buckets (gradient_as_bucket_view)
     optim = 2 * param
+    if method != "webdino":
+        acts = _activations(spec, cfg, mb, ac, act_bytes, method)
+        gathered = act_bytes * 4 * spec.block_params() if strat == "fsdp" else 0
+        # CLIP: (rank's images x global batch) logits, both directions, with their softmax
+        logits = 4 * 2 * 2 * mb * cfg.batch_size if method == "clip" else 0
+        res = int(RESERVE_BYTES + 0.05 * (param + grads + optim + acts)) if reserve else 0
+        return MemoryEstimate(
+            strat, gpus, mb, accumulation, n, param, grads, optim, 0, gathered,
+            int(acts), logits, res, ac,
+        )  # fmt: skip
     teacher = param
     gathered = 0
     if strat == "fsdp":
@@ -145,18 +199,23 @@ class Fit:
 
 
 def check_fit(
-    spec: ModelSpec, cfg: TrainConfig, gpus: int, gpu_memory_gb: float, max_gpus: int | None = None
+    spec: ModelSpec,
+    cfg: TrainConfig,
+    gpus: int,
+    gpu_memory_gb: float,
+    max_gpus: int | None = None,
+    method: str = "webdino",
 ) -> Fit:
     """Does a rank fit ``gpu_memory_gb``? If not, the cheapest change that makes it fit:
     activation checkpointing, then a smaller micro-batch (accumulating to the same global
     batch), then FSDP2 instead of DDP, then more GPUs."""
-    est = estimate_memory(spec, cfg, gpus)
+    est = estimate_memory(spec, cfg, gpus, method=method)
     budget = AUTO_HEADROOM * gpu_memory_gb * 1e9
     if gpu_memory_gb <= 0 or est.total_bytes <= budget:
         return Fit(True, est, "")
 
     def fits(**kw: object) -> MemoryEstimate | None:
-        e = estimate_memory(spec, cfg, kw.pop("gpus", gpus), **kw)  # type: ignore[arg-type]
+        e = estimate_memory(spec, cfg, kw.pop("gpus", gpus), method=method, **kw)  # type: ignore[arg-type]
         return e if e.total_bytes <= budget else None
 
     strat = est.strategy
@@ -219,7 +278,7 @@ class Operational:
 
 
 def choose_operational(
-    spec: ModelSpec, cfg: TrainConfig, gpus: int, gpu_memory_gb: float
+    spec: ModelSpec, cfg: TrainConfig, gpus: int, gpu_memory_gb: float, method: str = "webdino"
 ) -> Operational:
     """Concrete values for the config's 'auto' (None) ``micro_batch`` and
     ``dist.activation_checkpointing``; values the config sets are kept.
@@ -247,12 +306,14 @@ def choose_operational(
 
     def largest(ac: bool) -> int | None:
         for mb in sizes:
-            est = estimate_memory(spec, cfg, gpus, micro_batch=mb, activation_checkpointing=ac)
+            est = estimate_memory(
+                spec, cfg, gpus, micro_batch=mb, activation_checkpointing=ac, method=method
+            )
             if est.total_bytes <= budget:
                 return mb
         return None
 
-    tokens = tokens_per_image(spec, cfg)
+    tokens = tokens_per_image(spec, cfg, method)
     for ac in [ac_set] if not ac_auto else [False, True]:
         mb = largest(ac)
         if mb is None:
@@ -270,12 +331,17 @@ def resolve_train(cfg: TrainConfig, op: Operational) -> TrainConfig:
 
 
 def plan_memory(
-    spec: ModelSpec, cfg: TrainConfig, gpus: int, gpu_memory_gb: float, max_gpus: int | None = None
+    spec: ModelSpec,
+    cfg: TrainConfig,
+    gpus: int,
+    gpu_memory_gb: float,
+    max_gpus: int | None = None,
+    method: str = "webdino",
 ) -> dict[str, object]:
     """The plan's memory fields of a cell: the chosen micro-batch and checkpointing (which of
     them were 'auto'), estimate per GPU, parts, fit and the fix."""
-    op = choose_operational(spec, cfg, gpus, gpu_memory_gb)
-    fit = check_fit(spec, resolve_train(cfg, op), gpus, gpu_memory_gb, max_gpus)
+    op = choose_operational(spec, cfg, gpus, gpu_memory_gb, method)
+    fit = check_fit(spec, resolve_train(cfg, op), gpus, gpu_memory_gb, max_gpus, method)
     e = fit.estimate
     return {
         "gpus": e.gpus,

@@ -3,7 +3,7 @@
 JSON output (stable, documented in the README)::
 
     {"study": str, "cluster": str, "peak_tflops": float, "mfu": float,
-     "cells": [{"uid", "model", "params", "head_params", "samples_seen", "data_filter",
+     "cells": [{"uid", "method", "model", "params", "head_params", "samples_seen", "data_filter",
                 "batch_size", "iterations", "flops_per_sample", "flops", "gpu_hours",
                 "checkpoint_bytes", "stages": [str], "axes": {...},
                 "evals": {"eval/<vqa name>": estimate (study/vqa_cost.py)}, "eval_gpu_hours",
@@ -17,6 +17,8 @@ JSON output (stable, documented in the README)::
 ``micro_batch`` and ``activation_checkpointing`` are what the cell's training will use: the
 study's values, or for those it leaves at 'auto' (listed in ``auto``) the values chosen to fit
 the profile's GPU memory (``study/memory.py``); `study run` writes the same into cell.json.
+Each cell is priced for its method (``specs/compute.py``, ``study/memory.py``): ``head_params``
+are the DINO and iBOT heads (webdino), the decoder (mae) or the text tower (clip).
 """
 
 from __future__ import annotations
@@ -86,12 +88,12 @@ def resolve_operational(loaded: LoadedStudy, profile: Any) -> None:
     gpu_memory_gb, gpus_of, _ = profile_memory(profile, {c.model for c in loaded.cells})
     done: dict[tuple[str, int], dict[str, Any]] = {}  # cells share train dicts: once per config
     for cell in loaded.cells:
-        key = (cell.model, id(cell.train))
+        key = (cell.model, id(cell.train), cell.method)
         train = done.get(key)
         if train is None:
             cfg = TrainConfig.model_validate(cell.train)
             op = choose_operational(
-                get_model(cell.model), cfg, gpus_of.get(cell.model, 1), gpu_memory_gb
+                get_model(cell.model), cfg, gpus_of.get(cell.model, 1), gpu_memory_gb, cell.method
             )
             train = done[key] = resolve_train(cfg, op).model_dump(mode="json")
         if train != cell.train:
@@ -112,9 +114,9 @@ def plan_rows(
     # Cells share TrainConfig dicts (the loader caches them): estimate once per distinct
     # (model, train config) and scale by samples; 100,000 cells plan in about a second.
     cfg_cache: dict[int, TrainConfig] = {}
-    per_sample: dict[tuple[str, int], Any] = {}
+    per_sample: dict[tuple[str, int, str], Any] = {}
     gpu_memory_gb, gpus_of, max_gpus = cluster_memory(loaded, profile)
-    memory: dict[tuple[str, int], dict[str, Any]] = {}  # per (model, train config), like compute
+    memory: dict[tuple[str, int, str], dict[str, Any]] = {}  # per (model, config, method)
     eval_stages = [f"eval/{n}" for n in loaded.eval_names]
     stages_of = {
         name: ([f"filter:{j.key}"] if (j := loaded.filter_for_name(name)) else [])
@@ -122,20 +124,20 @@ def plan_rows(
         for name in loaded.study.data.filters
     }
     rows: list[dict[str, Any]] = []
-    eval_cost: dict[tuple[str, int], dict[str, Any]] = {}  # per (model, train config)
+    eval_cost: dict[tuple[str, int, str], dict[str, Any]] = {}  # per (model, config, method)
     for cell in loaded.cells:
         cfg = cfg_cache.get(id(cell.train))
         if cfg is None:
             cfg = cfg_cache[id(cell.train)] = TrainConfig.model_validate(cell.train)
-        key = (cell.model, id(cell.train))
+        key = (cell.model, id(cell.train), cell.method)
         unit = per_sample.get(key)
         if unit is None:
+            spec = get_model(cell.model)
             unit = per_sample[key] = estimate(
-                get_model(cell.model), cfg, cfg.batch_size, peak_tflops=peak_tflops, mfu=mfu
+                spec, cfg, cfg.batch_size, peak_tflops=peak_tflops, mfu=mfu, method=cell.method
             )
-            memory[key] = plan_memory(
-                get_model(cell.model), cfg, gpus_of.get(cell.model, 1), gpu_memory_gb, max_gpus
-            )
+            memory[key] = plan_memory(spec, cfg, gpus_of.get(cell.model, 1), gpu_memory_gb,
+                                      max_gpus, cell.method)  # fmt: skip
         mem = memory[key]
         if key not in eval_cost:
             eval_cost[key] = price_evals(loaded, cell.model, cfg, gpus_of.get(cell.model, 1),
@@ -147,6 +149,7 @@ def plan_rows(
         rows.append(
             {
                 "uid": cell.uid,
+                "method": cell.method,
                 "model": cell.model,
                 "params": est.params,
                 "head_params": est.head_params,

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from webssl_cli.errors import UserError, did_you_mean
+from webssl_cli.specs.cell import METHODS
 from webssl_cli.specs.evals import KnnEval, LinearEval, VqaEval
 from webssl_cli.specs.registry import resolve_model_name
 from webssl_cli.specs.train import TrainConfig
@@ -19,6 +20,8 @@ from webssl_cli.study.schema import Study
 from webssl_cli.study.yamlfile import Loc, SourceMap
 
 REQUIRED_AXES = ("model", "samples_seen", "data_filter")
+OPTIONAL_AXES = ("method", "seed")
+"""Axes a grid may add: ``method`` (default webdino) and ``seed``."""
 EVAL_CLASSES: dict[str, type[BaseModel]] = {"knn": KnnEval, "linear": LinearEval, "vqa": VqaEval}
 
 
@@ -78,7 +81,7 @@ class Resolver:
 
     def check_key(self, key: str, loc: Loc, *, axis: bool) -> str:
         """Kind of a grid/include/override key: model, samples_seen, data_filter, seed, train, eval."""
-        if key in REQUIRED_AXES or key == "seed":
+        if key in REQUIRED_AXES or key in OPTIONAL_AXES:
             return key
         if key.startswith("train."):
             problem = field_path_ok(TrainConfig, key.split(".")[1:])
@@ -98,8 +101,8 @@ class Resolver:
             if problem:
                 raise self.smap.error(loc, problem)
             return "eval"
-        valid = [*REQUIRED_AXES, "seed", "train.<field>", "eval.<name>.<field>"]
-        hint = did_you_mean(key, [*REQUIRED_AXES, "seed"])
+        valid = [*REQUIRED_AXES, *OPTIONAL_AXES, "train.<field>", "eval.<name>.<field>"]
+        hint = did_you_mean(key, [*REQUIRED_AXES, *OPTIONAL_AXES])
         what = "axis" if axis else "key"
         raise self.smap.error(loc, f"unknown {what} {key!r}{hint}; valid: {', '.join(valid)}")
 
@@ -122,6 +125,13 @@ class Resolver:
                 raise self.smap.error(
                     loc,
                     f"unknown data filter {value!r}{did_you_mean(str(value), filters)}; defined in data.filters: {', '.join(filters)}",
+                )
+            return str(value)
+        if kind == "method":
+            if value not in METHODS:
+                raise self.smap.error(
+                    loc,
+                    f"unknown method {value!r}{did_you_mean(str(value), list(METHODS))}; valid: {', '.join(METHODS)}",
                 )
             return str(value)
         if kind == "seed":

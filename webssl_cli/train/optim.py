@@ -42,11 +42,17 @@ def param_groups(model: nn.Module, cfg: TrainConfig, depth: int) -> list[dict]:
     ]
 
 
-def build_optimizer(groups: list[dict], device: torch.device) -> torch.optim.AdamW:
-    """AdamW (betas 0.9, 0.999) with the fused kernel (``device`` where it has none: foreach)."""
+def build_optimizer(
+    groups: list[dict],
+    device: torch.device,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> torch.optim.AdamW:
+    """AdamW (the recipe's ``train.adam_betas`` / ``adam_eps``; DINOv2: 0.9, 0.999 and 1e-8)
+    with the fused kernel (``device`` where it has none: foreach)."""
     fused = device.type in ("cpu", "cuda")
     fast = {"fused": True} if fused else {"foreach": True}
-    return torch.optim.AdamW(groups, lr=0.0, betas=(0.9, 0.999), **fast)
+    return torch.optim.AdamW(groups, lr=0.0, betas=betas, eps=eps, **fast)
 
 
 def apply_hyper(optimizer: torch.optim.Optimizer, h: Hyper) -> None:
