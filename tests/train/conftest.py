@@ -9,7 +9,7 @@ from shapes import write_shards  # noqa: E402
 
 from webssl_cli.rundir import CellDir  # noqa: E402
 from webssl_cli.specs.cell import CellData, CellSpec  # noqa: E402
-from webssl_cli.specs.presets import PRESETS  # noqa: E402
+from webssl_cli.specs.presets import preset_settings  # noqa: E402
 from webssl_cli.specs.train import TrainConfig  # noqa: E402
 
 
@@ -23,9 +23,10 @@ def _cpu(monkeypatch):
     monkeypatch.setenv("WEBSSL_DEVICE", "cpu")
 
 
-def make_cell(root: Path, shards: str, samples: int, **train) -> Path:
-    cfg = TrainConfig.model_validate(PRESETS["test"] | train)
+def make_cell(root: Path, shards: str, samples: int, method: str = "webdino", **train) -> Path:
+    cfg = TrainConfig.model_validate(preset_settings("test", method) | train)
     spec = CellSpec.build(
+        method=method,
         uid=root.name,
         model="vit-test",
         samples_seen=samples,

@@ -38,7 +38,7 @@ def write_legacy_checkpoint(cell: Path, iteration: int) -> Path:
     one torch.save of module and optimizer state dicts, EMA centres, the one stream's position
     and skipped counts, iteration and RNG state. The DCP checkpoints are removed."""
     run = CellDir(cell)
-    model, cfg, _, samples, seed = load_cell(run)
+    model, cfg, _, samples, seed, _ = load_cell(run)
     init_process_group(DistEnv(), torch.device("cpu"))
     try:
         ctx = RunContext(
@@ -103,7 +103,7 @@ def test_a_damaged_single_file_checkpoint_falls_back_to_the_previous(tmp_path, s
     good = write_legacy_checkpoint(cell, 2)
     bad = run.checkpoints_dir / "ckpt-00000004.pt"
     bad.write_bytes(good.read_bytes()[:1000])  # a newer file cut by a kill
-    model, cfg, _, samples, seed = load_cell(run)
+    model, cfg, _, samples, seed, _ = load_cell(run)
     init_process_group(DistEnv(), torch.device("cpu"))
     try:  # what the loop does first: the loaded state keeps the fast AdamW kernel
         objective = DINOv2(model, cfg, RunContext(torch.device("cpu"), None, seed, 6, micro=8))

@@ -178,3 +178,23 @@ class MultiCrop:
         ]
         locals_ = [augment(rng, img, c.local_size, c.local_scale, loc) for _ in range(c.n_local)]
         return globals_, locals_
+
+
+@dataclass(frozen=True)
+class SingleView:
+    """The single-view augmentation of CLIP and MAE: one RandomResizedCrop (area in ``scale``,
+    bicubic) to ``size`` and a horizontal flip (0.5); no colour or blur. The same call shape as
+    ``MultiCrop``: ([the view], [])."""
+
+    size: int
+    scale: tuple[float, float]
+
+    def __call__(
+        self, data: bytes | np.ndarray, rng: np.random.Generator
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        img = decode_rgb(data) if isinstance(data, bytes | bytearray | memoryview) else data
+        h, w = img.shape[:2]
+        out = resized_crop(img, crop_box(rng, h, w, self.scale), self.size)
+        if rng.random() < 0.5:
+            out = cv2.flip(out, 1)
+        return [out], []

@@ -77,7 +77,7 @@ def expected_masked_tokens(spec: ModelSpec, cfg: TrainConfig) -> float:
 
 def mae_visible_tokens(spec: ModelSpec, cfg: TrainConfig) -> int:
     """Patches MAE's encoder sees per image: int(N x (1 - mask_ratio)), as MAE keeps them."""
-    return int(spec.n_patches(cfg.crops.global_size) * (1 - cfg.mae.mask_ratio))
+    return max(1, int(spec.n_patches(cfg.crops.global_size) * (1 - cfg.mae.mask_ratio)))
 
 
 def mae_flops_per_sample(spec: ModelSpec, cfg: TrainConfig) -> float:

@@ -86,7 +86,7 @@ def resolve_operational(loaded: LoadedStudy, profile: Any) -> None:
     the plan chooses for ``profile`` (``memory.choose_operational``), so that cell.json, and
     the training job reading it, hold concrete values. Both are operational fields: uids stay."""
     gpu_memory_gb, gpus_of, _ = profile_memory(profile, {c.model for c in loaded.cells})
-    done: dict[tuple[str, int], dict[str, Any]] = {}  # cells share train dicts: once per config
+    done: dict[tuple[str, int, str], dict[str, Any]] = {}  # cells share train dicts: once each
     for cell in loaded.cells:
         key = (cell.model, id(cell.train), cell.method)
         train = done.get(key)

@@ -9,7 +9,9 @@ the config, not by W, so the same images make step i at any world size, any micr
 and after a resume at another world size (the checkpoint holds every lane's position).
 
 A sample's crops are a pure function of its place in its lane, so worker count and scheduling
-never change them. Workers return results in order; read-ahead is bounded. Undecodable images
+never change them. Single-view mode (``single_view``: the crop's area range; CLIP and MAE)
+makes one view per image at the global crop size instead of the multi-crop set: ``globals_u8``
+then holds one view and ``locals_u8`` none; lanes, streams and resume positions are the same. Workers return results in order; read-ahead is bounded. Undecodable images
 and samples without an image are skipped and counted per lane.
 """
 
@@ -25,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from webssl_cli.data.multicrop import MEAN, STD, MultiCrop, UndecodableImage
+from webssl_cli.data.multicrop import MEAN, STD, MultiCrop, SingleView, UndecodableImage
 from webssl_cli.data.stream import Position, ShardStream, image_bytes
 from webssl_cli.errors import UserError
 from webssl_cli.specs.train import CropConfig, TrainConfig
@@ -51,6 +53,15 @@ def lanes_for(cfg: TrainConfig, world_size: int, resumed: int | None = None) -> 
     return lanes
 
 
+def single_view_scale(cfg: TrainConfig, method: str) -> tuple[float, float] | None:
+    """The single view's crop area range of ``method`` (clip, mae); None: DINOv2's multi-crop."""
+    if method == "clip":
+        return cfg.clip.crop_scale
+    if method == "mae":
+        return cfg.mae.crop_scale
+    return None
+
+
 def micro_batches_for(cfg: TrainConfig, world_size: int) -> tuple[int, int]:
     """(micro-batch, accumulation steps) per rank so that W x micro x accum = batch_size."""
     if cfg.batch_size % world_size:
@@ -71,7 +82,8 @@ def micro_batches_for(cfg: TrainConfig, world_size: int) -> tuple[int, int]:
 class Batch:
     """This rank's slice of one global batch (what an objective's ``step_inputs`` receives)."""
 
-    globals_u8: torch.Tensor  # (2, B_rank, G, G, 3) uint8, this rank's slice of the global batch
+    globals_u8: torch.Tensor  # (2, B_rank, G, G, 3) uint8 (single-view mode: (1, ...)), this
+    # rank's slice of the global batch
     locals_u8: torch.Tensor  # (L, B_rank, S, S, 3) uint8
     positions: dict[int, Position]  # lane -> position after its last sample in this batch
     problems: dict[int, Counter[str]] = field(default_factory=dict)  # lane -> skipped samples
@@ -92,8 +104,10 @@ class LaneLoader:
         positions: dict[int, Position] | None = None,
         problems: dict[int, Counter[str]] | None = None,
         num_workers: int = 0,
+        single_view: tuple[float, float] | None = None,
     ) -> None:
         self.crops, self.per_lane = crops, batch_size // lanes
+        self.single_view = single_view
         per_rank = lanes // world_size
         self.lanes = list(range(rank * per_rank, (rank + 1) * per_rank))
         positions = positions or {}
@@ -132,10 +146,10 @@ class LaneLoader:
         if self.num_workers > 0:
             ctx = mp.get_context("fork")
             self._pool = ctx.Pool(
-                self.num_workers, initializer=_init_worker, initargs=(self.crops,)
+                self.num_workers, initializer=_init_worker, initargs=(self.crops, self.single_view)
             )
         else:
-            _init_worker(self.crops)
+            _init_worker(self.crops, self.single_view)
         results = {lane: self._lane_results(lane) for lane in self.lanes}
         while True:
             gl: list[np.ndarray] = []
@@ -154,7 +168,7 @@ class LaneLoader:
                     got += 1
             c = self.crops
             g_arr = np.stack([np.stack(x) for x in zip(*gl, strict=True)])  # (2, B_rank, G, G, 3)
-            if c.n_local:
+            if c.n_local and self.single_view is None:
                 l_arr = np.stack([np.stack(x) for x in zip(*lo, strict=True)])
             else:
                 l_arr = np.zeros((0, len(gl), c.local_size, c.local_size, 3), np.uint8)
@@ -174,12 +188,12 @@ class LaneLoader:
             self._pool = None
 
 
-_WORKER_MC: MultiCrop | None = None
+_WORKER_MC: MultiCrop | SingleView | None = None
 
 
-def _init_worker(cfg: CropConfig) -> None:
+def _init_worker(cfg: CropConfig, single_view: tuple[float, float] | None = None) -> None:
     global _WORKER_MC
-    _WORKER_MC = MultiCrop(cfg)
+    _WORKER_MC = MultiCrop(cfg) if single_view is None else SingleView(cfg.global_size, single_view)
     torch.set_num_threads(1)
 
 

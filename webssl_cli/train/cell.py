@@ -18,6 +18,7 @@ class CellInputs(NamedTuple):
     shards: list[str]
     samples: int
     seed: int
+    method: str = "webdino"
 
 
 def cell_shards(spec: CellSpec) -> list[str]:
@@ -31,8 +32,9 @@ def cell_shards(spec: CellSpec) -> list[str]:
 
 
 def load_cell(run: CellDir) -> CellInputs:
-    """(model, train config, shard URLs, samples to see, seed) of the cell in ``run``."""
+    """(model, train config, shard URLs, samples to see, seed, method) of the cell in ``run``."""
     spec = run.read_cell()
     return CellInputs(
-        get_model(spec.model), spec.train, cell_shards(spec), spec.samples_seen, spec.seed
-    )
+        get_model(spec.model), spec.train, cell_shards(spec), spec.samples_seen, spec.seed,
+        spec.method,
+    )  # fmt: skip

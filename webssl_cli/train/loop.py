@@ -35,7 +35,13 @@ from webssl_cli.rundir import CellDir, now_iso
 from webssl_cli.specs.registry import ModelSpec
 from webssl_cli.specs.train import TrainConfig, resolve_strategy
 from webssl_cli.train import distributed as D
-from webssl_cli.train.batches import Batch, LaneLoader, lanes_for, micro_batches_for
+from webssl_cli.train.batches import (
+    Batch,
+    LaneLoader,
+    lanes_for,
+    micro_batches_for,
+    single_view_scale,
+)
 from webssl_cli.train.cell import load_cell
 from webssl_cli.train.checkpoint import Checkpointer, Resumed
 from webssl_cli.train.metrics import Progress, RunLog, write_backbone
@@ -78,9 +84,10 @@ class Preemption:
 
 
 def train(run: CellDir, spec: ModelSpec, cfg: TrainConfig, shards: list[str], samples_target: int,
-          seed: int, *, env: D.DistEnv | None = None, progress: Progress | None = None,
-          stop_after: int | None = None) -> str:  # fmt: skip
-    """Train (or resume) in ``run`` as one rank of ``env`` (default: from the environment).
+          seed: int, method: str = "webdino", *, env: D.DistEnv | None = None,
+          progress: Progress | None = None, stop_after: int | None = None) -> str:  # fmt: skip
+    """Train (or resume) in ``run`` as one rank of ``env`` (default: from the environment), with
+    the objective of ``method`` (webdino, clip, mae).
 
     Returns "done", "diverged", "preempted" (checkpointed on request) or "running" (stopped by
     ``stop_after``, for tests). Every rank of the job calls it; rank 0 writes the run files.
@@ -91,22 +98,24 @@ def train(run: CellDir, spec: ModelSpec, cfg: TrainConfig, shards: list[str], sa
     owns_group = not dist.is_initialized()
     D.init_process_group(env, device)
     try:
-        return _train(run, spec, cfg, shards, samples_target, seed, device, progress, stop_after)
+        return _train(run, spec, cfg, shards, samples_target, seed, method, device, progress,
+                      stop_after)  # fmt: skip
     finally:
         if owns_group and dist.is_initialized():
             dist.destroy_process_group()
 
 
 def _train(run: CellDir, spec: ModelSpec, cfg: TrainConfig, shards: list[str], samples_target: int,
-           seed: int, device: torch.device, progress: Progress | None, stop_after: int | None) -> str:  # fmt: skip
+           seed: int, method: str, device: torch.device, progress: Progress | None,
+           stop_after: int | None) -> str:  # fmt: skip
     rank, world = dist.get_rank(), dist.get_world_size()
     iterations = max(1, math.ceil(samples_target / cfg.batch_size))
     mb, accum = micro_batches_for(cfg, world)
     strategy = resolve_strategy(cfg.dist.strategy, spec.backbone_params())
     ctx = RunContext(device, dev.autocast_dtype(device, cfg.dtype), seed, iterations, rank, world,
-                     mb, accum, strategy)  # fmt: skip
+                     mb, accum, strategy, method)  # fmt: skip
     objective = build_objective(spec, cfg, ctx)
-    optimizer = build_optimizer(objective.param_groups(), device)
+    optimizer = build_optimizer(objective.param_groups(), device, cfg.adam_betas, cfg.adam_eps)
     step = Step(objective, optimizer, Schedules(cfg, iterations), cfg, ctx)
     ckpt = Checkpointer(run.checkpoints_dir, cfg.keep_checkpoints)
     resumed = ckpt.load_latest(objective, optimizer, sharded=strategy == "fsdp")
@@ -116,7 +125,8 @@ def _train(run: CellDir, spec: ModelSpec, cfg: TrainConfig, shards: list[str], s
     log.start(it, world_size=world, strategy=strategy, resumed_from=resumed and resumed.path)
     loader = LaneLoader(shards, seed, cfg.crops, cfg.batch_size, lanes, rank, world,
                         resumed.positions if resumed else None,
-                        resumed.problems if resumed else None, cfg.num_workers)  # fmt: skip
+                        resumed.problems if resumed else None, cfg.num_workers,
+                        single_view_scale(cfg, method))  # fmt: skip
     batches, preemption, stopped = iter(loader), Preemption(), False
     try:
         while it < iterations and (stop_after is None or it < stop_after):
@@ -197,8 +207,7 @@ def train_cell(
     run = CellDir(cell_dir)
     env = env or D.detect_env()
     try:
-        model, cfg, shards, samples, seed = load_cell(run)
-        return train(run, model, cfg, shards, samples, seed, env=env, progress=progress)
+        return train(run, *load_cell(run), env=env, progress=progress)
     except BaseException as exc:
         # SystemExit: submitit's requeue handler, after a preemption checkpoint (launch records it)
         if env.rank == 0 and not isinstance(exc, SystemExit):

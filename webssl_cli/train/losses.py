@@ -137,3 +137,17 @@ def koleo_loss(features: Tensor, eps: float = 1e-8) -> Tensor:
         nn_idx = dots.argmax(dim=1)
     dist = F.pairwise_distance(x, x[nn_idx], p=2, eps=eps)
     return -torch.log(dist + eps).mean()
+
+
+def mae_loss(pred: Tensor, target: Tensor, mask: Tensor, norm_pix_loss: bool = True) -> Tensor:
+    """MAE's reconstruction loss on patchified [N, L, P] tensors; ``mask`` [N, L] is 1 where a
+    patch was removed. With ``norm_pix_loss`` each target patch is normalised by its own mean
+    and variance (unbiased, eps 1e-6) as the MAE reference does. The squared error is averaged
+    over a patch's values, then over the removed patches."""
+    if norm_pix_loss:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + 1e-6) ** 0.5
+    per_patch = ((pred - target) ** 2).mean(dim=-1)
+    mask = mask.to(per_patch.dtype)
+    return (per_patch * mask).sum() / mask.sum()

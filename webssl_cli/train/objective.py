@@ -48,6 +48,7 @@ class RunContext:
     micro: int = 0  # images per micro-batch on this rank
     accum: int = 1  # micro-batches per step
     strategy: str = "ddp"  # "ddp" | "fsdp"
+    method: str = "webdino"  # the cell's objective: "webdino" | "clip" | "mae"
 
 
 class Objective(Protocol):
