@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import signal
@@ -45,16 +46,26 @@ def test_train_cell_writes_the_run_directory_contract(tmp_path, shards):
     assert len(list(run.checkpoints_dir.glob("dcp-*"))) == 2  # keep_checkpoints
 
 
-def test_sigkill_midway_then_resume_gives_identical_teacher(tmp_path, shards):
+_NO_CLIP = importlib.util.find_spec("webssl_cli.train.objectives.clip") is None
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["webdino", "mae",
+     pytest.param("clip", marks=pytest.mark.skipif(_NO_CLIP, reason="no CLIP objective"))],
+)  # fmt: skip
+def test_sigkill_midway_then_resume_gives_identical_teacher(tmp_path, shards, method):
     n = 8 * 60  # 60 iterations
     straight = make_cell(
-        tmp_path / "straight", shards, samples=n, checkpoint_every=5, keep_checkpoints=2
-    )
+        tmp_path / "straight", shards, samples=n, method=method, checkpoint_every=5,
+        keep_checkpoints=2,
+    )  # fmt: skip
     assert train_cell(straight) == "done"
 
     killed = make_cell(
-        tmp_path / "killed", shards, samples=n, checkpoint_every=5, keep_checkpoints=2
-    )
+        tmp_path / "killed", shards, samples=n, method=method, checkpoint_every=5,
+        keep_checkpoints=2,
+    )  # fmt: skip
     code = "import sys; from pathlib import Path; from webssl_cli.train.loop import train_cell; train_cell(Path(sys.argv[1]))"
     proc = subprocess.Popen(
         [sys.executable, "-c", code, str(killed)], env={**os.environ, "WEBSSL_DEVICE": "cpu"}

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from webssl_cli.specs.train import HeadConfig
@@ -220,3 +221,20 @@ def test_prototype_layer_is_weight_normalised():
     with torch.no_grad():
         v.mul_(7.0)
     torch.testing.assert_close(layer(x), out.detach())
+
+
+def test_mae_loss_hand_computed():
+    # One image, three patches of four values. Patch 0: target [1, 2, 3, 6] (mean 3, unbiased
+    # variance 14/3), predicted 0 -> mean of ([-2, -1, 0, 3] / sqrt(14/3 + 1e-6))^2 =
+    # 3.5 / (14/3 + 1e-6). Patch 1: target all 0 (normalised: 0), predicted 1 -> 1. Patch 2 is
+    # kept (mask 0): its large error must not count. Mean over the two removed patches.
+    target = torch.tensor([[[1.0, 2, 3, 6], [0, 0, 0, 0], [5, 5, 5, 9]]], dtype=torch.float64)
+    pred = torch.tensor([[[0.0, 0, 0, 0], [1, 1, 1, 1], [100, 100, 100, 100]]], dtype=torch.float64)
+    mask = torch.tensor([[1.0, 1.0, 0.0]], dtype=torch.float64)
+    want = (3.5 / (14 / 3 + 1e-6) + 1.0) / 2
+    assert float(L.mae_loss(pred, target, mask)) == pytest.approx(want, rel=1e-12)
+    # raw pixels: (1 + 4 + 9 + 36) / 4 = 12.5 and 1 -> 6.75
+    assert float(L.mae_loss(pred, target, mask, norm_pix_loss=False)) == pytest.approx(6.75)
+    # the mask may be bool; every patch removed averages all three
+    everything = L.mae_loss(pred, target, torch.ones(1, 3, dtype=torch.bool), norm_pix_loss=False)
+    assert float(everything) == pytest.approx((12.5 + 1 + (95**2 * 3 + 91**2) / 4) / 3)
