@@ -20,6 +20,8 @@ from webssl_cli.report import plots
 from webssl_cli.report.fits import Fit, fit
 from webssl_cli.report.html import markdown, render
 from webssl_cli.report.measure import Measured, factors_of, measure, to_percent
+from webssl_cli.report.methods import main_method, method_section
+from webssl_cli.report.store import store_fits
 from webssl_cli.report.tables import (
     Table,
     benchmark_table,
@@ -162,61 +164,6 @@ def _fits(main: Any, main_filter: str | None, n_boot: int, seed: int,
     return out
 
 
-def _store_fits(db: Path, study: str, fits: list[Fit]) -> str | None:
-    """Replace this study's rows in the ``fits`` table; a note instead if the DB is busy."""
-    import duckdb
-    import pyarrow as pa
-
-    rows: list[dict[str, Any]] = []
-    for f in fits:
-        base = {
-            "study": study,
-            "target": f.target,
-            "form": f.form,
-            "slice": f.slice,
-            "n_points": f.n,
-            "note": f.note,
-        }
-        if f.ok:
-            ivs = f.intervals() or {}
-            for k, v in f.estimate().items():
-                lo, hi = ivs.get(k, (None, None))
-                rows.append(base | {"param": k, "estimate": float(v), "lo": lo, "hi": hi})
-            if f.holdout is not None:
-                h = f.holdout
-                rows.append(base | {"param": "holdout_error", "estimate": h.error,
-                                    "lo": None if h.lo is None else h.lo - h.actual,
-                                    "hi": None if h.hi is None else h.hi - h.actual})  # fmt: skip
-        else:
-            rows.append(base | {"param": "-", "estimate": None, "lo": None, "hi": None})
-    try:
-        con = duckdb.connect(str(db))
-    except duckdb.Error as exc:
-        return f"fits not stored in the database ({' '.join(str(exc).split())[:120]})"
-    try:
-        con.execute("BEGIN TRANSACTION")
-        con.execute("DELETE FROM fits WHERE study = ?", [study])
-        if rows:
-            cols = [
-                "study",
-                "target",
-                "form",
-                "slice",
-                "param",
-                "estimate",
-                "lo",
-                "hi",
-                "n_points",
-                "note",
-            ]
-            con.register("_fits", pa.Table.from_pylist(rows).select(cols))
-            con.execute(f"INSERT INTO fits BY NAME SELECT {', '.join(cols)} FROM _fits")
-        con.execute("COMMIT")
-    finally:
-        con.close()
-    return None
-
-
 def build_report(
     study_dir: Path, out_dir: Path, n_boot: int = 200, seed: int = 0, n_boot_stats: int = 1000
 ) -> ReportResult:
@@ -251,8 +198,17 @@ def build_report(
                 f"{study_dir}: the database holds no ingested cells; run `webssl results ingest` first"
             )
         study = max(runs, key=lambda s: cells_all.filter(pl.col("study") == s).height)
+        method_of = queries.cell_methods(con)
         cells = cells_all.filter(pl.col("study") == study)
+        cells = cells.with_columns(pl.Series("method", [method_of.get(u, "webdino") for u in cells["uid"]]))  # fmt: skip
         main = scores_all.filter(pl.col("study") == study)
+        family = method_section(con, study, cells, main, factors, out_dir, _main_filter(cells),
+                                n_boot_stats, seed)  # fmt: skip
+        if family:  # the other sections measure one method: lines differ by model and budget
+            cells = cells.filter(
+                pl.col("method") == main_method(cells["method"].unique().to_list())
+            )
+            main = main.filter(pl.col("uid").is_in(cells["uid"].to_list()))
         ms = measure(con, study, cells, main, factors, n_boot=n_boot_stats, seed=seed)
     refs = scores_all.filter(
         pl.col("study").is_in([s for s, k in studies.items() if k == "reference"])
@@ -277,6 +233,7 @@ def build_report(
         ("p", "Nothing measured yet: no cell has scores.")
     ]
     blocks.append(("p", _method_note(ms)))
+    blocks += family
     if not refs.is_empty():
         blocks.append(
             (
@@ -366,7 +323,7 @@ def build_report(
         blocks.append(("h2", "Notes"))
         blocks += [("p", n + ".") for n in res.notes]
 
-    note = _store_fits(study_dir / DB_NAME, study, fits)
+    note = store_fits(study_dir / DB_NAME, study, fits)
     if note:
         res.notes.append(note)
     title = f"webssl report: {study}"

@@ -136,6 +136,12 @@ def cells(con: Any, study: str | None = None) -> Any:
     )
 
 
+def cell_methods(con: Any) -> dict[str, str]:
+    """uid -> the cell's training method (cell.json's ``method``; webdino when not recorded)."""
+    rows = con.execute("SELECT uid, method FROM cell_specs").fetchall()
+    return {str(u): str(m or "webdino") for u, m in rows}
+
+
 def final_metrics(con: Any) -> Any:
     """The last logged value (highest step) of every train metric, per cell."""
     return _pl(
