@@ -247,3 +247,16 @@ def test_compiled_blocks_give_the_same_losses(tmp_path, shards):
     assert _in_process(eager) == "done" and _in_process(compiled) == "done"
     for a, b in zip(losses(compiled), losses(eager), strict=True):
         assert abs(a - b) <= 1e-5 * abs(b)
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_mae_two_ranks_with_resume_match_one_rank(tmp_path, shards, strategy):
+    """MAE: the same masks and images at any world size, through a resume (DDP) or a sharded
+    checkpoint written by 2 ranks and resumed by 2 (FSDP2)."""
+    ref = _cell(tmp_path / "ref", shards, 6, method="mae")
+    assert _in_process(ref) == "done"
+    cell = _cell(tmp_path / strategy, shards, 6, strategy, method="mae")
+    launch(2, cell, 3, None)
+    status = CellDir(cell).stage_status("train")
+    assert status["state"] == "done" and status["resumed_from"].endswith("dcp-00000003")
+    assert_equal(cell, ref, 6)
