@@ -157,3 +157,24 @@ def test_text_tower_pairs():
     assert clip_text_tower(1664) == (1280, 32, 20, 1280)  # ViT-bigG/14
     assert clip_text_tower(4096) == (1280, 32, 20, 1280)  # Web-DINO 7B keeps bigG's
     assert clip_text_tower(192) == (192, 12, 3, 192)  # CPU sizes: the vision width
+
+
+def test_memory_estimate_of_mae_states_matches_a_step():
+    # Parameters, gradients and AdamW moments of the encoder and decoder after one step, as
+    # the plan's memory estimate counts them (no teacher for MAE), within 5%.
+    from webssl_cli.study.memory import estimate_memory
+    from webssl_cli.train.distributed import state_bytes
+    from webssl_cli.train.optim import build_optimizer
+
+    spec, cfg = get_model("vit-pico"), _cfg(crops={"global_size": 32})
+    obj = MAE(spec, cfg, RunContext(CPU, None, 0, 10, micro=8))
+    opt = build_optimizer(obj.param_groups(), CPU, cfg.adam_betas, cfg.adam_eps)
+    assert opt.defaults["betas"] == (0.9, 0.95)
+    u8 = torch.randint(0, 256, (1, 8, 32, 32, 3), dtype=torch.uint8)
+    loss, _ = obj.loss(obj.step_inputs(Batch(u8, torch.zeros(0, 8, 8, 8, 3, dtype=torch.uint8), {}), 0)[0], 0)  # fmt: skip
+    loss.backward()
+    opt.step()
+    est = estimate_memory(spec, cfg, 1, act_bytes=4, reserve=False, method="mae")
+    measured = state_bytes(obj.model, opt)
+    print(f"\nMAE states: measured {measured:,} B, estimated {est.states_bytes:,} B")
+    assert est.teacher_bytes == 0 and abs(measured / est.states_bytes - 1) < 0.05
