@@ -103,8 +103,9 @@ def _train(run: CellDir, spec: ModelSpec, cfg: TrainConfig, shards: list[str], s
     iterations = max(1, math.ceil(samples_target / cfg.batch_size))
     mb, accum = micro_batches_for(cfg, world)
     strategy = resolve_strategy(cfg.dist.strategy, spec.backbone_params())
+    method = run.read_cell().method if run.cell_json.exists() else "webdino"
     ctx = RunContext(device, dev.autocast_dtype(device, cfg.dtype), seed, iterations, rank, world,
-                     mb, accum, strategy)  # fmt: skip
+                     mb, accum, strategy, method, tuple(shards), str(run.root))  # fmt: skip
     objective = build_objective(spec, cfg, ctx)
     optimizer = build_optimizer(objective.param_groups(), device)
     step = Step(objective, optimizer, Schedules(cfg, iterations), cfg, ctx)
@@ -116,7 +117,8 @@ def _train(run: CellDir, spec: ModelSpec, cfg: TrainConfig, shards: list[str], s
     log.start(it, world_size=world, strategy=strategy, resumed_from=resumed and resumed.path)
     loader = LaneLoader(shards, seed, cfg.crops, cfg.batch_size, lanes, rank, world,
                         resumed.positions if resumed else None,
-                        resumed.problems if resumed else None, cfg.num_workers)  # fmt: skip
+                        resumed.problems if resumed else None, cfg.num_workers,
+                        captions=method == "clip")  # fmt: skip
     batches, preemption, stopped = iter(loader), Preemption(), False
     try:
         while it < iterations and (stop_after is None or it < stop_after):

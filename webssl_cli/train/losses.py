@@ -137,3 +137,27 @@ def koleo_loss(features: Tensor, eps: float = 1e-8) -> Tensor:
         nn_idx = dots.argmax(dim=1)
     dist = F.pairwise_distance(x, x[nn_idx], p=2, eps=eps)
     return -torch.log(dist + eps).mean()
+
+
+def clip_loss(
+    image_features: Tensor, text_features: Tensor, logit_scale: Tensor, valid: Tensor | None = None
+) -> Tensor:
+    """CLIP's symmetric contrastive loss: the mean of the image->text and text->image
+    cross-entropies over the (N, N) logits ``logit_scale * I @ T^T`` whose diagonal holds the
+    matching pairs (OpenCLIP's ``ClipLoss``).
+
+    ``image_features``, ``text_features``: (N, D), already L2-normalised (gathered from every
+    rank when the negatives are global); ``logit_scale``: the multiplier (exp of the learnt
+    log scale). ``valid`` (N,) bool leaves pairs out (an image without a caption): neither a
+    query nor a negative. log-softmax keeps any logit scale finite; no pair left: 0.
+    """
+    logits = logit_scale * image_features.float() @ text_features.float().t()
+    target = torch.arange(logits.shape[0], device=logits.device)
+    if valid is None:
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+    keep = valid.to(device=logits.device, dtype=torch.bool)
+    if not bool(keep.any()):
+        return logits.sum() * 0.0
+    sub = logits[keep][:, keep]
+    target = torch.arange(sub.shape[0], device=logits.device)
+    return (F.cross_entropy(sub, target) + F.cross_entropy(sub.t(), target)) / 2

@@ -8,7 +8,11 @@ from webssl_cli.train.objective import Objective, RunContext
 
 
 def build_objective(spec: ModelSpec, cfg: TrainConfig, ctx: RunContext) -> Objective:
-    """The objective ``cfg`` trains; today every TrainConfig describes the Web-DINO recipe."""
+    """The objective of ``ctx.method``: DINOv2 (Web-DINO) or CLIP."""
+    if ctx.method == "clip":
+        from webssl_cli.train.objectives.clip import CLIP
+
+        return CLIP(spec, cfg, ctx)
     from webssl_cli.train.objectives.dinov2 import DINOv2
 
     return DINOv2(spec, cfg, ctx)
