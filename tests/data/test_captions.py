@@ -119,3 +119,19 @@ def test_stats_report_caption_coverage(tmp_path):
     assert st["captions"]["with"] == with_ and st["captions"]["without"] == 50 - with_
     assert st["captions"]["coverage"] == pytest.approx(with_ / 50)
     assert f"captions {with_} of 50 samples" in format_stats(st)
+
+
+def test_data_tokenizer_command_caches_what_training_reads(tmp_path):
+    from typer.testing import CliRunner
+
+    from webssl_cli.cli import app
+    from webssl_cli.data.stream import expand_urls
+
+    paths = synth.synthesize(tmp_path, n=30, seed=3, shard_size=15, image_size=48)
+    pattern = synth.shard_pattern(paths)
+    res = CliRunner().invoke(app, ["data", "tokenizer", pattern, "--vocab-size", "500"])
+    assert res.exit_code == 0, res.output
+    tok, where = tokenizer_for(expand_urls(pattern), 500)  # what a CLIP cell's run does
+    assert where is not None and str(where) in res.output and f"{tok.vocab_size} ids" in res.output
+    bad = CliRunner().invoke(app, ["data", "tokenizer", pattern, "--vocab-size", "10"])
+    assert bad.exit_code == 2 and "--vocab-size" in bad.output
