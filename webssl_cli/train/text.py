@@ -131,7 +131,8 @@ class CLIPModel(nn.Module):
         self.visual_projection = nn.Linear(spec.width, dims.embed_dim, bias=False)
         nn.init.normal_(self.visual_projection.weight, std=spec.width**-0.5)
         self.text = TextTransformer(dims)
-        self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
+        # one element, not a scalar: FSDP2 shards only parameters with a dimension
+        self.logit_scale = nn.Parameter(torch.tensor([float(init_logit_scale)]))
 
     def encode_image(self, images: Tensor) -> Tensor:
         return F.normalize(self.visual_projection(self.backbone(images)), dim=-1)
@@ -142,4 +143,4 @@ class CLIPModel(nn.Module):
     def forward(
         self, images: Tensor, tokens: Tensor, ends: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        return self.encode_image(images), self.encode_text(tokens, ends), self.logit_scale.exp()
+        return self.encode_image(images), self.encode_text(tokens, ends), self.logit_scale.exp()[0]
