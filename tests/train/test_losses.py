@@ -238,3 +238,46 @@ def test_mae_loss_hand_computed():
     # the mask may be bool; every patch removed averages all three
     everything = L.mae_loss(pred, target, torch.ones(1, 3, dtype=torch.bool), norm_pix_loss=False)
     assert float(everything) == pytest.approx((12.5 + 1 + (95**2 * 3 + 91**2) / 4) / 3)
+
+
+# ---- CLIP ----------------------------------------------------------------------------------
+def _ce(row: list[float], target: int) -> float:
+    m = max(row)
+    return -row[target] + m + math.log(sum(math.exp(x - m) for x in row))
+
+
+def test_clip_loss_hand_computed():
+    img = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    txt = torch.tensor([[0.6, 0.8], [0.0, 1.0]])
+    # logits = 2 * img @ txt^T = [[1.2, 0], [1.6, 2]]
+    rows, cols = [[1.2, 0.0], [1.6, 2.0]], [[1.2, 1.6], [0.0, 2.0]]
+    want = ((_ce(rows[0], 0) + _ce(rows[1], 1)) / 2 + (_ce(cols[0], 0) + _ce(cols[1], 1)) / 2) / 2
+    got = L.clip_loss(img, txt, torch.tensor(2.0))
+    assert abs(float(got) - want) < 1e-6
+    # perfectly matched orthonormal pairs: log(1 + e^-s) in both directions
+    assert abs(float(L.clip_loss(img, img, torch.tensor(1.0))) - math.log(1 + math.exp(-1))) < 1e-6
+
+
+def test_clip_loss_is_finite_where_a_naive_softmax_overflows():
+    img = torch.eye(2)
+    txt = torch.tensor([[0.6, 0.8], [0.8, 0.6]])  # each image is closer to the other caption
+    scale = torch.tensor(1000.0)
+    naive = torch.exp(scale * img @ txt.t())
+    assert not torch.isfinite(naive).all()  # exp(800) overflows fp32
+    # each direction: -600 + logsumexp(600, 800) = 200 + log(1 + e^-200)
+    got = L.clip_loss(img, txt, scale)
+    assert torch.isfinite(got) and abs(float(got) - 200.0) < 1e-4
+
+
+def test_clip_loss_leaves_out_pairs_without_a_caption_and_has_gradients():
+    torch.manual_seed(0)
+    img = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1).requires_grad_()
+    txt = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    valid = torch.tensor([True, False, True, True, False])
+    got = L.clip_loss(img, txt, torch.tensor(10.0), valid)
+    want = L.clip_loss(img[valid], txt[valid], torch.tensor(10.0))
+    assert abs(got.item() - want.item()) < 1e-6
+    got.backward()
+    assert img.grad is not None and float(img.grad[~valid].abs().max()) == 0.0
+    none = L.clip_loss(img, txt, torch.tensor(10.0), torch.zeros(5, dtype=torch.bool))
+    assert float(none) == 0.0 and none.requires_grad

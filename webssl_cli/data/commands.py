@@ -116,6 +116,25 @@ def register(app: typer.Typer) -> None:
         if result["samples"] == 0:
             raise UserError(f"{src}: no usable samples (skipped: {result['skipped'] or 'none'})")
 
+    @app.command("tokenizer")
+    def tokenizer_cmd(
+        src: Annotated[
+            str, typer.Argument(help="Training shards, as the cell names them (brace pattern).")
+        ],
+        vocab_size: Annotated[
+            int, typer.Option(help="Target vocabulary (train.clip.vocab_size).")
+        ] = 49408,
+    ) -> None:
+        """Learn the caption tokenizer (byte-level BPE) of a source and cache it beside its
+        shards, where CLIP training finds it (it is otherwise built on a run's first start)."""
+        from webssl_cli.data.bpe import tokenizer_for
+        from webssl_cli.data.stream import expand_urls
+
+        if vocab_size < 260:
+            raise UserError(f"--vocab-size: {vocab_size} must be at least 260")
+        tok, where = tokenizer_for(expand_urls(src), vocab_size)
+        typer.echo(f"tokenizer of {src}: {tok.vocab_size} ids -> {where or '(not cached)'}")
+
     @app.command("filter")
     def filter_cmd(
         src: Annotated[

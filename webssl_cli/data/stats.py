@@ -1,4 +1,5 @@
-"""Statistics of a shard source: counts, bytes, image sizes, decode failures, label fractions."""
+"""Statistics of a shard source: counts, bytes, image sizes, decode failures, label fractions,
+caption coverage."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from webssl_cli.data.captions import caption_of
 from webssl_cli.data.shards import Problems, iter_samples, list_shards
 
 
@@ -29,7 +31,8 @@ def source_stats(source: str, decode: bool = True) -> dict[str, Any]:
 
     Bad samples are counted under ``skipped`` by reason. ``labels`` gives the fraction of
     samples whose JSON says has_text / is_chart_or_document (the light / heavy filter's kept
-    fraction under the ``label`` classifier), when the JSON carries them.
+    fraction under the ``label`` classifier), when the JSON carries them. ``captions`` counts
+    the usable samples with and without a caption (``captions.caption_of``).
     """
     paths = list_shards(source)
     problems = Problems()
@@ -40,6 +43,8 @@ def source_stats(source: str, decode: bool = True) -> dict[str, Any]:
     kinds: Counter[str] = Counter()
     labels: Counter[str] = Counter()
     labelled = 0
+    captioned = 0
+    caption_words = 0
     for path in paths:
         for s in iter_samples(path, problems):
             data = s.image_bytes or b""
@@ -52,6 +57,10 @@ def source_stats(source: str, decode: bool = True) -> dict[str, Any]:
                 heights.append(wh[1])
             n += 1
             image_bytes += len(data)
+            caption = caption_of(s.members)
+            if caption is not None:
+                captioned += 1
+                caption_words += len(caption.split())
             meta = s.meta()
             if "kind" in meta:
                 kinds[str(meta["kind"])] += 1
@@ -67,6 +76,12 @@ def source_stats(source: str, decode: bool = True) -> dict[str, Any]:
         "image_bytes": image_bytes,
         "skipped": problems.as_dict(),
         "skipped_examples": problems.examples,
+    }
+    out["captions"] = {
+        "with": captioned,
+        "without": n - captioned,
+        "coverage": captioned / n if n else 0.0,
+        "mean_words": caption_words / captioned if captioned else 0.0,
     }
     if widths:
         w, h = np.array(widths), np.array(heights)
@@ -104,6 +119,12 @@ def format_stats(stats: dict[str, Any]) -> str:
         f = stats["label_fractions"]
         lines.append(
             f"labels   light (has_text) {f['light']:.3f}, heavy (chart/doc) {f['heavy']:.3f}"
+        )
+    if "captions" in stats:
+        c = stats["captions"]
+        lines.append(
+            f"captions {c['with']} of {stats['samples']} samples ({c['coverage']:.3f}), "
+            f"{c['mean_words']:.1f} words on average"
         )
     skipped = stats.get("skipped") or {}
     lines.append(

@@ -10,6 +10,9 @@ Five kinds of image, mixed in proportions the caller chooses:
 - ``document``: a page with a title, form fields and paragraphs;
 - ``table``: a titled grid of row labels and numbers.
 
+Each sample also gets a web-like caption (``.txt``; ``captions``), right for most images and
+partial, wrong, generic or missing for the rest.
+
 The JSON of each sample is the ground truth that filters are scored against and VQA questions
 are built from. Each sample draws from its own generator seeded by (seed, index), so the corpus
 does not depend on the shard size, and the same seed gives byte-identical shards.
@@ -28,6 +31,7 @@ from PIL import Image
 
 from webssl_cli.data import pages, scenes
 from webssl_cli.data import painter as P
+from webssl_cli.data.captions import caption_rng, make_caption
 from webssl_cli.data.scenes import CLASS_NAMES, pick
 from webssl_cli.data.shards import shard_name, write_shard
 from webssl_cli.errors import UserError
@@ -87,7 +91,10 @@ def parse_mix(text: str | dict[str, float] | None) -> dict[str, float]:
 def make_sample(
     seed: int, index: int, image_size: int, mix: dict[str, float]
 ) -> tuple[str, dict[str, bytes]]:
-    """One sample as (key, {"jpg": ..., "json": ...}); depends only on its arguments."""
+    """One sample as (key, {"jpg": ..., "json": ..., "txt": ...}); depends only on its arguments.
+
+    The caption (``txt``, absent for a sample without one) draws from its own generator, so
+    the image and its JSON are what they were before captions existed."""
     import simplejpeg
 
     rng = np.random.default_rng([seed, index])
@@ -109,7 +116,11 @@ def make_sample(
     arr = np.ascontiguousarray(np.asarray(img.convert("RGB")))
     jpg = simplejpeg.encode_jpeg(arr, quality=int(rng.integers(80, 96)), colorspace="RGB")
     js = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
-    return key, {"jpg": jpg, "json": js}
+    members = {"jpg": jpg, "json": js}
+    caption = make_caption(meta, caption_rng(seed, index))
+    if caption is not None:
+        members["txt"] = caption.encode()
+    return key, members
 
 
 def synthesize(

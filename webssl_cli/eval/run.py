@@ -22,14 +22,21 @@ from pydantic import TypeAdapter, ValidationError
 from webssl_cli.errors import UserError
 from webssl_cli.outcomes import Outcome, examples_path, write_outcomes
 from webssl_cli.rundir import CellDir, atomic_write_bytes, atomic_write_json, now_iso
-from webssl_cli.specs.evals import EvalConfig, KnnEval, LinearEval, VqaEval
+from webssl_cli.specs.evals import (
+    EvalConfig,
+    KnnEval,
+    LinearEval,
+    RetrievalEval,
+    VqaEval,
+    ZeroShotEval,
+)
 
 log = logging.getLogger(__name__)
 
 
 def eval_config(
     spec: dict[str, Any], name: str, where: str = "cell.json"
-) -> KnnEval | LinearEval | VqaEval:
+) -> KnnEval | LinearEval | VqaEval | ZeroShotEval | RetrievalEval:
     """The eval of ``spec['evals']`` whose stage name is ``name``."""
     adapter: TypeAdapter[Any] = TypeAdapter(EvalConfig)
     names = []
@@ -121,6 +128,11 @@ def _run(
     if isinstance(cfg, (KnnEval, LinearEval)):
         results, details, timings, outcomes = _probe(cfg, spec, encoder, size, cell)
         # outcomes first: an eval json on disk implies its outcomes are there too
+        write_outcomes(examples_path(cell.eval_json(name)), outcomes)
+    elif isinstance(cfg, (ZeroShotEval, RetrievalEval)):
+        from webssl_cli.eval.zeroshot import run_clip_eval
+
+        results, details, timings, outcomes = run_clip_eval(cfg, spec, encoder, size, cell)
         write_outcomes(examples_path(cell.eval_json(name)), outcomes)
     else:
         from webssl_cli.eval.vqa import run_vqa

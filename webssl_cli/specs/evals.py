@@ -139,8 +139,44 @@ class VqaEval(_EvalBase):
     """Planning only: text tokens per example beside the visual ones."""
 
 
-EvalConfig = Annotated[KnnEval | LinearEval | VqaEval, Field(discriminator="task")]
-EVAL_TASKS = ("knn", "linear", "vqa")
+class ZeroShotEval(_EvalBase):
+    """Zero-shot classification of a CLIP cell: each class name in ``prompts`` through the
+    text tower (one mean embedding per class), each validation image to its nearest class.
+    Runs only on CLIP cells (it needs ``train/text_tower.pt``)."""
+
+    task: Literal["zeroshot"] = "zeroshot"
+    dataset: str = "synth-labelled"
+    """Labelled data, as for knn; the validation split is classified (nothing is fitted)."""
+    max_images: int | None = Field(None, ge=2)
+    """Read at most this many labelled images (train + val; webdataset only); None: all."""
+    prompts: tuple[str, ...] = Field(("a photo of a {label}",), min_length=1)
+    """Caption templates; ``{label}`` becomes the class name."""
+    baselines: tuple[Baseline, ...] = ("random-init",)
+    """``random-init``: both towers as the trainer initialises them (the cell's seed)."""
+
+
+class RetrievalEval(_EvalBase):
+    """Image-text retrieval of a CLIP cell on the validation images that have a caption:
+    recall@1 and @5 from image to text and from text to image. A retrieved caption counts as a
+    hit when its text is the query image's caption (identical captions cannot be told apart),
+    a retrieved image when its caption is the query text. Runs only on CLIP cells."""
+
+    task: Literal["retrieval"] = "retrieval"
+    dataset: str = "synth-labelled"
+    """Captioned data: a data source of the study or a webdataset shard pattern (``.txt``,
+    ``.caption`` or a JSON ``caption``); its validation split (key hash) is searched."""
+    max_images: int | None = Field(None, ge=2)
+    """Read at most this many samples (train + val); None: all."""
+    baselines: tuple[Baseline, ...] = ("random-init",)
+    """As for zeroshot."""
+
+
+EvalConfig = Annotated[
+    KnnEval | LinearEval | VqaEval | ZeroShotEval | RetrievalEval, Field(discriminator="task")
+]
+EVAL_TASKS = ("knn", "linear", "vqa", "zeroshot", "retrieval")
+CLIP_ONLY_TASKS = ("zeroshot", "retrieval")
+"""Tasks that need a text tower: a study attaches them to CLIP cells only."""
 AUTO_FSDP_LM_PARAMS = 1_000_000_000
 """VQA ``placement: auto`` shards LMs of this size and above (1B: 16 GB of fp32 states + AdamW)."""
 

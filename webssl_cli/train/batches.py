@@ -11,8 +11,11 @@ and after a resume at another world size (the checkpoint holds every lane's posi
 A sample's crops are a pure function of its place in its lane, so worker count and scheduling
 never change them. Single-view mode (``single_view``: the crop's area range; CLIP and MAE)
 makes one view per image at the global crop size instead of the multi-crop set: ``globals_u8``
-then holds one view and ``locals_u8`` none; lanes, streams and resume positions are the same. Workers return results in order; read-ahead is bounded. Undecodable images
-and samples without an image are skipped and counted per lane.
+then holds one view and ``locals_u8`` none; lanes, streams and resume positions are the same.
+Workers return results in order; read-ahead is bounded. Undecodable images and samples without
+an image are skipped and counted per lane. Each image's caption (``captions.caption_of``)
+travels with it; a loader that trains on captions counts the images without one per lane
+(``no_caption``) and keeps them, for the objective to leave out.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from webssl_cli.data.captions import caption_of
 from webssl_cli.data.multicrop import MEAN, STD, MultiCrop, SingleView, UndecodableImage
 from webssl_cli.data.stream import Position, ShardStream, image_bytes
 from webssl_cli.errors import UserError
@@ -87,6 +91,7 @@ class Batch:
     locals_u8: torch.Tensor  # (L, B_rank, S, S, 3) uint8
     positions: dict[int, Position]  # lane -> position after its last sample in this batch
     problems: dict[int, Counter[str]] = field(default_factory=dict)  # lane -> skipped samples
+    captions: list[str | None] = field(default_factory=list)  # per image, None: no caption
 
 
 class LaneLoader:
@@ -105,6 +110,7 @@ class LaneLoader:
         problems: dict[int, Counter[str]] | None = None,
         num_workers: int = 0,
         single_view: tuple[float, float] | None = None,
+        captions: bool = False,
     ) -> None:
         self.crops, self.per_lane = crops, batch_size // lanes
         self.single_view = single_view
@@ -119,12 +125,16 @@ class LaneLoader:
             lane: Counter((problems or {}).get(lane, {})) for lane in self.lanes
         }
         self.num_workers = num_workers
+        self.count_captions = captions  # count images without a caption (objectives that need one)
         self._pool: Any = None
 
-    def _lane_results(self, lane: int) -> Iterator[tuple[tuple[str, Any, Any], Position]]:
+    def _lane_results(
+        self, lane: int
+    ) -> Iterator[tuple[tuple[str, Any, Any], tuple[Position, str | None]]]:
         s = self.streams[lane]
         jobs = (
-            ((image_bytes(x.members), [s.seed, s.rank, x.position.chunk, x.position.offset]), x.position)
+            ((image_bytes(x.members), [s.seed, s.rank, x.position.chunk, x.position.offset]),
+             (x.position, caption_of(x.members)))
             for x in s
         )  # fmt: skip
         if self._pool is None:
@@ -132,7 +142,7 @@ class LaneLoader:
                 yield _augment(job), pos
             return
         group = max(1, min(8, self.per_lane))
-        inflight: deque[tuple[Any, list[Position]]] = deque()
+        inflight: deque[tuple[Any, list[tuple[Position, str | None]]]] = deque()
         ahead = max(2, -(-2 * self.per_lane // group))  # about two steps of this lane in flight
         while True:
             while len(inflight) < ahead:
@@ -155,13 +165,17 @@ class LaneLoader:
             gl: list[np.ndarray] = []
             lo: list[np.ndarray] = []
             positions: dict[int, Position] = {}
+            captions: list[str | None] = []
             for lane in self.lanes:
                 got = 0
                 while got < self.per_lane:
-                    (status, g, loc), pos = next(results[lane])
+                    (status, g, loc), (pos, caption) = next(results[lane])
                     if status != "ok":
                         self.problems[lane][status] += 1
                         continue
+                    if caption is None and self.count_captions:
+                        self.problems[lane]["no_caption"] += 1
+                    captions.append(caption)
                     gl.append(g)
                     lo.append(loc)
                     positions[lane] = pos
@@ -175,7 +189,9 @@ class LaneLoader:
             problems = {
                 lane: self.problems[lane] + self.streams[lane].problems for lane in self.lanes
             }
-            yield Batch(torch.from_numpy(g_arr), torch.from_numpy(l_arr), positions, problems)
+            yield Batch(
+                torch.from_numpy(g_arr), torch.from_numpy(l_arr), positions, problems, captions
+            )
 
     def epochs(self) -> float:
         """This rank's share of the passes over the shard list (sum over ranks for the run's)."""

@@ -316,3 +316,39 @@ def gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * world()
     dist.all_gather_object(out, obj)
     return out
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums every rank's gradient of the gathered tensor and returns
+    this rank's slice (a reduce-scatter as an all-reduce: gloo has no reduce-scatter)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:  # type: ignore[override]
+        parts = [torch.empty_like(x) for _ in range(world())]
+        dist.all_gather(parts, x.contiguous())
+        ctx.rank, ctx.n = dist.get_rank(), x.shape[0]
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:  # type: ignore[override]
+        total = grad.contiguous().clone()
+        dist.all_reduce(total)
+        return total[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n]
+
+
+def gather_rows(x: Tensor, with_grad: bool = True) -> Tensor:
+    """(N, ...) of every rank concatenated in rank order (every rank has the same N).
+
+    ``with_grad``: gradients flow back through the gather (OpenCLIP's ``gather_with_grad``):
+    each rank computes the same loss over the global rows, each rank's rows receive the sum of
+    every rank's gradient, and the data-parallel average of the parameter gradients is then the
+    gradient of that global loss. Without it, the other ranks' rows are constants here and only
+    the local rows carry gradient (OpenCLIP's default)."""
+    if world() == 1:
+        return x
+    if with_grad:
+        return _GatherWithGrad.apply(x)  # type: ignore[no-any-return]
+    parts = [torch.empty_like(x) for _ in range(world())]
+    dist.all_gather(parts, x.detach().contiguous())
+    parts[dist.get_rank()] = x
+    return torch.cat(parts)

@@ -113,7 +113,7 @@ def _train(run: CellDir, spec: ModelSpec, cfg: TrainConfig, shards: list[str], s
     mb, accum = micro_batches_for(cfg, world)
     strategy = resolve_strategy(cfg.dist.strategy, spec.backbone_params())
     ctx = RunContext(device, dev.autocast_dtype(device, cfg.dtype), seed, iterations, rank, world,
-                     mb, accum, strategy, method)  # fmt: skip
+                     mb, accum, strategy, method, tuple(shards), str(run.root))  # fmt: skip
     objective = build_objective(spec, cfg, ctx)
     optimizer = build_optimizer(objective.param_groups(), device, cfg.adam_betas, cfg.adam_eps)
     step = Step(objective, optimizer, Schedules(cfg, iterations), cfg, ctx)
@@ -126,7 +126,7 @@ def _train(run: CellDir, spec: ModelSpec, cfg: TrainConfig, shards: list[str], s
     loader = LaneLoader(shards, seed, cfg.crops, cfg.batch_size, lanes, rank, world,
                         resumed.positions if resumed else None,
                         resumed.problems if resumed else None, cfg.num_workers,
-                        single_view_scale(cfg, method))  # fmt: skip
+                        single_view_scale(cfg, method), captions=method == "clip")  # fmt: skip
     batches, preemption, stopped = iter(loader), Preemption(), False
     try:
         while it < iterations and (stop_after is None or it < stop_after):

@@ -151,3 +151,27 @@ def mae_loss(pred: Tensor, target: Tensor, mask: Tensor, norm_pix_loss: bool = T
     per_patch = ((pred - target) ** 2).mean(dim=-1)
     mask = mask.to(per_patch.dtype)
     return (per_patch * mask).sum() / mask.sum()
+
+
+def clip_loss(
+    image_features: Tensor, text_features: Tensor, logit_scale: Tensor, valid: Tensor | None = None
+) -> Tensor:
+    """CLIP's symmetric contrastive loss: the mean of the image->text and text->image
+    cross-entropies over the (N, N) logits ``logit_scale * I @ T^T`` whose diagonal holds the
+    matching pairs (OpenCLIP's ``ClipLoss``).
+
+    ``image_features``, ``text_features``: (N, D), already L2-normalised (gathered from every
+    rank when the negatives are global); ``logit_scale``: the multiplier (exp of the learnt
+    log scale). ``valid`` (N,) bool leaves pairs out (an image without a caption): neither a
+    query nor a negative. log-softmax keeps any logit scale finite; no pair left: 0.
+    """
+    logits = logit_scale * image_features.float() @ text_features.float().t()
+    target = torch.arange(logits.shape[0], device=logits.device)
+    if valid is None:
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+    keep = valid.to(device=logits.device, dtype=torch.bool)
+    if not bool(keep.any()):
+        return logits.sum() * 0.0
+    sub = logits[keep][:, keep]
+    target = torch.arange(sub.shape[0], device=logits.device)
+    return (F.cross_entropy(sub, target) + F.cross_entropy(sub.t(), target)) / 2

@@ -48,7 +48,9 @@ class RunContext:
     micro: int = 0  # images per micro-batch on this rank
     accum: int = 1  # micro-batches per step
     strategy: str = "ddp"  # "ddp" | "fsdp"
-    method: str = "webdino"  # the cell's objective: "webdino" | "clip" | "mae"
+    method: str = "webdino"  # the cell's method (specs.cell.METHODS)
+    shards: tuple[str, ...] = ()  # the training shard URLs (CLIP learns its tokenizer from them)
+    run_dir: str | None = None  # the cell directory (CLIP keeps its tokenizer and text tower there)
 
 
 class Objective(Protocol):

@@ -14,9 +14,9 @@ def build_objective(spec: ModelSpec, cfg: TrainConfig, ctx: RunContext) -> Objec
 
         return MAE(spec, cfg, ctx)
     if ctx.method == "clip":
-        from webssl_cli.train.objectives.clip import CLIP  # type: ignore[import-not-found,unused-ignore]
+        from webssl_cli.train.objectives.clip import CLIP
 
-        return CLIP(spec, cfg, ctx)  # type: ignore[no-any-return,unused-ignore]
+        return CLIP(spec, cfg, ctx)
     if ctx.method != "webdino":
         raise ValueError(f"unknown method {ctx.method!r}; valid: webdino, clip, mae")
     from webssl_cli.train.objectives.dinov2 import DINOv2
