@@ -210,11 +210,13 @@ def test_paper_plan_runs() -> None:
     )
     assert result.exit_code == 0, result.output
     plan = json.loads(result.output)
-    assert plan["totals"]["cells"] == 10
+    assert plan["totals"]["cells"] == 12  # 10 at 224 px, 2 high-resolution adaptations
     seven_b = [
         r
         for r in plan["cells"]
-        if r["model"] == "webdino-7b" and r["samples_seen"] == 8_000_000_000
+        if r["model"] == "webdino-7b"
+        and r["samples_seen"] == 8_000_000_000
+        and "init_from" not in r
     ][0]
     assert seven_b["flops_per_sample"] == pytest.approx(42.3e12, rel=0.01)  # FACTS.md
 

@@ -13,24 +13,33 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _axes(loaded):
-    return [(c.model, c.samples_seen, c.data_filter) for c in loaded.cells]
+    return [
+        (c.model, c.samples_seen, c.data_filter, c.axes.get("resolution", 224))
+        for c in loaded.cells
+    ]
 
 
 def test_paper_study_has_exactly_the_papers_cells() -> None:
     loaded = load_study(REPO / "studies" / "webssl-paper.yaml")
     got = sorted(_axes(loaded))
     want = sorted(
-        [(f"webdino-{m}", 2_000_000_000, "full") for m in ("1b", "2b", "3b", "5b", "7b")]
-        + [("webdino-7b", n, "full") for n in (1_000_000_000, 4_000_000_000, 8_000_000_000)]
-        + [("webdino-2b", 2_000_000_000, f) for f in ("light", "heavy")]
+        [(f"webdino-{m}", 2_000_000_000, "full", 224) for m in ("1b", "2b", "3b", "5b", "7b")]
+        + [("webdino-7b", n, "full", 224) for n in (1_000_000_000, 4_000_000_000, 8_000_000_000)]
+        + [("webdino-2b", 2_000_000_000, f, 224) for f in ("light", "heavy")]
+        # high resolution: the 7B / 8B cell adapted at 378 and 518 px
+        + [("webdino-7b", 8_000_000_000, "full", r) for r in (378, 518)]
     )
     assert got == want
-    assert len({c.uid for c in loaded.cells}) == 10
+    assert len({c.uid for c in loaded.cells}) == 12
 
 
 def test_uids_are_stable_golden_file() -> None:
     loaded = load_study(REPO / "studies" / "webssl-paper.yaml")
-    got = {f"{c.model}|{c.samples_seen}|{c.data_filter}": c.uid for c in loaded.cells}
+    got = {
+        f"{c.model}|{c.samples_seen}|{c.data_filter}"
+        + (f"|{c.axes['resolution']}px" if "resolution" in c.axes else ""): c.uid
+        for c in loaded.cells
+    }
     if not GOLDEN.exists():  # pragma: no cover - first run writes the golden file
         GOLDEN.parent.mkdir(exist_ok=True)
         GOLDEN.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")

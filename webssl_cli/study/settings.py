@@ -19,6 +19,9 @@ from webssl_cli.study.schema import Study
 from webssl_cli.study.yamlfile import Loc, SourceMap
 
 REQUIRED_AXES = ("model", "samples_seen", "data_filter")
+OPTIONAL_AXES = ("resolution",)
+"""Axes a cell may leave out (resolution: the global crop size); include entries may name them
+even when the grid does not."""
 EVAL_CLASSES: dict[str, type[BaseModel]] = {"knn": KnnEval, "linear": LinearEval, "vqa": VqaEval}
 
 
@@ -78,7 +81,7 @@ class Resolver:
 
     def check_key(self, key: str, loc: Loc, *, axis: bool) -> str:
         """Kind of a grid/include/override key: model, samples_seen, data_filter, seed, train, eval."""
-        if key in REQUIRED_AXES or key == "seed":
+        if key in REQUIRED_AXES or key in OPTIONAL_AXES or key == "seed":
             return key
         if key.startswith("train."):
             problem = field_path_ok(TrainConfig, key.split(".")[1:])
@@ -98,8 +101,8 @@ class Resolver:
             if problem:
                 raise self.smap.error(loc, problem)
             return "eval"
-        valid = [*REQUIRED_AXES, "seed", "train.<field>", "eval.<name>.<field>"]
-        hint = did_you_mean(key, [*REQUIRED_AXES, "seed"])
+        valid = [*REQUIRED_AXES, *OPTIONAL_AXES, "seed", "train.<field>", "eval.<name>.<field>"]
+        hint = did_you_mean(key, [*REQUIRED_AXES, *OPTIONAL_AXES, "seed"])
         what = "axis" if axis else "key"
         raise self.smap.error(loc, f"unknown {what} {key!r}{hint}; valid: {', '.join(valid)}")
 
@@ -124,6 +127,12 @@ class Resolver:
                     f"unknown data filter {value!r}{did_you_mean(str(value), filters)}; defined in data.filters: {', '.join(filters)}",
                 )
             return str(value)
+        if kind == "resolution":
+            if isinstance(value, bool) or not isinstance(value, int) or not 8 <= value <= 4096:
+                raise self.smap.error(
+                    loc, f"a resolution is an image side in pixels (8 to 4096), got {value!r}"
+                )
+            return value
         if kind == "seed":
             if isinstance(value, bool) or not isinstance(value, int):
                 raise self.smap.error(loc, f"a seed is an integer, got {value!r}")
