@@ -95,4 +95,5 @@ def test_results_and_report_show_resolution(finished) -> None:
     axes = [json.loads(r[0]) for r in con.sql("SELECT axes FROM cell_specs").fetchall()]
     assert sorted(a["resolution"] for a in axes) == [32, 48]
     report = (out / "report" / "report.md").read_text()
-    assert "## Resolution" in report and "| 48 |" in report.replace("| 48 px |", "| 48 |")
+    assert "## Resolution" in report and "| 32 px" in report and "| 48 px" in report
+    assert (out / "report" / "score_vs_resolution.png").exists()
