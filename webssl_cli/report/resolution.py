@@ -113,4 +113,5 @@ def _plot(curves: dict[str, dict[int, str]], labels: list[str], sizes: list[int]
         return None
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(f"{study}: score vs resolution")
+    fig.tight_layout()
     return plots._save(fig, out, "score_vs_resolution")

@@ -25,7 +25,7 @@ from webssl_cli.specs.base import Frozen
 from webssl_cli.specs.evals import EvalConfig
 from webssl_cli.specs.train import TrainConfig
 
-CELL_VERSION = 2
+CELL_VERSION: Literal[2] = 2
 METHODS = ("webdino", "clip", "mae")
 """Training objectives a cell can name: DINOv2 as Web-DINO trains it, CLIP, MAE."""
 FILTER_KINDS = ("none", "light", "heavy")
