@@ -164,3 +164,28 @@ def test_sigkill_midway_resumes_from_its_own_checkpoint_exactly(base, shards) ->
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     steps = [json.loads(x)["step"] for x in CellDir(killed).metrics_jsonl.read_text().splitlines()]
     assert steps == list(range(1, 41))
+
+
+@pytest.mark.slow
+def test_fsdp_on_two_ranks_starts_from_the_base_as_one_process_does(tmp_path, shards) -> None:
+    """The sharded path (position embeddings loaded whole, resized, then sharded like the
+    parameter): 2 FSDP ranks through `torchrun ... webssl train` match one process."""
+    from test_distributed import compare
+
+    equal = {"layerscale": None, "dist": {"data_lanes": 2, "koleo_group": 4}}
+    base = make_cell(tmp_path / "base", shards, samples=BASE_SAMPLES, **equal)
+    assert train_cell(base) == "done"
+    one = adapt_cell(tmp_path / "one", "base", shards, iterations=3, **equal)
+    assert train_cell(one) == "done"
+    dist_two = {**equal["dist"], "strategy": "fsdp"}
+    two = adapt_cell(tmp_path / "two", "base", shards, iterations=3, layerscale=None, dist=dist_two)
+    webssl = str(Path(sys.executable).parent / "webssl")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           webssl, "train", str(two), "--quiet"]  # fmt: skip
+    env = {**os.environ, "WEBSSL_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    status = CellDir(two).stage_status("train")
+    assert status["world_size"] == 2 and status["strategy"] == "fsdp"
+    loss_rel, teacher_rel, _ = compare(two, one, 3)
+    assert loss_rel <= 1e-6 and teacher_rel <= 1e-5
