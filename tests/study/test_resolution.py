@@ -139,3 +139,16 @@ def test_paper_study_high_resolution_cells() -> None:
             1.41e-5, rel=5e-3
         )
         assert spec.train.crops.local_size == {378: 168, 518: 224}[spec.resolution]
+
+
+def test_study_plan_command_shows_the_adaptation_stage() -> None:
+    from typer.testing import CliRunner
+
+    from webssl_cli.cli import app
+
+    path = str(REPO / "studies" / "hires-smoke.yaml")
+    table = CliRunner().invoke(app, ["study", "plan", path])
+    assert table.exit_code == 0, table.output
+    base, hi = (line for line in table.output.splitlines() if " vit-micro " in line)
+    assert "resolution" in table.output and " 72 " in hi and " 48 " in base
+    assert f"after {base.split()[0]}:train > train" in hi and " 30 " in hi
