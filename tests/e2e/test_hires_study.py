@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 from webssl_cli.cli import app
 from webssl_cli.rundir import CellDir
 
+pytestmark = pytest.mark.slow  # about 3 minutes on 2 shared cores
+
 STUDY = """\
 name: hires-mini
 output_dir: {out}
