@@ -102,6 +102,8 @@ def test_plan_prices_the_adaptation_stage(write_study, base_study) -> None:
         ("  resolution: [16, 32]", "resolution 16 is below the base resolution 32"),
         ("  resolution: [32, 44]", "resolution 44 is not a whole number of 8 px patches"),
         ("  resolution: [32, true]", "a resolution is an image side in pixels"),
+        ("  resolution: [32, 48]\nadapt: {iterations: 0}", "adapt: iterations: a positive number"),
+        ("  resolution: [32, 48]\nadapt: {base_lr: -1}", "base_lr: Input should be greater than 0"),
     ],
 )
 def test_bad_resolutions_are_one_line_errors(write_study, base_study, line, message) -> None:

@@ -48,15 +48,12 @@ class Adapter:
     def __init__(self, study: Study, smap: SourceMap) -> None:
         self.smap = smap
         try:
-            recipe = deep_merge(copy.deepcopy(ADAPT_RECIPES[study.preset]), nest(study.adapt))
+            recipe = deep_merge(
+                copy.deepcopy(ADAPT_RECIPES.get(study.preset, {})), nest(study.adapt)
+            )
         except ValueError as exc:
             raise smap.error(("adapt",), str(exc)) from None
-        iterations = recipe.pop("iterations", None)
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-            raise smap.error(
-                ("adapt",), f"iterations: a positive number of steps, got {iterations!r}"
-            )
-        self.iterations = iterations
+        self.iterations = recipe.pop("iterations", None)
         self.recipe = recipe
         self.default_train = TrainConfig().model_dump(mode="json")
         self.cache: dict[tuple[int, int, str], tuple[dict[str, Any], str]] = {}
@@ -83,14 +80,19 @@ class Adapter:
                 f"resolution {res} is not a whole number of {patch} px patches of "
                 f"{cax['model']}; use a multiple of {patch}",
             )
+        iterations = self.iterations
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise self.smap.error(
+                ("adapt",), f"iterations: a positive number of steps, got {iterations!r}"
+            )
         key = (id(train), res, cax["model"])
         cached = self.cache.get(key)
         if cached is None:
             cached = self.cache[key] = self._train(train, res, base, patch, loc)
         tdict, thash = cached
         info = {"from": uid, "resolution": res, "base_resolution": base,
-                "iterations": self.iterations}  # fmt: skip
-        return adapt_uid(uid, res, thash, self.iterations), tdict, info
+                "iterations": iterations}  # fmt: skip
+        return adapt_uid(uid, res, thash, iterations), tdict, info
 
     def _train(
         self, train: dict[str, Any], res: int, base: int, patch: int, loc: Loc
