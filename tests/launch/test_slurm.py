@@ -296,3 +296,35 @@ def test_two_tasks_usr2_save_on_every_rank_requeue_resume_match_one_process(two_
         f"done in {elapsed:.0f}s; max relative loss difference to 1 process over "
         f"{two_ranks.iterations} steps: {rel:.2e}"
     )
+
+
+def test_adaptation_job_waits_on_its_base_training_job(tmp_path: Path) -> None:
+    """resolution: [32, 48]: the 48 px cell's training job is submitted with afterok on the
+    32 px cell's training job, starts from its final checkpoint and is evaluated at 48 px."""
+    text = write(tmp_path, "hires", samples="[64]").read_text()
+    text = text.replace(
+        "  data_filter: [full]\n", "  data_filter: [full]\n  resolution: [32, 48]\n"
+    )
+    study = tmp_path / "hires.yaml"
+    study.write_text(text + "adapt: {iterations: 3}\n")
+    r = run_study(study, opts())
+    assert not r.failed and len(r.submitted) == 4, r
+    cells = [CellDir(c) for c in sorted((r.study_dir / "cells").iterdir())]
+    hi = next(c for c in cells if c.read_cell().init_from is not None)
+    base = next(c for c in cells if c is not hi)
+    base_job = base.stage_status("train")["job"]
+    hi_job = hi.stage_status("train")["job"]
+    sbatch = next(
+        Path(hi.stage_status("train")["log"]).parent.glob(f"{hi_job}_submission.sh"), None
+    )
+    text = (
+        sbatch.read_text()
+        if sbatch
+        else subprocess.run(
+            ["scontrol", "show", "job", hi_job], capture_output=True, text=True
+        ).stdout
+    )
+    assert f"afterok:{base_job}" in text
+    assert hi.stage_status("train")["initialised_from"].startswith(str(base.checkpoints_dir))
+    assert json.loads(hi.eval_json("knn").read_text())["settings"]["image_size"] == 48
+    assert json.loads(base.eval_json("knn").read_text())["settings"]["image_size"] == 32

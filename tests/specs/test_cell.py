@@ -139,3 +139,40 @@ def test_train_command_reports_bad_cell_json(tmp_path: Path) -> None:
     assert res.exit_code == 2, res.output
     out = " ".join(res.output.split())
     assert "cell.json: train.batch_size" in out and "Traceback" not in res.output
+
+
+def test_cells_without_resolution_fields_load_unchanged(tmp_path: Path) -> None:
+    """cell.json written before the resolution axis (no ``resolution``, no ``init_from``)."""
+    obj = json.loads(_spec(tmp_path).to_json())
+    del obj["resolution"], obj["init_from"]
+    path = tmp_path / "cell.json"
+    path.write_text(json.dumps(obj))
+    spec = read_cell(path)
+    assert spec.resolution is None and spec.init_from is None
+    assert spec.image_size == 48 and spec.train_samples == 1000  # smoke preset's global crop
+
+
+def test_adaptation_cell_round_trips_and_is_priced_for_its_own_stage(tmp_path: Path) -> None:
+    from webssl_cli.specs.cell import InitFrom
+
+    cfg = TrainConfig.model_validate(PRESETS["smoke"] | {"crops": {"global_size": 72}})
+    spec = CellSpec.build(
+        uid="hi72", model="vit-pico", samples_seen=1000, train=cfg,
+        data=CellData(source="web", shards="/x.tar"), resolution=72,
+        init_from=InitFrom(uid="abc123", resolution=48, iterations=30),
+    )  # fmt: skip
+    cd = CellDir(tmp_path / "cells" / "hi72")
+    cd.write_cell(spec)
+    back = cd.read_cell()
+    assert back == spec and back.image_size == 72 and back.train_samples == 30 * 32
+    assert back.facts.iterations == 30
+    assert back.facts.flops == pytest.approx(flops_per_sample(get_model("vit-pico"), cfg) * 30 * 32)
+    obj = json.loads(spec.to_json())
+    obj["resolution"] = 64  # disagrees with train.crops.global_size
+    with pytest.raises(UserError, match="resolution 64 differs from train.crops.global_size 72"):
+        from webssl_cli.specs.cell import parse_cell
+
+        parse_cell(obj, "cell.json")
+    obj["resolution"], obj["init_from"]["resolution"] = 72, 96
+    with pytest.raises(UserError, match="needs a resolution above its base cell's"):
+        parse_cell(obj, "cell.json")

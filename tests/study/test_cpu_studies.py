@@ -29,3 +29,13 @@ def test_cpu_scaling_study_has_4_sizes_x_3_budgets_and_two_light_cells() -> None
     light = [(m, 8000, "light") for m in ("vit-nano", "vit-micro")]
     assert axes == sorted(full + light)
     assert all(t["dino_head"]["n_prototypes"] == 256 for t in trains)
+
+
+def test_hires_smoke_study_adapts_the_48_px_cell_at_72_px() -> None:
+    loaded = load_study(REPO / "studies" / "hires-smoke.yaml")
+    base, hi = sorted(loaded.cells, key=lambda c: c.axes["resolution"])
+    assert (base.axes["resolution"], hi.axes["resolution"]) == (48, 72)
+    assert base.adapt is None and hi.adapt is not None and hi.adapt["from"] == base.uid
+    spec = hi.spec
+    assert spec.train.crops.global_size == 72 and spec.train.crops.local_size == 40
+    assert spec.facts.iterations == 30 and spec.train.teacher_temp == 0.03

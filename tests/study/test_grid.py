@@ -13,7 +13,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _axes(loaded):
-    return [(c.method, c.model, c.samples_seen, c.data_filter) for c in loaded.cells]
+    return [
+        (c.method, c.model, c.samples_seen, c.data_filter, c.axes.get("resolution", 224))
+        for c in loaded.cells
+    ]
 
 
 def test_paper_study_has_exactly_the_papers_cells() -> None:
@@ -24,15 +27,17 @@ def test_paper_study_has_exactly_the_papers_cells() -> None:
     two, sizes = 2_000_000_000, ("1b", "2b", "3b", "5b", "7b")
     more = (1_000_000_000, 4_000_000_000, 8_000_000_000)
     want = sorted(
-        [("webdino", f"webdino-{m}", two, "full") for m in sizes]
-        + [("webdino", "webdino-7b", n, "full") for n in more]
-        + [("webdino", "webdino-2b", two, f) for f in ("light", "heavy")]
-        + [("clip", f"webdino-{m}", two, "full") for m in sizes]
-        + [("clip", "webdino-7b", n, "full") for n in more]
-        + [("mae", f"webdino-{m}", two, "full") for m in sizes[:4]]
+        [("webdino", f"webdino-{m}", two, "full", 224) for m in sizes]
+        + [("webdino", "webdino-7b", n, "full", 224) for n in more]
+        + [("webdino", "webdino-2b", two, f, 224) for f in ("light", "heavy")]
+        + [("clip", f"webdino-{m}", two, "full", 224) for m in sizes]
+        + [("clip", "webdino-7b", n, "full", 224) for n in more]
+        + [("mae", f"webdino-{m}", two, "full", 224) for m in sizes[:4]]
+        # high resolution: the 7B / 8B Web-DINO cell adapted at 378 and 518 px
+        + [("webdino", "webdino-7b", 8_000_000_000, "full", r) for r in (378, 518)]
     )
     assert got == want
-    assert len(got) == 22 and len({c.uid for c in loaded.cells}) == 22
+    assert len(got) == 24 and len({c.uid for c in loaded.cells}) == 24
 
 
 def test_uids_are_stable_golden_file() -> None:
@@ -41,7 +46,8 @@ def test_uids_are_stable_golden_file() -> None:
     loaded = load_study(REPO / "studies" / "webssl-paper.yaml")
     got = {
         ("" if c.method == "webdino" else f"{c.method}|")
-        + f"{c.model}|{c.samples_seen}|{c.data_filter}": c.uid
+        + f"{c.model}|{c.samples_seen}|{c.data_filter}"
+        + (f"|{c.axes['resolution']}px" if "resolution" in c.axes else ""): c.uid
         for c in loaded.cells
     }
     if not GOLDEN.exists():  # pragma: no cover - first run writes the golden file

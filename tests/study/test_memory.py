@@ -98,12 +98,16 @@ PAPER_AUTO = {
 
 def test_paper_study_fits_out_of_the_box():
     plan = _plan()
-    assert plan["cluster"] == "example-h100" and len(plan["cells"]) == 22
+    assert plan["cluster"] == "example-h100" and len(plan["cells"]) == 24
     for row in plan["cells"]:  # every method's cells fit, with the plan's own choices
         mem = row["memory"]
         assert mem["memory_fits"] is True and mem["memory_fix"] == "", row["model"]
         assert mem["memory_bytes"] <= AUTO_HEADROOM * 80e9
         assert mem["auto"] == ["micro_batch", "activation_checkpointing"]
+        assert mem["micro_batch"] * mem["accumulation"] * mem["gpus"] == row["batch_size"]
+        if "init_from" in row:  # high resolution: more tokens a crop, smaller micro-batches
+            assert mem["micro_batch"] < PAPER_AUTO[row["model"]][0]
+            continue
         got = (mem["micro_batch"], mem["accumulation"], mem["activation_checkpointing"])
         if row["method"] == "webdino":
             assert got == PAPER_AUTO[row["model"]], row["model"]
@@ -173,6 +177,10 @@ def test_auto_values_are_what_the_training_job_reads(tmp_path: Path):
         spec = read_cell(tmp_path / "out" / "cells" / cell.uid / "cell.json")
         if spec.method != "webdino":
             assert spec.train.micro_batch is not None
+            continue
+        if spec.init_from is not None:  # high resolution: the plan's own choice, same contract
+            mb, accum = spec.train.micro_batch, 2048 // (128 * spec.train.micro_batch)
+            assert mb is not None and micro_batches_for(spec.train, 128) == (mb, accum)
             continue
         mb, accum, ac = PAPER_AUTO[spec.model]
         assert spec.train.micro_batch == mb and spec.train.dist.activation_checkpointing is ac

@@ -62,9 +62,11 @@ def settings_hash(settings: dict[str, Any]) -> str:
 
 
 def image_size_for(cfg: Any, spec: dict[str, Any], encoder: Any) -> int:
-    """The eval's image size: its own, else the cell's global crop size, else the model's."""
+    """The eval's image size: its own, else the cell's resolution (the study's resolution axis;
+    an adaptation cell is evaluated at the side it adapted to), else its global crop size, else
+    the model's."""
     crops = ((spec.get("train") or {}).get("crops") or {}).get("global_size")
-    return int(cfg.image_size or crops or encoder.img_size)
+    return int(cfg.image_size or spec.get("resolution") or crops or encoder.img_size)
 
 
 def run_eval(cell_dir: Path, name: str) -> dict[str, Any]:

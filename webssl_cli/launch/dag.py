@@ -1,4 +1,5 @@
-"""The stage DAG of a study: filter jobs -> a training job per cell -> an eval job per cell and task.
+"""The stage DAG of a study: filter jobs -> a training job per cell -> an eval job per cell and task;
+an adaptation cell's training job also depends on its base cell's training job.
 
 Each node knows where its status lives, what it depends on, and how to build its submitit
 callables. On SLURM the edges become ``afterok`` dependencies and a filter over many shards
@@ -108,10 +109,16 @@ def build_dag(loaded: Any) -> list[Node]:
                 },
             )
         )
-    for cell in loaded.cells:
+    # Adaptation cells (resolution above the base's) after every base cell: their training
+    # continues from the base cell's final checkpoint (afterok on SLURM, after it locally).
+    ordered = [c for c in loaded.cells if not getattr(c, "adapt", None)]
+    ordered += [c for c in loaded.cells if getattr(c, "adapt", None)]
+    for cell in ordered:
         cdir = CellDir.of(loaded.output_dir, cell.uid).root
         fjob = loaded.filter_for(cell)
         deps = [f"filter:{fjob.key}"] if fjob is not None else []
+        if getattr(cell, "adapt", None):
+            deps.append(f"{cell.adapt['from']}:train")
         train = Node(f"{cell.uid}:train", "train", cdir, "train", deps, cell.uid, cell.model)
         nodes.append(train)
         for name in cell.evals:

@@ -34,7 +34,9 @@ def select_nodes(loaded: Any, nodes: list[Node], only: list[str]) -> set[str]:
             )
         chosen |= hit
     keys = {n.key for n in nodes if n.cell in chosen}
-    for n in nodes:  # the filters the chosen cells train on
+    # what the chosen stages need: the filters they train on, an adaptation's base cell (and its
+    # filter); nodes come in topological order, so one pass from the end closes the set
+    for n in reversed(nodes):
         if n.key in keys:
             keys.update(n.deps)
     return {k for k in keys if k in {n.key for n in nodes}}

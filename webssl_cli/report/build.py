@@ -21,6 +21,7 @@ from webssl_cli.report.fits import Fit, fit
 from webssl_cli.report.html import markdown, render
 from webssl_cli.report.measure import Measured, factors_of, measure, to_percent
 from webssl_cli.report.methods import main_method, method_section
+from webssl_cli.report.resolution import resolution_blocks
 from webssl_cli.report.store import store_fits
 from webssl_cli.report.tables import (
     Table,
@@ -277,6 +278,7 @@ def build_report(
         t.note = "Imported published numbers; categories recomputed with the paper's aggregation."
         tables.append(t)
     blocks += [t for t in tables if t is not None]
+    blocks += resolution_blocks(study_dir, study, main, out_dir, ms.cell_est)
 
     blocks.append(("h2", "Gains over baselines"))
     heads = set(labels)

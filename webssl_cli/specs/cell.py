@@ -7,7 +7,9 @@ stage, results ingest and the report read these fields; nothing downstream re-pr
 guesses a filter from its name.
 
 Versions: 2 is this layout. A version-1 file (written before the derived facts existed: no
-``version``, ``method`` or ``facts``, no ``data.filter_key``) is migrated on read.
+``version``, ``method`` or ``facts``, no ``data.filter_key``) is migrated on read. ``resolution``
+and ``init_from`` (the high-resolution adaptation stage) are optional: files without them are
+cells at their global crop size that start from random weights, as before.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from webssl_cli.errors import UserError
 from webssl_cli.specs.base import Frozen
 from webssl_cli.specs.evals import EvalConfig
 from webssl_cli.specs.train import TrainConfig
 
-CELL_VERSION = 2
+CELL_VERSION: Literal[2] = 2
 METHODS = ("webdino", "clip", "mae")
 """Training objectives a cell can name: DINOv2 as Web-DINO trains it, CLIP, MAE."""
 FILTER_KINDS = ("none", "light", "heavy")
@@ -58,6 +60,18 @@ class CellFacts(Frozen):
     """Training FLOPs of the whole cell: flops_per_sample x iterations x batch_size."""
 
 
+class InitFrom(Frozen):
+    """The cell a high-resolution adaptation continues from, and the adaptation's length."""
+
+    uid: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    """The base cell (a sibling directory ``cells/<uid>``): same model, method, data, samples
+    seen and seed, trained at ``resolution``. Its final checkpoint initialises this cell."""
+    resolution: int = Field(ge=8)
+    """The base cell's image side (its ``train.crops.global_size``)."""
+    iterations: int = Field(ge=1)
+    """Optimiser steps of the adaptation (the paper: 20K at batch 2048)."""
+
+
 class CellSpec(Frozen):
     version: Literal[2] = CELL_VERSION
     uid: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
@@ -79,6 +93,43 @@ class CellSpec(Frozen):
     sources: dict[str, dict[str, Any]] = {}
     """The study's data sources (name -> {shards, synthesize}); evaluations resolve names here."""
     facts: CellFacts
+    resolution: int | None = Field(None, ge=8)
+    """Image side the cell trains and evaluates at (the ``resolution`` axis); None: its
+    ``train.crops.global_size`` (every cell of a study without the axis)."""
+    init_from: InitFrom | None = None
+    """Set on an adaptation cell (resolution above the base's): the base cell it continues
+    from. None: the cell trains from random initialisation."""
+
+    @model_validator(mode="after")
+    def _resolution_is_the_crop_size(self) -> CellSpec:
+        # One number, stated twice: the trainer reads the crops, evaluation and the report the
+        # resolution. A hand-edited file where they disagree would train one and report another.
+        if self.resolution is not None and self.resolution != self.train.crops.global_size:
+            raise ValueError(
+                f"resolution {self.resolution} differs from train.crops.global_size "
+                f"{self.train.crops.global_size}; they name the same image side"
+            )
+        if self.init_from is not None and (
+            self.resolution is None or self.init_from.resolution >= self.resolution
+        ):
+            raise ValueError(
+                "init_from: an adaptation cell needs a resolution above its base cell's "
+                f"({self.init_from.resolution})"
+            )
+        return self
+
+    @property
+    def image_size(self) -> int:
+        """The side the cell trains its global crops at and its evaluations resize images to."""
+        return self.resolution or self.train.crops.global_size
+
+    @property
+    def train_samples(self) -> int:
+        """Images this cell's own training stage sees: an adaptation's iterations x batch, else
+        ``samples_seen`` (the axis value, which an adaptation cell shares with its base)."""
+        if self.init_from is not None:
+            return self.init_from.iterations * self.train.batch_size
+        return self.samples_seen
 
     @classmethod
     def build(
@@ -96,8 +147,13 @@ class CellSpec(Frozen):
         evals: list[Any] | None = None,
         sources: dict[str, dict[str, Any]] | None = None,
         method: str = "webdino",
+        resolution: int | None = None,
+        init_from: InitFrom | None = None,
     ) -> CellSpec:
-        """A cell with its derived facts computed (the one place a cell is priced)."""
+        """A cell with its derived facts computed (the one place a cell is priced). An
+        adaptation cell (``init_from``) is priced for its own stage: its iterations at the
+        token count of its resolution (the base cell prices the base training)."""
+        iterations = init_from.iterations if init_from is not None else None
         return cls.model_validate(
             {
                 "uid": uid,
@@ -112,7 +168,9 @@ class CellSpec(Frozen):
                 "train": train,
                 "evals": evals or [],
                 "sources": sources or {},
-                "facts": derive_facts(model, samples_seen, train, method),
+                "facts": derive_facts(model, samples_seen, train, method, iterations),
+                "resolution": resolution,
+                "init_from": init_from,
             }
         )
 
@@ -128,13 +186,20 @@ class CellSpec(Frozen):
 
 
 def derive_facts(
-    model: str, samples_seen: int, train: TrainConfig, method: str = "webdino"
+    model: str,
+    samples_seen: int,
+    train: TrainConfig,
+    method: str = "webdino",
+    iterations: int | None = None,
 ) -> CellFacts:
+    """Facts of a cell; ``iterations`` given (an adaptation stage) instead of derived from
+    the samples."""
     from webssl_cli.specs.compute import flops_per_sample
     from webssl_cli.specs.registry import get_model
 
     spec = get_model(model)
-    iterations = max(1, -(-samples_seen // train.batch_size))
+    if iterations is None:
+        iterations = max(1, -(-samples_seen // train.batch_size))
     per_sample = flops_per_sample(spec, train, method)
     return CellFacts(
         params=spec.backbone_params(),

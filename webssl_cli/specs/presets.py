@@ -160,3 +160,38 @@ def preset_settings(preset: str, method: str = "webdino") -> dict[str, Any]:
         else:
             base[key] = value
     return base
+
+
+# The high-resolution adaptation stage, per preset: ``iterations`` (the stage's length) and
+# TrainConfig overrides applied on top of the base cell's resolved settings. An adaptation cell
+# also holds the teacher temperature at the base's final value (no warmup: the teacher is
+# trained), scales the crops to its resolution and starts a fresh AdamW state.
+# webdino: the paper's recipe, 20K iterations at batch 2048 and lr 1.41e-5 = 1e-5 x
+# sqrt(2048 / 1024) (sqrt scaling, as the base recipe). Its warmup (1,000 iterations, 5% of
+# the stage) and the unfrozen prototype layer are this project's choices: the paper states
+# only the three numbers above.
+ADAPT_RECIPES: dict[str, dict[str, Any]] = {
+    "webdino": {
+        "iterations": 20_000,
+        "batch_size": 2048,
+        "base_lr": 1e-5,
+        "lr_scaling": "sqrt",
+        "warmup_iters": 1000,
+        "freeze_last_layer_iters": 0,
+    },
+    # CPU: a few dozen steps at a tenth of the smoke preset's lr (the paper's ratio of
+    # adaptation to pre-training peak lr is about 1/25; a tenth moves a few-hundred-step
+    # network measurably within 30 steps).
+    "smoke": {
+        "iterations": 30,
+        "base_lr": 2e-4,
+        "warmup_iters": 5,
+        "freeze_last_layer_iters": 0,
+    },
+    "test": {
+        "iterations": 4,
+        "base_lr": 1e-4,
+        "warmup_iters": 1,
+        "freeze_last_layer_iters": 0,
+    },
+}

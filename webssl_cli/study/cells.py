@@ -8,9 +8,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from webssl_cli.errors import UserError
-from webssl_cli.specs.cell import CellData, CellSpec
+from webssl_cli.specs.cell import CellData, CellSpec, InitFrom
 from webssl_cli.specs.train import TrainConfig
 from webssl_cli.study import grid as G
+from webssl_cli.study.adapt import Adapter, check_bases
 from webssl_cli.study.expand import Expansion
 from webssl_cli.study.loaded import FilterJob, LoadedStudy
 from webssl_cli.study.settings import EVAL_CLASSES, deep_merge, nest
@@ -86,13 +87,16 @@ def resolve_cells(
     settings: SettingsResolver,
     filter_defs: dict[str, dict[str, Any]],
     job_of_filter: dict[str, FilterJob | None],
+    adapter: Adapter | None = None,
 ) -> None:
-    """Append every cell of ``exp`` to ``loaded.cells``; duplicate uids are an error."""
+    """Append every cell of ``exp`` to ``loaded.cells``; duplicate uids are an error. With an
+    ``adapter``, cells above their base resolution become adaptation cells (study/adapt.py)."""
     smap = loaded.source_map
     cells = loaded.cells
     filter_json = {name: G.canonical_json(fdef) for name, fdef in filter_defs.items()}
     setting_axes = [k for k in exp.axes if exp.kinds[k] in ("train", "eval", "seed", "method")]
     by_uid: dict[str, int] = {}
+    origins: dict[str, Loc] = {}
 
     def factory(cell: G.Cell) -> CellSpec:
         return cell_spec(loaded, cell, filter_defs, job_of_filter, smap)
@@ -126,6 +130,10 @@ def resolve_cells(
             eval_json,
             method,
         )
+        adapt = None
+        if adapter is not None and "resolution" in cax:
+            uid, tdict, adapt = adapter.resolve(cax, uid, tdict, exp.origins[idx])
+            origins[uid] = exp.origins[idx]
         if uid in by_uid:
             other = cells[by_uid[uid]].axes
             raise smap.error(
@@ -145,8 +153,11 @@ def resolve_cells(
                 extras,
                 method,
                 factory,
+                adapt=adapt,
             )
         )
+    if adapter is not None:
+        check_bases(cells, origins, smap)
 
 
 def cell_spec(
@@ -193,4 +204,12 @@ def cell_spec(
         sources=loaded.sources,
         seed=cell.seed,
         method=cell.method,
+        resolution=cell.axes.get("resolution"),
+        init_from=InitFrom(
+            uid=cell.adapt["from"],
+            resolution=cell.adapt["base_resolution"],
+            iterations=cell.adapt["iterations"],
+        )
+        if cell.adapt
+        else None,
     )

@@ -9,7 +9,7 @@ from typing import Any
 from webssl_cli.errors import did_you_mean
 from webssl_cli.study import grid as G
 from webssl_cli.study.schema import Study
-from webssl_cli.study.settings import REQUIRED_AXES, Resolver
+from webssl_cli.study.settings import OPTIONAL_AXES, REQUIRED_AXES, Resolver
 from webssl_cli.study.yamlfile import Loc, SourceMap
 
 
@@ -95,7 +95,7 @@ def partial_entry(
         raise smap.error(loc, "empty entry; name at least one axis value")
     for key, value in entry.items():
         kind = res.check_key(str(key), (*loc, key), axis=True)
-        if key in axes or key in REQUIRED_AXES:
+        if key in axes or key in REQUIRED_AXES or key in OPTIONAL_AXES:
             values = value if isinstance(value, list) else [value]
             if not values:
                 raise smap.error((*loc, key), "empty list; give at least one value")

@@ -57,6 +57,9 @@ class Cell:
     # Builds the cell.json content on first use: planning 100,000 cells never needs it.
     spec_factory: Callable[[Cell], CellSpec] | None = field(default=None, repr=False)
     _spec: CellSpec | None = field(default=None, repr=False)
+    # An adaptation cell (resolution above the base's, study/adapt.py): {"from": base uid,
+    # "resolution", "base_resolution", "iterations"}; None for every other cell.
+    adapt: dict[str, Any] | None = None
 
     @property
     def spec(self) -> CellSpec:

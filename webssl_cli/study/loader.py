@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from webssl_cli.errors import UserError, did_you_mean
 from webssl_cli.specs.presets import PRESETS, preset_settings
 from webssl_cli.specs.train import TrainConfig
+from webssl_cli.study.adapt import Adapter
 from webssl_cli.study.cells import SettingsResolver, resolve_cells
 from webssl_cli.study.expand import expand_grid
 from webssl_cli.study.filters import FILTER_VERSION, filter_stages, resolve_sources
@@ -47,7 +48,7 @@ def load_study(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     eval_base = [e.model_dump(mode="json") for e in study.evals]
     loaded = LoadedStudy(path.absolute(), study, output_dir, [], sources, filters, eval_base, smap)
     settings = SettingsResolver(base_train, cli, exp, smap)
-    resolve_cells(loaded, exp, settings, filter_defs, job_of_filter)
+    resolve_cells(loaded, exp, settings, filter_defs, job_of_filter, Adapter(study, smap))
     return loaded
 
 
@@ -105,7 +106,7 @@ def cli_overrides(study: Study, overrides: list[str] | tuple[str, ...]) -> dict[
         if not sep or not key:
             raise UserError(f"--set {item!r}: expected key=value, e.g. --set train.batch_size=128")
         kind = cli_res.check_key(key.strip(), (key,), axis=False)
-        if kind in REQUIRED_AXES:
+        if kind in REQUIRED_AXES or kind == "resolution":
             raise UserError(
                 f"--set {key}: axes are set in the study's grid; --set takes train.*, eval.<name>.* or seed"
             )

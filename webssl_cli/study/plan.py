@@ -6,6 +6,8 @@ JSON output (stable, documented in the README)::
      "cells": [{"uid", "method", "model", "params", "head_params", "samples_seen", "data_filter",
                 "batch_size", "iterations", "flops_per_sample", "flops", "gpu_hours",
                 "checkpoint_bytes", "stages": [str], "axes": {...},
+                "resolution", "init_from" (adaptation cells only: their own stage's
+                iterations and FLOPs at their token count; stages start "after <uid>:train"),
                 "evals": {"eval/<vqa name>": estimate (study/vqa_cost.py)}, "eval_gpu_hours",
                 "memory": {"gpus", "strategy", "micro_batch", "accumulation",
                            "activation_checkpointing": bool, "auto": [str], "memory_bytes",
@@ -143,9 +145,15 @@ def plan_rows(
             eval_cost[key] = price_evals(loaded, cell.model, cfg, gpus_of.get(cell.model, 1),
                                          gpu_memory_gb, peak_tflops, mfu)  # fmt: skip
         iterations = -(-cell.samples_seen // cfg.batch_size)
+        stages = stages_of[cell.data_filter]
+        if cell.adapt:  # its own stage, after the base cell's training, at its token count
+            iterations = cell.adapt["iterations"]
+            stages = [
+                f"after {cell.adapt['from']}:train",
+                *stages[1 if stages[0].startswith("filter:") else 0 :],
+            ]
         scale = iterations / unit.iterations  # unit: one step
         est = unit
-        stages = stages_of[cell.data_filter]
         rows.append(
             {
                 "uid": cell.uid,
@@ -168,6 +176,7 @@ def plan_rows(
                 "eval_gpu_hours": sum(
                     e.get("gpu_hours_total") or 0.0 for e in eval_cost[key].values()
                 ),
+                **adaptation_fields(cell),
             }
         )
     totals = {
@@ -185,6 +194,13 @@ def plan_rows(
         "cells": rows,
         "totals": totals,
     }
+
+
+def adaptation_fields(cell: Any) -> dict[str, Any]:
+    """An adaptation cell's row fields: its resolution and the base cell it continues from."""
+    if not cell.adapt:
+        return {}
+    return {"resolution": cell.adapt["resolution"], "init_from": cell.adapt["from"]}
 
 
 def price_evals(

@@ -114,7 +114,8 @@ class Study(Frozen):
     train: dict[str, Any] = {}
     """Overrides of the preset, nested or as dotted keys (``crops.global_size: 64``)."""
     grid: dict[str, Any]
-    """Axes: ``model``, ``samples_seen``, ``data_filter`` and any ``train.<field>``,
+    """Axes: ``model``, ``samples_seen``, ``data_filter``, optionally ``resolution`` (image side;
+    above the base resolution a cell adapts the base cell) and any ``train.<field>``,
     ``eval.<name>.<field>`` or ``seed`` setting; each a list of values (or one value)."""
     zip: list[list[str]] = []
     """Groups of axes that vary together (equal lengths) instead of as a product."""
@@ -124,6 +125,9 @@ class Study(Frozen):
     """Partial cells: remove every cell that matches (each entry must match at least one)."""
     evals: list[EvalConfig] = []
     """Evaluations run on every cell's final teacher."""
+    adapt: dict[str, Any] = {}
+    """Overrides of the preset's high-resolution adaptation recipe (cells whose ``resolution``
+    is above the base's): ``iterations`` and any ``train`` field, nested or dotted."""
     seed: int = 0
     """Base seed of every cell (an axis may vary it)."""
     max_cells: int = Field(100_000, ge=1)

@@ -20,8 +20,9 @@ from webssl_cli.study.schema import Study
 from webssl_cli.study.yamlfile import Loc, SourceMap
 
 REQUIRED_AXES = ("model", "samples_seen", "data_filter")
-OPTIONAL_AXES = ("method", "seed")
-"""Axes a grid may add: ``method`` (default webdino) and ``seed``."""
+OPTIONAL_AXES = ("method", "seed", "resolution")
+"""Axes a grid may add: ``method`` (default webdino), ``seed`` and ``resolution`` (the global
+crop size); include entries may name them even when the grid does not."""
 EVAL_CLASSES: dict[str, type[BaseModel]] = {"knn": KnnEval, "linear": LinearEval, "vqa": VqaEval}
 
 
@@ -134,6 +135,12 @@ class Resolver:
                     f"unknown method {value!r}{did_you_mean(str(value), list(METHODS))}; valid: {', '.join(METHODS)}",
                 )
             return str(value)
+        if kind == "resolution":
+            if isinstance(value, bool) or not isinstance(value, int) or not 8 <= value <= 4096:
+                raise self.smap.error(
+                    loc, f"a resolution is an image side in pixels (8 to 4096), got {value!r}"
+                )
+            return value
         if kind == "seed":
             if isinstance(value, bool) or not isinstance(value, int):
                 raise self.smap.error(loc, f"a seed is an integer, got {value!r}")

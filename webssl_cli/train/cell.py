@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,9 +33,32 @@ def cell_shards(spec: CellSpec) -> list[str]:
 
 
 def load_cell(run: CellDir) -> CellInputs:
-    """(model, train config, shard URLs, samples to see, seed, method) of the cell in ``run``."""
+    """(model, train config, shard URLs, samples to see, seed, method) of the cell in ``run``.
+    An adaptation cell's backbone is built at its resolution (position embeddings of that grid)
+    and sees its own stage's samples."""
     spec = run.read_cell()
+    model = get_model(spec.model)
+    if spec.init_from is not None:
+        model = dataclasses.replace(model, img_size=spec.image_size)
     return CellInputs(
-        get_model(spec.model), spec.train, cell_shards(spec), spec.samples_seen, spec.seed,
-        spec.method,
-    )  # fmt: skip
+        model, spec.train, cell_shards(spec), spec.train_samples, spec.seed, spec.method
+    )
+
+
+def base_checkpoint(run: CellDir) -> Path | None:
+    """The final checkpoint of the base cell an adaptation cell continues from (a sibling
+    directory ``cells/<uid>``); None for a cell that starts from random weights."""
+    from webssl_cli.errors import UserError
+    from webssl_cli.train.checkpoint import checkpoint_dir
+
+    spec = run.read_cell()
+    if spec.init_from is None:
+        return None
+    base = CellDir(run.root.parent / spec.init_from.uid)
+    final = checkpoint_dir(base.checkpoints_dir, base.read_cell().facts.iterations)
+    if not (final / "meta.json").exists():
+        raise UserError(
+            f"{final}: missing; this cell adapts the {spec.init_from.resolution} px cell "
+            f"{spec.init_from.uid}, which has not finished training (run it first)"
+        )
+    return final

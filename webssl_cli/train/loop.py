@@ -42,12 +42,13 @@ from webssl_cli.train.batches import (
     micro_batches_for,
     single_view_scale,
 )
-from webssl_cli.train.cell import load_cell
+from webssl_cli.train.cell import base_checkpoint, load_cell
 from webssl_cli.train.checkpoint import Checkpointer, Resumed
 from webssl_cli.train.metrics import Progress, RunLog, write_backbone
 from webssl_cli.train.objective import RunContext
 from webssl_cli.train.objectives import build_objective
 from webssl_cli.train.optim import build_optimizer
+from webssl_cli.train.posembed import init_from_checkpoint
 from webssl_cli.train.schedules import Schedules
 from webssl_cli.train.step import Step, train_step
 
@@ -85,12 +86,14 @@ class Preemption:
 
 def train(run: CellDir, spec: ModelSpec, cfg: TrainConfig, shards: list[str], samples_target: int,
           seed: int, method: str = "webdino", *, env: D.DistEnv | None = None,
-          progress: Progress | None = None, stop_after: int | None = None) -> str:  # fmt: skip
+          progress: Progress | None = None, stop_after: int | None = None,
+          init_from: Path | None = None) -> str:  # fmt: skip
     """Train (or resume) in ``run`` as one rank of ``env`` (default: from the environment), with
     the objective of ``method`` (webdino, clip, mae).
 
     Returns "done", "diverged", "preempted" (checkpointed on request) or "running" (stopped by
     ``stop_after``, for tests). Every rank of the job calls it; rank 0 writes the run files.
+    ``init_from``: a base cell's checkpoint to start from when the run has none of its own.
     """
     env = env or D.detect_env()
     device = D.device_for(env, dev.pick_device())
@@ -99,7 +102,7 @@ def train(run: CellDir, spec: ModelSpec, cfg: TrainConfig, shards: list[str], sa
     D.init_process_group(env, device)
     try:
         return _train(run, spec, cfg, shards, samples_target, seed, method, device, progress,
-                      stop_after)  # fmt: skip
+                      stop_after, init_from)  # fmt: skip
     finally:
         if owns_group and dist.is_initialized():
             dist.destroy_process_group()
@@ -107,7 +110,7 @@ def train(run: CellDir, spec: ModelSpec, cfg: TrainConfig, shards: list[str], sa
 
 def _train(run: CellDir, spec: ModelSpec, cfg: TrainConfig, shards: list[str], samples_target: int,
            seed: int, method: str, device: torch.device, progress: Progress | None,
-           stop_after: int | None) -> str:  # fmt: skip
+           stop_after: int | None, init_from: Path | None = None) -> str:  # fmt: skip
     rank, world = dist.get_rank(), dist.get_world_size()
     iterations = max(1, math.ceil(samples_target / cfg.batch_size))
     mb, accum = micro_batches_for(cfg, world)
@@ -119,10 +122,13 @@ def _train(run: CellDir, spec: ModelSpec, cfg: TrainConfig, shards: list[str], s
     step = Step(objective, optimizer, Schedules(cfg, iterations), cfg, ctx)
     ckpt = Checkpointer(run.checkpoints_dir, cfg.keep_checkpoints)
     resumed = ckpt.load_latest(objective, optimizer, sharded=strategy == "fsdp")
+    if resumed is None and init_from is not None:  # the run's own checkpoints take precedence
+        init_from_checkpoint(objective, init_from)
     lanes = _lanes(cfg, world, resumed)
     it = resumed.iteration if resumed else 0
     log = RunLog(run, cfg.batch_size, iterations, cfg.metrics_every, rank == 0, progress)
-    log.start(it, world_size=world, strategy=strategy, resumed_from=resumed and resumed.path)
+    log.start(it, world_size=world, strategy=strategy, resumed_from=resumed and resumed.path,
+              initialised_from=str(init_from) if init_from else None)  # fmt: skip
     loader = LaneLoader(shards, seed, cfg.crops, cfg.batch_size, lanes, rank, world,
                         resumed.positions if resumed else None,
                         resumed.problems if resumed else None, cfg.num_workers,
@@ -207,7 +213,8 @@ def train_cell(
     run = CellDir(cell_dir)
     env = env or D.detect_env()
     try:
-        return train(run, *load_cell(run), env=env, progress=progress)
+        return train(run, *load_cell(run), env=env, progress=progress,
+                     init_from=base_checkpoint(run))  # fmt: skip
     except BaseException as exc:
         # SystemExit: submitit's requeue handler, after a preemption checkpoint (launch records it)
         if env.rank == 0 and not isinstance(exc, SystemExit):
