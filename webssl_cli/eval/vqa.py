@@ -168,7 +168,7 @@ def _scores(
         row = {
             "benchmark": bench,
             "category": category_of[bench],
-            "metric": "perception_score" if bench == "MME" else metric_of[bench],
+            "metric": _METRIC_NAME.get(bench, metric_of[bench]),
             "value": scores[bench],
             "n": counts[bench],
         }
@@ -176,11 +176,17 @@ def _scores(
             row["variant"] = variant
         rows.append(row)
     if all(b in M.BENCHMARK_CATEGORY for b in scores):
-        pct = {b: (v if b == "MME" else 100.0 * v) for b, v in scores.items()}
-        categories = {k: v / 100.0 for k, v in M.category_scores(pct).items()}
+        # the paper's aggregation, every benchmark as a fraction (MME / 2000, OCRBench / 1000)
+        categories = M.mean_by_category(
+            (M.BENCHMARK_CATEGORY[b], M.as_fraction(b, v)) for b, v in scores.items()
+        )
     else:
         categories = M.mean_by_category((category_of[b] or "Other", v) for b, v in scores.items())
     return rows, categories
+
+
+# the two benchmarks stored on their authors' scales (``metrics.NATIVE_SCALE``) say so
+_METRIC_NAME = {"MME": "perception_score", "OCRBench": "ocrbench_score"}
 
 
 # ---- the blind twin ------------------------------------------------------------------------------
