@@ -27,6 +27,7 @@ class Node:
     model: str | None = None
     eval_name: str | None = None
     filter_args: dict[str, Any] = field(default_factory=dict)
+    placement: str | None = None  # a VQA evaluation's placement (its job's ranks); else None
 
     @property
     def job_name(self) -> str:
@@ -114,7 +115,8 @@ def build_dag(loaded: Any) -> list[Node]:
         deps = [f"filter:{fjob.key}"] if fjob is not None else []
         train = Node(f"{cell.uid}:train", "train", cdir, "train", deps, cell.uid, cell.model)
         nodes.append(train)
-        for name in cell.evals:
+        for ev in cell.spec.evals:
+            name = ev.stage_name
             nodes.append(
                 Node(
                     f"{cell.uid}:eval/{name}",
@@ -125,6 +127,7 @@ def build_dag(loaded: Any) -> list[Node]:
                     cell.uid,
                     cell.model,
                     name,
+                    placement=getattr(ev, "placement", None),
                 )
             )
     return nodes

@@ -171,6 +171,7 @@ class Run:
                     node.model,
                     node.job_name,
                     dependency,
+                    node.placement,
                 )
                 with submission_env(self.code_dir):
                     job = ex.submit(node.callable())
