@@ -142,6 +142,7 @@ def run_vqa(
             "n_test_questions": len(test),
             "generated_this_run": enc["generated"],
             "ranks": ranks.world,
+            "rank_source": ranks.source,
             "blind": {"key": key, "losses": blind["losses"], "timings": blind["timings"]},
         },
     }

@@ -37,6 +37,7 @@ class Ranks:
     rank: int
     world: int
     device: torch.device
+    source: str = "single"  # where the ranks came from: torchrun | slurm | single
 
     @property
     def lead(self) -> bool:
@@ -65,7 +66,7 @@ def joined(requested: str | None = None) -> Iterator[Ranks]:
     if created:
         D.init_process_group(env, device)
     try:
-        yield Ranks(dist.get_rank(), dist.get_world_size(), device)
+        yield Ranks(dist.get_rank(), dist.get_world_size(), device, env.source)
     finally:
         if created and dist.is_initialized():
             dist.destroy_process_group()
