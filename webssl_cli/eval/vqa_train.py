@@ -245,7 +245,8 @@ def train_and_answer(
 
 
 def _load(model: MLLM, path: Path) -> dict[str, float | None]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    # mapped, not read: the ranks of a node share the pages of one large file
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     model.adapter.load_state_dict(state["adapter"])
     model.lm.load_state_dict(state["lm"])
     return dict(state.get("losses", {}))
