@@ -170,6 +170,7 @@ def train_stage2(
     checkpoint_every: int = 0,
     log: Callable[[int, float], None] | None = None,
     root: nn.Module | None = None,
+    chat_template: bool = True,
 ) -> tuple[nn.Module, list[float]]:
     """Train the adapter and the LM on ``conversations`` (loss on assistant turns); every rank
     of the default group calls this with the same arguments. ``features`` None trains blind.
@@ -179,7 +180,8 @@ def train_stage2(
     The parameters trained are those of the root that require gradients. ``root``: one
     already wrapped (``wrap_stage2``; FSDP2 keeps one root for both stages, the LM frozen in
     the first by ``requires_grad``), else ``model`` is wrapped here with ``strategy``. With a
-    ``checkpoint_dir`` the last step is checkpointed too: a finished stage resumes as done."""
+    ``checkpoint_dir`` the last step is checkpointed too: a finished stage resumes as done.
+    ``chat_template`` False lays conversations out plainly even when the tokenizer has one."""
     device = next(model.adapter.parameters()).device
     world, rank = D.world(), _rank()
     if batch < world:
@@ -202,7 +204,7 @@ def train_stage2(
             c = conversations[i]
             if features is None:  # blind: the same conversations without their images
                 c = Conversation(c.turns, None)
-            e = encode(tok, c, model.tokens)
+            e = encode(tok, c, model.tokens, template=chat_template)
             if len(encoded) < 200_000:
                 encoded[i] = e
         return e

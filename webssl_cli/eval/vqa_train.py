@@ -100,6 +100,7 @@ class Placement:
         self.cache = cache
         self.root: nn.Module | None = None
         self.stage = ""
+        self.chat_template = cfg.chat_template
 
     def wrap(self, model: MLLM) -> nn.Module:
         """The stage's root: FSDP2 wraps once, DDP again for each stage's trainable set."""
@@ -142,6 +143,7 @@ def train_stage(
     _, losses = MD.train_stage2(
         model, convs, features, lr=lr, batch=batch, steps=steps, seed=seed, root=root,
         checkpoint_dir=place.cache / f"train-{place.stage}", checkpoint_every=every,
+        chat_template=place.chat_template,
     )  # fmt: skip
     place.release()
     tail = losses[-max(1, steps // 10) :]
