@@ -256,33 +256,3 @@ def full_state(root: nn.Module) -> dict[str, Tensor]:
         return {k: v.detach().cpu() for k, v in inner.state_dict().items()}
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     return dict(get_model_state_dict(root, options=opts))  # type: ignore[arg-type]
-
-
-def train_stage_chat(
-    model: MLLM,
-    examples: Sequence[tuple[str, str, str]],
-    features: Mapping[str, Tensor] | None,
-    params: list[nn.Parameter],
-    *,
-    lr: float,
-    batch: int,
-    steps: int,
-    seed: int,
-) -> float:
-    """``mllm.train_stage``'s contract (image key, prompt, answer examples; only ``params``
-    trained; the mean loss of the last 10% of steps) on chat-template conversations, in one
-    process."""
-    if steps <= 0 or not examples:
-        return float("nan")
-    keep = {id(p) for p in params}
-    was = {id(p): p.requires_grad for p in model.parameters()}
-    for p in model.parameters():
-        p.requires_grad_(id(p) in keep)
-    convs = [Conversation.qa(k, q, a) for k, q, a in examples]
-    try:
-        _, losses = train_stage2(model, convs, features, lr=lr, batch=batch, steps=steps, seed=seed)
-    finally:
-        for p in model.parameters():
-            p.requires_grad_(was[id(p)])
-    tail = losses[-max(1, steps // 10) :]
-    return sum(tail) / len(tail)
