@@ -58,9 +58,33 @@ def test_order_is_a_pure_function_of_seed_rank_and_position(pattern):
 
 def test_pipe_urls(pattern, tmp_path):
     urls = [f"pipe:cat {u}" for u in expand_urls(pattern)]
-    assert _keys(ShardStream(urls, seed=0), 12) == _keys(
+    assert _keys(ShardStream(urls, seed=0, allow_pipe=True), 12) == _keys(
         ShardStream(expand_urls(pattern), seed=0), 12
     )
+
+
+def test_pipe_urls_refused_unless_allowed(pattern, tmp_path, monkeypatch):
+    from collections import Counter
+
+    from webssl_cli.data.stream import ALLOW_PIPE_ENV, read_shard
+    from webssl_cli.errors import UserError
+
+    marker = tmp_path / "ran"
+    urls = [f"pipe:touch {marker}; cat {u}" for u in expand_urls(pattern)]
+    monkeypatch.delenv(ALLOW_PIPE_ENV, raising=False)
+    with pytest.raises(UserError, match="set data.allow_pipe: true") as err:
+        ShardStream(urls, seed=0)
+    assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match="pipe: command"):
+        next(read_shard(urls[0], Counter()))
+    monkeypatch.setenv(ALLOW_PIPE_ENV, "0")
+    with pytest.raises(UserError):
+        ShardStream(urls, seed=0)
+    assert not marker.exists()  # nothing ran
+    monkeypatch.setenv(ALLOW_PIPE_ENV, "1")  # what a study with data.allow_pipe gives its jobs
+    assert len(_keys(ShardStream(urls, seed=0), 5)) == 5 and marker.exists()
+    with pytest.raises(UserError):
+        ShardStream(urls, seed=0, allow_pipe=False)
 
 
 def test_truncated_shard_is_counted_not_fatal(tmp_path):

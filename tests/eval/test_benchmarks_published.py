@@ -362,7 +362,8 @@ def cvbench(tmp: Path) -> tuple[list[B.Question], Preds, Preds]:
     return qs, perfect, partly
 
 
-# benchmark(s) -> (fixture, perfect, empty, partly); MME on its 0-2000 scale, others fractions
+# benchmark(s) -> (fixture, perfect, empty, partly); MME on its 0-2000 scale, OCRBench on its
+# 0-1000 scale, others fractions
 CASES: dict[str, tuple[Callable[..., Any], dict[str, float], dict[str, float], dict[str, float]]] = {
     "MME": (mme, {"MME": 2000.0}, {"MME": 0.0}, {"MME": 1775.0}),  # 8 x 200 + 125 + 50
     "MMBench": (mmbench, {"MMBench": 1.0}, {"MMBench": 0.0}, {"MMBench": 0.5}),
@@ -374,7 +375,8 @@ CASES: dict[str, tuple[Callable[..., Any], dict[str, float], dict[str, float], d
     "MathVista": (mathvista, {"MathVista": 1.0}, {"MathVista": 0.25}, {"MathVista": 0.5}),
     "AI2D": (ai2d, {"AI2D": 1.0}, {"AI2D": 0.0}, {"AI2D": 0.5}),
     "ChartQA": (chartqa, {"ChartQA": 1.0}, {"ChartQA": 0.0}, {"ChartQA": 0.5}),
-    "OCRBench": (ocrbench, {"OCRBench": 1.0}, {"OCRBench": 0.0}, {"OCRBench": 0.25}),
+    # OCRBench as its authors score it: right answers out of 1000 (1 of 4 right: 250)
+    "OCRBench": (ocrbench, {"OCRBench": 1000.0}, {"OCRBench": 0.0}, {"OCRBench": 250.0}),
     "TextVQA": (textvqa, {"TextVQA": 1.0}, {"TextVQA": 0.0}, {"TextVQA": 0.8}),
     "DocVQA": (docvqa, {"DocVQA": 1.0}, {"DocVQA": 0.0}, {"DocVQA": 0.375}),
     "MMVP": (mmvp, {"MMVP": 1.0}, {"MMVP": 0.0}, {"MMVP": 0.5}),
@@ -472,7 +474,33 @@ def test_score_command(tmp_path: Path) -> None:
     res = CliRunner().invoke(
         _app(), ["score", str(tmp_path / "ocr" / "suite" / "ocrbench.jsonl"), str(preds)]
     )
-    assert "OCRBench\t25.00\t(250.0 of 1000)" in res.output, res.output
+    assert "OCRBench\t250.00 of 1000" in res.output, res.output
+
+
+def test_stored_scales_rows_and_categories() -> None:
+    """MME and OCRBench are stored on their authors' scales with metrics that say so, and
+    enter the categories (stored as fractions) divided by their maximum; the report's
+    per-example weights use the same conversion."""
+    from webssl_cli.eval.vqa import _scores
+    from webssl_cli.report.evidence import _scale
+
+    qs = [B.Question("m", "MME", "General", "i", "q", ["yes"], metric="yesno", group="a",
+                     meta={"subtask": "existence"}),
+          B.Question("o1", "OCRBench", "OCR & Chart", "i", "q", ["x"], metric="ocrbench",
+                     meta={"category": "Doc-oriented VQA"}),
+          B.Question("o2", "OCRBench", "OCR & Chart", "i", "q", ["y"], metric="ocrbench",
+                     meta={"category": "Doc-oriented VQA"}),
+          B.Question("t", "TextVQA", "OCR & Chart", "i", "q", ["z"] * 10)]  # fmt: skip
+    per = B.example_values(qs, {"m": "yes", "o1": "x", "o2": "no", "t": "z"})
+    rows, cats = _scores(qs, per, "encoder")
+    by = {r["benchmark"]: r for r in rows}
+    assert by["OCRBench"]["value"] == 500.0 and by["OCRBench"]["metric"] == "ocrbench_score"
+    assert by["MME"]["value"] == 200.0 and by["MME"]["metric"] == "perception_score"
+    assert by["TextVQA"]["value"] == 1.0
+    assert cats["OCR & Chart"] == pytest.approx((0.5 + 1.0) / 2)
+    assert cats["General"] == pytest.approx(200.0 / 2000.0)
+    assert cats["Average"] == pytest.approx((0.1 + 0.75) / 2)
+    assert _scale("OCRBench") * 1000 == _scale("MME") * 2000 == _scale("TextVQA") == 1.0
 
 
 def test_mme_from_vlmevalkit_tsv_keeps_subtasks_and_pairs(tmp_path: Path) -> None:

@@ -148,7 +148,7 @@ def test_vqa_eval_uses_a_local_lms_chat_template(
 ) -> None:
     """A local transformers LM whose tokenizer has a Llama-3-style template: both stages train
     on templated conversations and the answers come from the templated prompt."""
-    from webssl_cli.eval import mllm_dist, vqa
+    from webssl_cli.eval import mllm_dist, vqa_train
     from webssl_cli.eval.mllm import tiny_llama
     from webssl_cli.eval.run import run_eval
     from webssl_cli.eval.tokenizer import train_word_tokenizer
@@ -162,7 +162,9 @@ def test_vqa_eval_uses_a_local_lms_chat_template(
     torch.manual_seed(0)
     tiny_llama(len(tok), 32, 1, 2, 64).save_pretrained(str(lm_dir))
     calls = {"train": 0, "generate": 0}
-    real_train, real_gen = mllm_dist.train_stage_chat, vqa.chat_generate
+    layouts: set[bool] = set()  # the ``template`` of every training sequence's encoding
+    real_train, real_gen = vqa_train.train_stage, vqa_train.chat_generate
+    real_encode = mllm_dist.encode
 
     def train(*a, **k):
         calls["train"] += 1
@@ -172,13 +174,26 @@ def test_vqa_eval_uses_a_local_lms_chat_template(
         calls["generate"] += 1
         return real_gen(*a, **k)
 
-    monkeypatch.setattr(vqa, "train_stage_chat", train)
-    monkeypatch.setattr(vqa, "chat_generate", gen)
+    def encode(*a, **k):
+        layouts.add(k.get("template", True))
+        return real_encode(*a, **k)
+
+    monkeypatch.setattr(vqa_train, "train_stage", train)
+    monkeypatch.setattr(vqa_train, "chat_generate", gen)
+    monkeypatch.setattr(mllm_dist, "encode", encode)
     tiny = {"task": "vqa", "llm": str(lm_dir), "tokens": 4, "stage1_steps": 2, "stage1_batch": 8,
             "stage2_steps": 3, "stage2_batch": 8, "max_questions": 2, "max_new_tokens": 3,
             "batch_size": 8, "max_images": 60}  # fmt: skip
-    cell = make_cell(tmp_path, synth_shards, [tiny])
+    cell = make_cell(
+        tmp_path, synth_shards, [tiny, {**tiny, "name": "plain", "chat_template": False}]
+    )
     out = run_eval(cell, "vqa")
     assert calls["train"] == 3  # encoder: stages 1 and 2; blind twin: stage 2
     assert calls["generate"] >= 2  # encoder and blind
     assert out["details"]["losses"]["stage2"] is not None
+    assert layouts == {True}
+    # chat_template: false trains and answers in the plain layout although the LM has one
+    layouts.clear()
+    calls["generate"] = 0
+    run_eval(cell, "plain")
+    assert layouts == {False} and calls["generate"] == 0

@@ -28,9 +28,9 @@ CHILD = textwrap.dedent(
     """
     import json, os, signal, sys
     from pathlib import Path
-    from webssl_cli.eval import mllm, vqa
+    from webssl_cli.eval import mllm, vqa_train
     cell, log, kill_after = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-    real_generate, real_train = mllm.MLLM.generate, vqa.train_stage
+    real_generate, real_train = mllm.MLLM.generate, vqa_train.train_stage
     calls = []
     def generate(self, patches, prompts, max_new_tokens=16):
         out = real_generate(self, patches, prompts, max_new_tokens)
@@ -46,7 +46,7 @@ CHILD = textwrap.dedent(
             f.write(json.dumps({"trained": 1, "blind": features is None}) + "\\n")
         return real_train(model, examples, features, *a, **k)
     mllm.MLLM.generate = generate
-    vqa.train_stage = train_stage
+    vqa_train.train_stage = train_stage
     from webssl_cli.eval.run import run_eval
     run_eval(cell, "vqa")
     """
@@ -189,20 +189,22 @@ def test_blind_twin_shared_by_two_cells_same_training_and_outcomes(
     reuses it; the per-question outcomes average to the reported scores."""
     import torch
 
-    from webssl_cli.eval import vqa
+    from webssl_cli.eval import vqa_train
     from webssl_cli.eval.run import run_eval
     from webssl_cli.outcomes import read_outcomes
 
-    real_train = vqa.train_stage
+    real_train = vqa_train.train_stage
     log: list[dict[str, Any]] = []
 
-    def train_stage(model: Any, examples: Any, features: Any, params: Any, **kw: Any) -> float:
+    def train_stage(
+        model: Any, examples: Any, features: Any, params: Any, place: Any, **kw: Any
+    ) -> float:
         trains_lm = any(p is q for p in params for q in model.lm.parameters())
         init = {k: v.clone() for k, v in model.lm.state_dict().items()} if trains_lm else None
         log.append({"blind": features is None, "examples": list(examples), "kw": kw, "lm": init})
-        return float(real_train(model, examples, features, params, **kw))
+        return float(real_train(model, examples, features, params, place, **kw))
 
-    monkeypatch.setattr(vqa, "train_stage", train_stage)
+    monkeypatch.setattr(vqa_train, "train_stage", train_stage)
     study = tmp_path / "study"
     a = make_cell(study, synth_shards, [TINY], seed=0)
     # a second cell (another encoder) beside the first in the study's cells/ directory
@@ -245,13 +247,14 @@ def test_blind_twin_lock_computes_once_under_concurrency(
     calls: list[int] = []
 
     def fake(
-        root: Path, cfg: Any, features: Any, s1: Any, s2: Any, test: Any, timings: Any
-    ) -> dict[str, Any]:
+        root: Path, cfg: Any, features: Any, s1: Any, s2: Any, test: Any, timings: Any,
+        ranks: Any,
+    ) -> dict[str, Any]:  # fmt: skip
         calls.append(1)
         time.sleep(0.3)
         return {"predictions": {"q": "yes"}, "losses": {}, "stage1_steps": 0, "stage2_steps": 1}
 
-    monkeypatch.setattr(vqa, "_train_and_answer", fake)
+    monkeypatch.setattr(vqa.vqa_train, "train_and_answer", fake)
     cfg = VqaEval()
     results: list[dict[str, Any]] = []
     threads = [
@@ -298,22 +301,24 @@ def test_stage1_lm_and_stage2_captions_train_the_twin_alike(
 ) -> None:
     """The small-LM recipe: stage 1 trains adapter + LM on the captions and the blind twin's LM
     on the same captions in the same order (no visual tokens); stage 2 mixes the captions in."""
-    from webssl_cli.eval import vqa
+    from webssl_cli.eval import vqa_train
     from webssl_cli.eval.run import run_eval
 
-    real_train = vqa.train_stage
+    real_train = vqa_train.train_stage
     log: list[dict[str, Any]] = []
 
-    def train_stage(model: Any, examples: Any, features: Any, params: Any, **kw: Any) -> float:
+    def train_stage(
+        model: Any, examples: Any, features: Any, params: Any, place: Any, **kw: Any
+    ) -> float:
         ids = {id(p) for p in params}
         log.append({
             "blind": features is None, "examples": list(examples), "kw": kw,
             "lm": all(id(p) in ids for p in model.lm.parameters()),
             "adapter": all(id(p) in ids for p in model.adapter.parameters()),
         })  # fmt: skip
-        return float(real_train(model, examples, features, params, **kw))
+        return float(real_train(model, examples, features, params, place, **kw))
 
-    monkeypatch.setattr(vqa, "train_stage", train_stage)
+    monkeypatch.setattr(vqa_train, "train_stage", train_stage)
     cfg = {**TINY, "stage1_lm": True, "stage2_captions": True, "stage2_steps": None}
     cell = make_cell(tmp_path / "study", synth_shards, [cfg])
     out = run_eval(cell, "vqa")

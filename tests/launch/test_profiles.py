@@ -113,7 +113,9 @@ def test_tasks_per_node() -> None:
     assert "training runs one process per GPU" in _err(
         "node: {gpus: 8}\ntrain:\n  default: {gpus_per_node: 8, tasks_per_node: 4}\n"
     )
-    assert "only training runs several processes" in _err("eval: {tasks_per_node: 2}\n")
+    assert "only training and evaluation run several processes" in _err(
+        "filter: {tasks_per_node: 2}\n"
+    )
     assert "4 CPUs per task x 3 tasks exceeds node.cpus = 8" in _err(
         "node: {cpus: 8}\ntrain:\n  default: {tasks_per_node: 3, cpus_per_task: 4}\n"
     )

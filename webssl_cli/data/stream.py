@@ -8,7 +8,9 @@ the samples an uninterrupted run would have drawn. Data smaller than the run rep
 construction; ``chunks / n_shards`` counts the passes over the shard list.
 
 Shards are local paths, brace patterns (``shard-{000000..000099}.tar``) or ``pipe:CMD``
-URLs. A truncated or unreadable shard ends its chunk and is counted, never fatal.
+URLs. A truncated or unreadable shard ends its chunk and is counted, never fatal. A ``pipe:``
+URL runs CMD through the shell, so it is refused unless allowed: a study's
+``data.allow_pipe: true`` reaches its jobs as ``WEBSSL_ALLOW_PIPE=1``.
 """
 
 from __future__ import annotations
@@ -24,6 +26,27 @@ from typing import IO, Any
 import numpy as np
 
 from webssl_cli.errors import UserError
+
+ALLOW_PIPE_ENV = "WEBSSL_ALLOW_PIPE"
+
+
+def pipe_allowed() -> bool:
+    """Whether ``pipe:`` shard URLs may run here (``$WEBSSL_ALLOW_PIPE`` is 1)."""
+    return os.environ.get(ALLOW_PIPE_ENV, "").strip() == "1"
+
+
+def check_pipes(urls: list[str], allow_pipe: bool | None = None) -> None:
+    """A one-line UserError for the first ``pipe:`` URL unless pipes are allowed
+    (``allow_pipe``, else ``$WEBSSL_ALLOW_PIPE``)."""
+    allowed = pipe_allowed() if allow_pipe is None else allow_pipe
+    if allowed:
+        return
+    for url in urls:
+        if url.lstrip().startswith("pipe:"):
+            raise UserError(
+                f"data.shards: {url[:80]!r} is a pipe: command, which runs through the shell; "
+                "set data.allow_pipe: true in the study (outside a study: WEBSSL_ALLOW_PIPE=1)"
+            )
 
 
 def expand_urls(spec: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -53,8 +76,9 @@ class Sample:
     position: Position  # the position *after* this sample: resume here to continue
 
 
-def _open(url: str) -> tuple[IO[bytes], subprocess.Popen[bytes] | None]:
+def _open(url: str, allow_pipe: bool | None) -> tuple[IO[bytes], subprocess.Popen[bytes] | None]:
     if url.startswith("pipe:"):
+        check_pipes([url], allow_pipe)
         proc = subprocess.Popen(
             url[5:], shell=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
         )
@@ -82,12 +106,15 @@ class _Tail:
         return len(self.tail) >= 512 and not any(self.tail[-512:])
 
 
-def read_shard(url: str, problems: Counter[str]) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {ext: bytes}) of one tar in file order; a bad tar ends early with a count."""
+def read_shard(
+    url: str, problems: Counter[str], allow_pipe: bool | None = None
+) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {ext: bytes}) of one tar in file order; a bad tar ends early with a count. A
+    ``pipe:`` URL is refused unless ``allow_pipe`` (None: ``$WEBSSL_ALLOW_PIPE``)."""
     current: str | None = None
     members: dict[str, bytes] = {}
     try:
-        stream, proc = _open(url)
+        stream, proc = _open(url, allow_pipe)
     except OSError:
         problems["unreadable_shard"] += 1
         return
@@ -134,12 +161,15 @@ class ShardStream:
     start: Position = Position()
     problems: Counter[str] = field(default_factory=Counter)
     chunks_started: int = 0
+    allow_pipe: bool | None = None
+    """Run ``pipe:`` URLs; None: as ``$WEBSSL_ALLOW_PIPE`` says (a study's data.allow_pipe)."""
 
     def __post_init__(self) -> None:
         if not self.urls:
             raise UserError(
                 "data.shards: no shard matched; give a path, brace pattern or pipe: command"
             )
+        check_pipes(self.urls, self.allow_pipe)
 
     def shard_of(self, chunk: int) -> str:
         rng = np.random.default_rng([self.seed, self.rank, chunk])
@@ -147,7 +177,7 @@ class ShardStream:
 
     def _chunk(self, chunk: int) -> Iterator[tuple[str, dict[str, bytes], str]]:
         url = self.shard_of(chunk)
-        reader = read_shard(url, self.problems)
+        reader = read_shard(url, self.problems, self.allow_pipe)
         block_idx = 0
         while True:
             block = []

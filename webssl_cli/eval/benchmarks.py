@@ -99,6 +99,8 @@ def example_values(
     benchmark's score on its own scale (``benchmark_scores``):
 
     - MME: an image pair, its share of the perception score (0-2000);
+    - OCRBench: a question, 1000 when right (the mean is the count of right answers on the
+      authors' 1000 questions; on a subset, that count projected to 1000);
     - grouped questions (MMBench's circular rotations, MMVP's image pairs): a group, 1.0 when
       every member is right;
     - stratified questions (``meta["stratum"]``: CV-Bench's source datasets): a question,
@@ -120,7 +122,8 @@ def example_values(
         elif any("stratum" in q.meta for q in qs):
             out[bench] = _stratified_values(qs, predictions)
         else:
-            out[bench] = {q.id: score(q, predictions[q.id]) for q in qs}
+            scale = M.NATIVE_SCALE["OCRBench"] if bench == "OCRBench" else 1.0
+            out[bench] = {q.id: scale * score(q, predictions[q.id]) for q in qs}
     return out
 
 
@@ -163,8 +166,8 @@ def benchmark_scores(
     questions: Iterable[Question], predictions: dict[str, str]
 ) -> dict[str, float]:
     """Per-benchmark score, the mean of ``example_values``: a fraction for every benchmark but
-    MME, which is its perception score (0-2000). OCRBench's fraction times 1000 is its
-    published score on its 1000 questions."""
+    those its authors score as a total (``metrics.NATIVE_SCALE``): MME's perception score
+    (0-2000) and OCRBench's count of right answers out of 1000."""
     return {
         bench: sum(v.values()) / len(v)
         for bench, v in example_values(questions, predictions).items()

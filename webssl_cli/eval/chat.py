@@ -97,14 +97,22 @@ def _segments(tokenizer: Any, msgs: list[dict[str, str]], generate: bool) -> lis
     return [(t, a) for t, a in out if t]
 
 
-def encode(tokenizer: Any, conv: Conversation, n_image: int, *, generate: bool = False) -> Encoded:
+def encode(
+    tokenizer: Any,
+    conv: Conversation,
+    n_image: int,
+    *,
+    generate: bool = False,
+    template: bool = True,
+) -> Encoded:
     """Token ids, labels and visual-token slots of ``conv``; ``generate`` appends the
-    assistant prompt (for answering the last user turn). Without a chat template the layout is
-    ``[BOS] <visual tokens> question answer: | answer [EOS]`` per turn pair, as ``MLLM`` uses."""
+    assistant prompt (for answering the last user turn). Without a chat template (or with
+    ``template`` False) the layout is ``[BOS] <visual tokens> question answer: | answer [EOS]``
+    per turn pair, as ``MLLM`` uses."""
     enc = Encoded()
     n_vis = n_image if conv.image is not None else 0
     slot = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    if not has_template(tokenizer):
+    if not template or not has_template(tokenizer):
         bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
         enc.add(bos, False)
         enc.add([slot] * n_vis, False, image=True)

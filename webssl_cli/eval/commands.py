@@ -121,19 +121,22 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
     ) -> None:
-        """Score a prediction file by each benchmark's own rule (MME out of 2000, others in %)."""
+        """Score a prediction file by each benchmark's own rule (MME out of 2000, OCRBench out
+        of 1000, others in %)."""
         import json
 
         from webssl_cli.eval import benchmarks as B
+        from webssl_cli.eval import metrics as M
         from webssl_cli.eval.convert import breakdowns, read_predictions, score_predictions
 
         qs, preds = B.read_jsonl(questions), read_predictions(predictions)
         scores, missing = score_predictions(qs, preds)
         for bench, value in sorted(scores.items()):
-            shown = value if bench == "MME" else 100.0 * value
-            # OCRBench publishes a count out of its 1000 questions
-            extra = f"\t({1000.0 * value:.1f} of 1000)" if bench == "OCRBench" else ""
-            typer.echo(f"{bench}\t{shown:.2f}{extra}")
+            # MME and OCRBench on their authors' scales (out of 2000 and 1000), others in %
+            native = M.NATIVE_SCALE.get(bench)
+            shown = value if native else 100.0 * value
+            unit = f" of {native:.0f}" if native else " %"
+            typer.echo(f"{bench}\t{shown:.2f}{unit}")
         if missing:
             typer.echo(f"{missing} question(s) without a prediction counted as empty answers")
         if details:

@@ -74,25 +74,35 @@ def build_cache(
     shard_size: int = 1024,
     dtype: str = "fp16",
     on_shard: Callable[[int], None] | None = None,
+    rank: int = 0,
+    world: int = 1,
+    barrier: Callable[[], None] = lambda: None,
 ) -> FeatureCache:
     """Features of ``keys`` (``compute(keys) -> (len(keys), tokens, dim)``, one shard's keys at
     a time) written under ``root``, or the finished shards reused: a cache built for other keys,
-    another shard size or dtype is cleared first. ``on_shard(i)`` runs after shard i is done."""
+    another shard size or dtype is cleared first. ``on_shard(i)`` runs after shard i is done.
+
+    Over several ranks (every rank calls this with the same arguments; ``barrier`` waits for
+    all of them): shard i is computed by rank ``i % world``, rank 0 alone clears a stale cache,
+    and every rank returns once all shards are on disk."""
     if dtype not in DTYPES:
         raise ValueError(f"feature cache dtype {dtype!r}; valid: {', '.join(DTYPES)}")
     keys = list(keys)
     want = {"keys_hash": _keys_hash(keys), "shard_size": shard_size, "dtype": dtype}
     index_path = root / "index.json"
-    if index_path.exists():
+    if rank == 0 and index_path.exists():
         index = json.loads(index_path.read_text())
         if {k: index.get(k) for k in want} != want:
             shutil.rmtree(root)
+    barrier()  # nobody writes into a cache that is being cleared
     root.mkdir(parents=True, exist_ok=True)
     shape: list[int] | None = None
     if index_path.exists():
         shape = json.loads(index_path.read_text())["shape"]
     half = torch.bfloat16 if dtype == "bf16" else torch.float16
     for shard, start in enumerate(range(0, len(keys), shard_size)):
+        if shard % world != rank:
+            continue
         path = root / f"shard-{shard:05d}.bin"
         done = path.with_suffix(".done")
         if done.exists():
@@ -117,8 +127,10 @@ def build_cache(
         done.touch()
         if on_shard is not None:
             on_shard(shard)
-    if shape is None:  # no keys at all
+    barrier()  # every rank's shards (and the index, written by whoever finished one) are there
+    if rank == 0 and not index_path.exists():  # no keys at all
         atomic_write_json(index_path, {**want, "keys": keys, "shape": [0, 0]})
+    barrier()
     return FeatureCache(root)
 
 
@@ -129,9 +141,13 @@ def disk_features(
     images: Mapping[str, bytes],
     keys: Sequence[str],
     image_size: int,
+    rank: int = 0,
+    world: int = 1,
+    barrier: Callable[[], None] = lambda: None,
 ) -> FeatureCache:
     """The VQA evaluation's frozen patch features in an on-disk cache under ``root``
-    (``cfg``: a VqaEval), computed from ``encoder`` a shard of images at a time."""
+    (``cfg``: a VqaEval), computed from ``encoder`` a shard of images at a time, the shards
+    spread over ``world`` ranks."""
     from webssl_cli.eval.features import extract
 
     def compute(ks: Sequence[str]) -> Tensor:
@@ -140,4 +156,5 @@ def disk_features(
         assert f.patches is not None
         return f.patches
 
-    return build_cache(root, keys, compute, shard_size=cfg.feature_shard, dtype=cfg.feature_dtype)
+    return build_cache(root, keys, compute, shard_size=cfg.feature_shard, dtype=cfg.feature_dtype,
+                       rank=rank, world=world, barrier=barrier)  # fmt: skip

@@ -124,12 +124,16 @@ def _save(
     model_sd, optim_sd = get_state_dict(root, opt)
     dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(ckpt / f"step-{step}"))
     D.barrier()
-    if dist.get_rank() == 0:
+    if _rank() == 0:
         previous = _latest(ckpt)
         atomic_write_json(ckpt / "latest.json", {"step": step, "losses": losses})
         if previous is not None and previous["step"] != step:
             shutil.rmtree(ckpt / f"step-{previous['step']}", ignore_errors=True)
     D.barrier()
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
 
 
 def _latest(ckpt: Path) -> dict[str, Any] | None:
@@ -165,16 +169,25 @@ def train_stage2(
     checkpoint_dir: Path | None = None,
     checkpoint_every: int = 0,
     log: Callable[[int, float], None] | None = None,
+    root: nn.Module | None = None,
+    chat_template: bool = True,
 ) -> tuple[nn.Module, list[float]]:
     """Train the adapter and the LM on ``conversations`` (loss on assistant turns); every rank
     of the default group calls this with the same arguments. ``features`` None trains blind.
     Returns the wrapped root (its parameters are the model's, sharded under FSDP2) and the
-    global loss of every step. AdamW, 3% warmup then cosine, clipping at 1.0 (LLaVA's)."""
+    global loss of every step. AdamW, 3% warmup then cosine, clipping at 1.0 (LLaVA's).
+
+    The parameters trained are those of the root that require gradients. ``root``: one
+    already wrapped (``wrap_stage2``; FSDP2 keeps one root for both stages, the LM frozen in
+    the first by ``requires_grad``), else ``model`` is wrapped here with ``strategy``. With a
+    ``checkpoint_dir`` the last step is checkpointed too: a finished stage resumes as done.
+    ``chat_template`` False lays conversations out plainly even when the tokenizer has one."""
     device = next(model.adapter.parameters()).device
-    world, rank = D.world(), (dist.get_rank() if dist.is_initialized() else 0)
+    world, rank = D.world(), _rank()
     if batch < world:
         raise ValueError(f"stage-2 batch {batch} is smaller than the {world} ranks")
-    root = wrap_stage2(model, strategy, device, activation_checkpointing)
+    if root is None:
+        root = wrap_stage2(model, strategy, device, activation_checkpointing)
     params = [p for p in root.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, betas=(0.9, 0.999))
     start, losses = (0, []) if checkpoint_dir is None else _load(checkpoint_dir, root, opt)
@@ -183,15 +196,29 @@ def train_stage2(
     sharded = D.is_sharded(root)
     amp = dev.autocast_dtype(device)
     root.train()
+    encoded: dict[int, Any] = {}  # conversations repeat across epochs: tokenised once
+
+    def encoded_of(i: int) -> Any:
+        e = encoded.get(i)
+        if e is None:
+            c = conversations[i]
+            if features is None:  # blind: the same conversations without their images
+                c = Conversation(c.turns, None)
+            e = encode(tok, c, model.tokens, template=chat_template)
+            if len(encoded) < 200_000:
+                encoded[i] = e
+        return e
+
     for step, idx in enumerate(_order(len(conversations), batch, steps, seed)):
         if step < start:
             continue
         for g in opt.param_groups:
             g["lr"] = lr * _lr_scale(step, steps)
-        mine = [conversations[i] for i in idx[rank::world]]
-        if features is None:  # blind: the same conversations without their images
+        mine_idx = idx[rank::world]
+        mine = [conversations[i] for i in mine_idx]
+        if features is None:
             mine = [Conversation(c.turns, None) for c in mine]
-        enc = [encode(tok, c, model.tokens) for c in mine]
+        enc = [encoded_of(i) for i in mine_idx]
         ids, mask, lab, is_img = (t.to(device) for t in collate(enc, pad, left_pad=False))
         feats = None
         if features is not None:
@@ -207,7 +234,11 @@ def train_stage2(
         opt.zero_grad(set_to_none=True)
         total = D.all_reduce_sum(loss_sum.detach().reshape(1).double())
         losses.append(float(total) / max(float(count), 1.0))
-        if checkpoint_dir is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
+        if (
+            checkpoint_dir is not None
+            and checkpoint_every
+            and ((step + 1) % checkpoint_every == 0 or step + 1 == steps)
+        ):
             _save(checkpoint_dir, root, opt, step + 1, losses)
         if log is not None:
             log(step, losses[-1])
@@ -225,33 +256,3 @@ def full_state(root: nn.Module) -> dict[str, Tensor]:
         return {k: v.detach().cpu() for k, v in inner.state_dict().items()}
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     return dict(get_model_state_dict(root, options=opts))  # type: ignore[arg-type]
-
-
-def train_stage_chat(
-    model: MLLM,
-    examples: Sequence[tuple[str, str, str]],
-    features: Mapping[str, Tensor] | None,
-    params: list[nn.Parameter],
-    *,
-    lr: float,
-    batch: int,
-    steps: int,
-    seed: int,
-) -> float:
-    """``mllm.train_stage``'s contract (image key, prompt, answer examples; only ``params``
-    trained; the mean loss of the last 10% of steps) on chat-template conversations, in one
-    process."""
-    if steps <= 0 or not examples:
-        return float("nan")
-    keep = {id(p) for p in params}
-    was = {id(p): p.requires_grad for p in model.parameters()}
-    for p in model.parameters():
-        p.requires_grad_(id(p) in keep)
-    convs = [Conversation.qa(k, q, a) for k, q, a in examples]
-    try:
-        _, losses = train_stage2(model, convs, features, lr=lr, batch=batch, steps=steps, seed=seed)
-    finally:
-        for p in model.parameters():
-            p.requires_grad_(was[id(p)])
-    tail = losses[-max(1, steps // 10) :]
-    return sum(tail) / len(tail)

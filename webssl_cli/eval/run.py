@@ -70,23 +70,33 @@ def image_size_for(cfg: Any, spec: dict[str, Any], encoder: Any) -> int:
 
 
 def run_eval(cell_dir: Path, name: str) -> dict[str, Any]:
+    """Every task of the job calls this: a VQA evaluation spreads over the job's ranks
+    (``eval.vqa_dist``), a probe runs on rank 0 alone; rank 0 alone writes status and results."""
+    from webssl_cli.eval.vqa_dist import job_rank
+
     cell = CellDir(cell_dir)
     spec = cell.read_spec()
     cfg = eval_config(spec, name, str(cell.cell_json))
+    lead = job_rank() == 0
+    if not lead and not isinstance(cfg, VqaEval):
+        return {}  # the probes run in one process; another task of the job has nothing to do
     stage = f"eval/{name}"
     started, t0 = now_iso(), time.time()
-    cell.update_stage(stage, state="running", started=started, host=socket.gethostname())
+    if lead:
+        cell.update_stage(stage, state="running", started=started, host=socket.gethostname())
     try:
         out = _run(cell, spec, cfg, name, started, t0)
     except Exception as exc:
-        cell.update_stage(
-            stage,
-            state="failed",
-            ended=now_iso(),
-            error=" ".join(f"{type(exc).__name__}: {exc}".split())[:500],
-        )
+        if lead:
+            cell.update_stage(
+                stage,
+                state="failed",
+                ended=now_iso(),
+                error=" ".join(f"{type(exc).__name__}: {exc}".split())[:500],
+            )
         raise
-    cell.update_stage(stage, state="done", ended=out["ended"], error=None)
+    if lead:
+        cell.update_stage(stage, state="done", ended=out["ended"], error=None)
     return out
 
 
@@ -108,9 +118,28 @@ def _run(
         )
     else:
         encoder = load_own(cell.backbone_export)
+    if isinstance(cfg, VqaEval):
+        from webssl_cli.eval.vqa_dist import joined
+
+        with joined() as ranks:  # this rank's device; the group for the whole evaluation
+            return _document(cell, spec, cfg, name, started, t0, encoder.to(ranks.device), ranks)
     from webssl_cli.device import pick_device
 
-    encoder = encoder.to(pick_device())  # the probes and the VQA model follow the same choice
+    return _document(cell, spec, cfg, name, started, t0, encoder.to(pick_device()), None)
+
+
+def _document(
+    cell: CellDir,
+    spec: dict[str, Any],
+    cfg: Any,
+    name: str,
+    started: str,
+    t0: float,
+    encoder: Any,
+    ranks: Any,
+) -> dict[str, Any]:
+    """Run the evaluation on ``encoder`` (on its device) and write ``eval/<name>.json`` (rank 0
+    of ``ranks``, the VQA evaluation's job ranks; None for the probes)."""
     size = image_size_for(cfg, spec, encoder)
     settings = {
         **cfg.model_dump(mode="json"),
@@ -141,7 +170,7 @@ def _run(
 
         # The cache also depends on the encoder's weights: a retrained cell starts afresh.
         cache_key = settings_hash({"settings": shash, "weights": _weights_id(cfg, cell)})
-        out = run_vqa(cell.eval_dir / f"{name}.cache", cfg, encoder, spec, size, cache_key)
+        out = run_vqa(cell.eval_dir / f"{name}.cache", cfg, encoder, spec, size, cache_key, ranks)
         results, categories, timings, details = (
             out["results"],
             out["categories"],
@@ -164,7 +193,8 @@ def _run(
         "started": started,
         "ended": now_iso(),
     }
-    atomic_write_json(cell.eval_json(name), doc)
+    if ranks is None or ranks.lead:
+        atomic_write_json(cell.eval_json(name), doc)
     return doc
 
 

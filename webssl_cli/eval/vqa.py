@@ -10,21 +10,23 @@ does not depend on the encoder, so the cells of a study share it: it is computed
 a study: ``eval/vqa-blind/<key>/``) under a file lock, and each cell copies its answers.
 
 Everything an interrupted run needs lives in ``eval/<name>.cache/`` (and the twin's directory):
-``settings.json`` (the hash the cache belongs to; a different hash clears it), ``features.pt``,
-``mllm.pt`` (the trained adapter + LM), ``tokenizer/`` and ``predictions.jsonl`` (one line per
-answered question, appended and fsynced batch by batch). A rerun loads what is there and
-answers only the questions without a line. Per-question outcomes of both variants go to
-``eval/<name>.examples.jsonl`` (``webssl_cli.outcomes``).
+``settings.json`` (the hash the cache belongs to; a different hash clears it), ``features.pt``
+or ``features/`` (the on-disk cache), ``train-stage1/`` and ``train-stage2/`` (checkpoints of
+the stages under way), ``mllm.pt`` (the trained adapter + LM), ``tokenizer/`` and
+``predictions.jsonl`` (one line per answered question, appended and fsynced batch by batch). A
+rerun loads what is there, resumes a stage from its checkpoint and answers only the questions
+without a line. Per-question outcomes of both variants go to ``eval/<name>.examples.jsonl``
+(``webssl_cli.outcomes``).
+
+The job's ranks share the work (``eval.vqa_dist``, ``eval.vqa_train``): features, both stages
+and the answers are split over them and give what one process gives; rank 0 alone writes.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
-import math
-import os
 import shutil
 import time
 from collections.abc import Mapping
@@ -33,16 +35,14 @@ from typing import Any
 
 import torch
 
-from webssl_cli import device as dev
 from webssl_cli.errors import UserError
 from webssl_cli.eval import metrics as M
+from webssl_cli.eval import vqa_train
 from webssl_cli.eval.benchmarks import Question, example_values, load_directory
-from webssl_cli.eval.chat import Conversation, chat_generate, has_template
 from webssl_cli.eval.feature_cache import disk_features
 from webssl_cli.eval.features import extract
-from webssl_cli.eval.mllm import MLLM, tiny_llama, train_stage
-from webssl_cli.eval.mllm_dist import train_stage_chat
 from webssl_cli.eval.synth_vqa import Example, load_synthetic
+from webssl_cli.eval.vqa_dist import SINGLE, Ranks, barrier, file_lock, gather_dicts, share
 from webssl_cli.outcomes import Outcome, examples_path, write_outcomes
 from webssl_cli.rundir import atomic_write_bytes, atomic_write_json, read_json
 from webssl_cli.specs.evals import VqaEval
@@ -61,7 +61,10 @@ def run_vqa(
     spec: dict[str, Any],
     image_size: int,
     settings_hash: str,
+    ranks: Ranks = SINGLE,
 ) -> dict[str, Any]:
+    """Every rank of the job calls this; rank 0 writes the outcomes and the cache's files, and
+    every rank returns the same result."""
     t0 = time.time()
     timings: dict[str, float] = {}
     if cfg.suite == "synthetic":
@@ -72,43 +75,31 @@ def run_vqa(
     if not test:
         raise UserError(f"vqa suite {cfg.suite!r}: no test questions")
     marker = cache / "settings.json"
-    if marker.exists() and json.loads(marker.read_text()).get("settings_hash") != settings_hash:
+    if (
+        ranks.lead
+        and marker.exists()
+        and json.loads(marker.read_text()).get("settings_hash") != settings_hash
+    ):
         shutil.rmtree(cache)  # settings changed: nothing cached is valid
-    cache.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(marker, {"settings_hash": settings_hash})
+    if ranks.lead:
+        cache.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(marker, {"settings_hash": settings_hash})
+    barrier(ranks)
 
-    # 1. frozen features, once per image
+    # 1. frozen features, once per image, spread over the ranks
     t = time.time()
-    feat_path = cache / "features.pt"
-    keys = sorted(images)
-    features: Mapping[str, torch.Tensor]
-    if cfg.feature_cache == "disk":  # sharded half-precision files, read an image at a time
-        features = disk_features(cache / "features", cfg, encoder, images, keys, image_size)
-    elif feat_path.exists():
-        features = torch.load(feat_path, weights_only=True)
-    else:
-        f = extract(
-            encoder,
-            [images[k] for k in keys],
-            image_size,
-            batch_size=cfg.batch_size,
-            keep_patches=True,
-        )
-        assert f.patches is not None
-        features = {k: f.patches[i].clone() for i, k in enumerate(keys)}
-        buf = io.BytesIO()
-        torch.save(features, buf)
-        atomic_write_bytes(feat_path, buf.getvalue())
+    features = _features(cache, cfg, encoder, images, image_size, ranks)
     timings["features_s"] = time.time() - t
 
     # 2.-3. the encoder's MLLM: two training stages, greedy answers
-    enc = _train_and_answer(cache, cfg, features, stage1, stage2, test, timings)
+    enc = vqa_train.train_and_answer(cache, cfg, features, stage1, stage2, test, timings, ranks)
 
     # 4. the blind twin, shared by the cells of a study
     t = time.time()
     key = blind_key(cfg, stage1, stage2, test)
-    blind = blind_twin(blind_dir(cache, key), cfg, stage1, stage2, test)
-    atomic_write_json(cache / "blind.json", blind)  # the cell's own copy
+    blind = blind_twin(blind_dir(cache, key), cfg, stage1, stage2, test, ranks)
+    if ranks.lead:
+        atomic_write_json(cache / "blind.json", blind)  # the cell's own copy
     timings["blind_s"] = time.time() - t
 
     # 5. scores and per-question outcomes of both variants
@@ -122,8 +113,9 @@ def run_vqa(
         for bench, exs in per.items()
         for ex, v in exs.items()
     ]
-    write_outcomes(examples_path(cache.with_name(cache.name.removesuffix(".cache") + ".json")),
-                   outcomes)  # fmt: skip
+    if ranks.lead:
+        write_outcomes(examples_path(cache.with_name(cache.name.removesuffix(".cache") + ".json")),
+                       outcomes)  # fmt: skip
     rows, cats = {}, {}
     for variant, per in values.items():
         rows[variant], cats[variant] = _scores(test, per, variant)
@@ -149,6 +141,8 @@ def run_vqa(
             "n_images": len(images),
             "n_test_questions": len(test),
             "generated_this_run": enc["generated"],
+            "ranks": ranks.world,
+            "rank_source": ranks.source,
             "blind": {"key": key, "losses": blind["losses"], "timings": blind["timings"]},
         },
     }
@@ -168,7 +162,7 @@ def _scores(
         row = {
             "benchmark": bench,
             "category": category_of[bench],
-            "metric": "perception_score" if bench == "MME" else metric_of[bench],
+            "metric": _METRIC_NAME.get(bench, metric_of[bench]),
             "value": scores[bench],
             "n": counts[bench],
         }
@@ -176,11 +170,17 @@ def _scores(
             row["variant"] = variant
         rows.append(row)
     if all(b in M.BENCHMARK_CATEGORY for b in scores):
-        pct = {b: (v if b == "MME" else 100.0 * v) for b, v in scores.items()}
-        categories = {k: v / 100.0 for k, v in M.category_scores(pct).items()}
+        # the paper's aggregation, every benchmark as a fraction (MME / 2000, OCRBench / 1000)
+        categories = M.mean_by_category(
+            (M.BENCHMARK_CATEGORY[b], M.as_fraction(b, v)) for b, v in scores.items()
+        )
     else:
         categories = M.mean_by_category((category_of[b] or "Other", v) for b, v in scores.items())
     return rows, categories
+
+
+# the two benchmarks stored on their authors' scales (``metrics.NATIVE_SCALE``) say so
+_METRIC_NAME = {"MME": "perception_score", "OCRBench": "ocrbench_score"}
 
 
 # ---- the blind twin ------------------------------------------------------------------------------
@@ -211,169 +211,56 @@ def blind_twin(
     stage1: list[Example],
     stage2: list[Example],
     test: list[Question],
+    ranks: Ranks = SINGLE,
 ) -> dict[str, Any]:
-    """The twin's answers (computed here, or waited for and read when another job holds the
-    lock): {"predictions", "losses", "stage1_steps", "stage2_steps", "timings"}."""
+    """The twin's answers (computed here by the job's ranks, or waited for and read when
+    another job holds the lock): {"predictions", "losses", "stage1_steps", "stage2_steps",
+    "timings"}."""
     root.mkdir(parents=True, exist_ok=True)
     result = root / "result.json"
-    with open(root / ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released on close, or by the kernel if killed
-        if result.exists():
+    with file_lock(root / ".lock", ranks):
+        if share(ranks, result.exists()):
             return dict(read_json(result))
         timings: dict[str, float] = {}
-        out = _train_and_answer(root, cfg, None, stage1, stage2, test, timings)
+        out = vqa_train.train_and_answer(root, cfg, None, stage1, stage2, test, timings, ranks)
         doc = {k: out[k] for k in ("predictions", "losses", "stage1_steps", "stage2_steps")}
         doc["timings"] = timings
-        atomic_write_json(result, doc)
+        if ranks.lead:
+            atomic_write_json(result, doc)
+        barrier(ranks)
         return doc
 
 
-# ---- training and answering ----------------------------------------------------------------------
-def _default_steps(n: int, batch: int) -> int:
-    return max(1, -(-n // batch))  # one epoch, as LLaVA's stages
-
-
-def _tokenizer_and_lm(cache: Path, cfg: VqaEval, texts: list[str]) -> tuple[Any, torch.nn.Module]:
-    torch.manual_seed(cfg.seed)  # the LM's init: identical for the encoder and its blind twin
-    if cfg.llm == "tiny":
-        tok_dir = cache / "tokenizer"
-        if tok_dir.exists():
-            from transformers import PreTrainedTokenizerFast
-
-            tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tok_dir))
-        else:
-            from webssl_cli.eval.tokenizer import train_word_tokenizer
-
-            tokenizer = train_word_tokenizer(texts)
-            tokenizer.save_pretrained(str(tok_dir))
-        lm = tiny_llama(
-            len(tokenizer), cfg.lm_width, cfg.lm_layers, cfg.lm_heads, max_len=cfg.tokens + 256
-        )
-        return tokenizer, lm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    lm_path = Path(cfg.llm)
-    if not lm_path.exists():
-        raise UserError(f"evals[].llm: {cfg.llm!r} is neither 'tiny' nor a local model directory")
-    tokenizer = AutoTokenizer.from_pretrained(str(lm_path))
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer, AutoModelForCausalLM.from_pretrained(
-        str(lm_path), attn_implementation="eager"
-    )
-
-
-def _train_and_answer(
+def _features(
     cache: Path,
     cfg: VqaEval,
-    features: Mapping[str, torch.Tensor] | None,
-    stage1: list[Example],
-    stage2: list[Example],
-    test: list[Question],
-    timings: dict[str, float],
-) -> dict[str, Any]:
-    """Train (or load) the MLLM in ``cache`` and answer every test question not yet answered
-    there. ``features`` None: the blind twin. Stage 1 trains only the adapter unless
-    ``stage1_lm``; the twin has no adapter, so without ``stage1_lm`` its LM would stay frozen
-    there and it skips the stage (the same model results); with it, the twin's LM trains on
-    the same captions in the same order, without visual tokens."""
-    texts = [f"{p} answer: {a}" for _, p, a in stage1 + stage2] + [
-        f"{q.prompt()} answer:" for q in test
-    ]
-    tokenizer, lm = _tokenizer_and_lm(cache, cfg, texts)
-    # the LM's own chat template when it has one: conversations laid out by eval.chat
-    use_chat = cfg.chat_template and has_template(tokenizer)
-    fit = train_stage_chat if use_chat else train_stage
-    vis_dim = 1 if features is None else next(iter(features.values())).shape[-1]
-    model = MLLM(lm, tokenizer, vis_dim, cfg.tokens, cfg.adapter_depth).to(dev.pick_device())
-    s1 = (
-        cfg.stage1_steps
-        if cfg.stage1_steps is not None
-        else _default_steps(len(stage1), cfg.stage1_batch)
-    )
-    if features is None and not cfg.stage1_lm:
-        s1 = 0
-    examples2 = stage2 + stage1 if cfg.stage2_captions else stage2
-    s2 = (
-        cfg.stage2_steps
-        if cfg.stage2_steps is not None
-        else _default_steps(len(examples2), cfg.stage2_batch)
-    )
-    model_path = cache / "mllm.pt"
-    losses: dict[str, float | None] = {}
-    if model_path.exists():
-        state = torch.load(model_path, weights_only=True)
-        model.adapter.load_state_dict(state["adapter"])
-        model.lm.load_state_dict(state["lm"])
-        losses = state.get("losses", {})
-    else:
-        if s1 > 0:
-            t = time.time()
-            model.lm.requires_grad_(cfg.stage1_lm)
-            params1 = [] if features is None else list(model.adapter.parameters())
-            if cfg.stage1_lm:
-                params1 += list(model.lm.parameters())
-            loss1 = fit(model, stage1, features, params1, lr=cfg.stage1_lr,
-                        batch=cfg.stage1_batch, steps=s1, seed=cfg.seed)  # fmt: skip
-            losses["stage1"] = None if math.isnan(loss1) else loss1
-            timings["stage1_s"] = time.time() - t
-        t = time.time()
-        model.lm.requires_grad_(True)
-        params = list(model.lm.parameters())
-        if features is not None:
-            params = list(model.adapter.parameters()) + params
-        loss2 = fit(model, examples2, features, params, lr=cfg.stage2_lr,
-                            batch=cfg.stage2_batch, steps=s2, seed=cfg.seed + 1)  # fmt: skip
-        losses["stage2"] = None if math.isnan(loss2) else loss2
-        timings["stage2_s"] = time.time() - t
+    encoder: Any,
+    images: Mapping[str, bytes],
+    image_size: int,
+    ranks: Ranks,
+) -> Mapping[str, torch.Tensor]:
+    """The frozen patch features of every image, on every rank. On disk: shard ``s`` by rank
+    ``s % world``. In memory: batch ``b`` of the sorted keys by rank ``b % world`` (the batches
+    one process would run), gathered on every rank; rank 0 writes ``features.pt``."""
+    keys = sorted(images)
+    if cfg.feature_cache == "disk":  # sharded half-precision files, read an image at a time
+        return disk_features(cache / "features", cfg, encoder, images, keys, image_size,
+                             ranks.rank, ranks.world, lambda: barrier(ranks))  # fmt: skip
+    feat_path = cache / "features.pt"
+    if share(ranks, feat_path.exists()):
+        return dict(torch.load(feat_path, weights_only=True))
+    mine: dict[str, torch.Tensor] = {}
+    starts = range(0, len(keys), cfg.batch_size)
+    for b in ranks.mine(len(starts)):
+        part = keys[starts[b] : starts[b] + cfg.batch_size]
+        f = extract(encoder, [images[k] for k in part], image_size, batch_size=cfg.batch_size,
+                    keep_patches=True)  # fmt: skip
+        assert f.patches is not None
+        mine.update({k: f.patches[i].clone() for i, k in enumerate(part)})
+    features = gather_dicts(ranks, mine)
+    features = {k: features[k] for k in keys}
+    if ranks.lead:
         buf = io.BytesIO()
-        torch.save(
-            {"adapter": model.adapter.state_dict(), "lm": model.lm.state_dict(), "losses": losses},
-            buf,
-        )
-        atomic_write_bytes(model_path, buf.getvalue())
-    model.eval()
-
-    t = time.time()
-    pred_path = cache / "predictions.jsonl"
-    predictions = read_predictions(pred_path)
-    todo = [q for q in test if q.id not in predictions]
-    with open(pred_path, "a", encoding="utf-8") as out:
-        for i in range(0, len(todo), cfg.batch_size):
-            qs = todo[i : i + cfg.batch_size]
-            patches = None if features is None else torch.stack([features[q.image] for q in qs])
-            if use_chat:
-                convs = [
-                    Conversation.qa(None if patches is None else q.image, q.prompt()) for q in qs
-                ]
-                rows = [None] * len(qs) if patches is None else list(patches)
-                answers = chat_generate(model, convs, rows, cfg.max_new_tokens)
-            else:
-                answers = model.generate(patches, [q.prompt() for q in qs], cfg.max_new_tokens)
-            for q, a in zip(qs, answers, strict=True):
-                predictions[q.id] = a
-                out.write(json.dumps({"id": q.id, "prediction": a}) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-    timings["generate_s"] = time.time() - t
-    return {"predictions": predictions, "losses": losses, "stage1_steps": s1,
-            "stage2_steps": s2, "generated": len(todo)}  # fmt: skip
-
-
-def read_predictions(path: Path) -> dict[str, str]:
-    """Cached answers; a torn last line (the process died mid-write) is ignored."""
-    out: dict[str, str] = {}
-    if not path.exists():
-        return out
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):  # cut the torn line so that appends start clean
-        with open(path, "r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                d = json.loads(line)
-                out[str(d["id"])] = str(d["prediction"])
-            except (ValueError, KeyError):
-                continue
-    return out
+        torch.save(features, buf)
+        atomic_write_bytes(feat_path, buf.getvalue())
+    return features

@@ -28,6 +28,7 @@ class Node:
     model: str | None = None
     eval_name: str | None = None
     filter_args: dict[str, Any] = field(default_factory=dict)
+    placement: str | None = None  # a VQA evaluation's placement (its job's ranks); else None
 
     @property
     def job_name(self) -> str:
@@ -121,7 +122,8 @@ def build_dag(loaded: Any) -> list[Node]:
             deps.append(f"{cell.adapt['from']}:train")
         train = Node(f"{cell.uid}:train", "train", cdir, "train", deps, cell.uid, cell.model)
         nodes.append(train)
-        for name in cell.evals:
+        for ev in cell.spec.evals:
+            name = ev.stage_name
             nodes.append(
                 Node(
                     f"{cell.uid}:eval/{name}",
@@ -132,6 +134,7 @@ def build_dag(loaded: Any) -> list[Node]:
                     cell.uid,
                     cell.model,
                     name,
+                    placement=getattr(ev, "placement", None),
                 )
             )
     return nodes

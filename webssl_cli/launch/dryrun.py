@@ -44,7 +44,9 @@ def dry_run(
         echo(f"  {node.key}  [{node.kind}]  state={state}  after: {after}  -> {plan}")
     if executor == "slurm":
         for node in todo:
-            params = slurm_parameters(profile, node.kind, node.model, node.job_name)
+            params = slurm_parameters(
+                profile, node.kind, node.model, node.job_name, placement=node.placement
+            )
             deps = ", ".join(node.deps)
             echo(f"# ---- {node.key}" + (f" (afterok on the jobs of: {deps})" if deps else ""))
             folder = str(loaded.output_dir / ".launch" / "submitit" / "<run>")

@@ -37,13 +37,17 @@ _DEPENDENCY = re.compile(
 )
 
 
-def stage_resources(profile: Profile, kind: str, model: str | None = None) -> Resources:
+def stage_resources(
+    profile: Profile, kind: str, model: str | None = None, placement: str | None = None
+) -> Resources:
+    """A job's resources; for an evaluation, ``placement`` is its VQA placement (None: a
+    probe), which decides whether it runs the profile's tasks or one."""
     if kind == "train":
         return profile.train_resources(model or "default")
     if kind == "filter":
         return profile.filter
     if kind == "eval":
-        return profile.eval
+        return profile.eval_resources(placement)
     raise ValueError(f"unknown stage kind {kind!r}")
 
 
@@ -53,14 +57,16 @@ def slurm_parameters(
     model: str | None = None,
     job_name: str = "webssl",
     dependency: str | None = None,
+    placement: str | None = None,
 ) -> dict[str, Any]:
     """submitit SlurmExecutor parameters of one job of ``kind`` (filter | train | eval).
 
     One task per GPU (torch.distributed ranks come from SLURM_PROCID), one task when the job
-    has no GPU, or the profile's ``tasks_per_node`` (CPU ranks). Values are checked against
-    shell metacharacters here and quoted by submitit.
+    has no GPU, or the profile's ``tasks_per_node`` (CPU ranks); an evaluation runs them when
+    its VQA ``placement`` spreads, else one (``Profile.eval_resources``). Values are checked
+    against shell metacharacters here and quoted by submitit.
     """
-    res = stage_resources(profile, kind, model)
+    res = stage_resources(profile, kind, model, placement)
     check_safe(job_name, "job name")
     tasks = res.tasks
     params: dict[str, Any] = {
@@ -179,21 +185,24 @@ def make_executor(
     model: str | None = None,
     job_name: str = "webssl",
     dependency: str | None = None,
+    placement: str | None = None,
 ) -> submitit.Executor:
-    """An executor for one job (or one array) of ``kind`` on ``name`` (local | slurm | debug)."""
+    """An executor for one job (or one array) of ``kind`` on ``name`` (local | slurm | debug);
+    ``placement``: an evaluation's VQA placement (``stage_resources``)."""
     folder.mkdir(parents=True, exist_ok=True)
-    res = stage_resources(profile, kind, model)
+    res = stage_resources(profile, kind, model, placement)
     if name == "debug":
         return QuietDebugExecutor(folder)
     if name == "local":
         ex = submitit.LocalExecutor(folder, max_num_timeout=profile.max_timeouts)
         # No time limit on this machine: a local job runs until it is done (a week is the
         # controller's bound). USR2 sent to the job still checkpoints and requeues it.
-        # Training runs one process per rank, as on SLURM (ranks from SUBMITIT_LOCAL_*).
+        # Training and a spreading VQA evaluation run one process per rank, as on SLURM
+        # (ranks from SUBMITIT_LOCAL_*).
         ex.update_parameters(
             timeout_min=LOCAL_TIMEOUT_MIN,
             gpus_per_node=res.gpus_per_node,
-            tasks_per_node=res.tasks if kind == "train" else 1,
+            tasks_per_node=res.tasks if kind in ("train", "eval") else 1,
             signal_delay_s=60,
         )
         return ex
@@ -201,7 +210,9 @@ def make_executor(
         sex = submitit.SlurmExecutor(
             folder, max_num_timeout=profile.max_timeouts, python=profile.python
         )
-        sex.update_parameters(**slurm_parameters(profile, kind, model, job_name, dependency))
+        sex.update_parameters(
+            **slurm_parameters(profile, kind, model, job_name, dependency, placement)
+        )
         return sex
     raise UserError(f"--executor: unknown executor {name!r}; valid: local, slurm, debug")
 

@@ -215,7 +215,10 @@ def _requeue_once(submitit_usr2: Any) -> None:
 
 
 class EvalJob(submitit.helpers.Checkpointable):
-    """One evaluation of one cell; requeued from scratch when preempted (evals are short)."""
+    """One evaluation of one cell, run by every task of the job (a VQA evaluation spreads over
+    them; a probe runs on rank 0). Requeued when preempted: the rerun starts the stage again,
+    and a VQA evaluation resumes from what its cache holds (features, the checkpoint of the
+    stage under way, the answers written)."""
 
     def __init__(self, cell_dir: str, name: str) -> None:
         self.cell_dir = str(cell_dir)

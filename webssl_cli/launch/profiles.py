@@ -70,7 +70,8 @@ class Resources(Frozen):
     tasks_per_node: int | None = Field(default=None, ge=1)
     """Processes (torch.distributed ranks) per node; None: one per GPU, or one without GPUs.
     Set it without GPUs for CPU ranks (gloo), e.g. to try multi-rank training on a CPU cluster;
-    with GPUs it must equal gpus_per_node (one process per GPU)."""
+    with GPUs it must equal gpus_per_node (one process per GPU). Training and VQA evaluations
+    use several; a filter, a probe and a VQA evaluation with ``placement: single`` run one."""
     cpus_per_task: int = Field(default=1, ge=1)
     """CPU cores per task (data-loading workers + 1)."""
     mem_gb: float | None = Field(default=None, gt=0)
@@ -116,7 +117,9 @@ class Profile(Frozen):
     filter: Resources = Resources(time_min=60)
     """Resources of one filter array task (a shard group)."""
     eval: Resources = Resources(time_min=60)
-    """Resources of one evaluation job."""
+    """Resources of one evaluation job. A VQA evaluation whose placement spreads (auto, ddp,
+    fsdp) runs one rank per task of them; the probes and ``placement: single`` run one task on
+    one node with at most one GPU."""
     sbatch_extra: list[str] = []
     """Extra sbatch options, each '--flag' or '--flag=value' (checked: no shell metacharacters)."""
     setup: list[str] = []
@@ -197,10 +200,10 @@ class Profile(Frozen):
         stages: list[tuple[str, Resources]] = [(f"train.{k}", r) for k, r in self.train.items()]
         stages += [("filter", self.filter), ("eval", self.eval)]
         for where, res in stages:
-            if not where.startswith("train.") and res.tasks_per_node not in (None, 1):
+            if where == "filter" and res.tasks_per_node not in (None, 1):
                 raise ValueError(
-                    f"{where}.tasks_per_node = {res.tasks_per_node}: only training runs several "
-                    f"processes per node; remove it"
+                    f"{where}.tasks_per_node = {res.tasks_per_node}: only training and "
+                    f"evaluation run several processes per node; remove it"
                 )
             if res.gpus_per_node > self.node.gpus:
                 raise ValueError(
@@ -223,6 +226,18 @@ class Profile(Frozen):
         them); a setting left at 'auto' sets nothing, so the job's own environment decides."""
         env = {"WEBSSL_DEVICE": self.device, "WEBSSL_DTYPE": self.dtype}
         return {k: v for k, v in env.items() if v != "auto"}
+
+    def eval_resources(self, placement: str | None) -> Resources:
+        """Resources of the evaluation job of a VQA evaluation with ``placement`` (None: a
+        probe): the profile's ``eval``, reduced to one task for one-rank evaluations."""
+        from webssl_cli.study.vqa_cost import eval_world
+
+        res = self.eval
+        if eval_world(placement, res.nodes * res.tasks) > 1:
+            return res
+        return res.model_copy(
+            update={"nodes": 1, "tasks_per_node": None, "gpus_per_node": min(1, res.gpus_per_node)}
+        )
 
     def train_resources(self, model: str) -> Resources:
         """Resources of the training job for a model size (its own entry, else 'default')."""

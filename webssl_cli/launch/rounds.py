@@ -159,7 +159,7 @@ class Run:
         if claimed is None:
             self.echo(f"{node.key}: changed by another run meanwhile; not submitted again")
             return None
-        with profile_env(self.profile):
+        with profile_env(self.profile, study_env(self.loaded)):
             if node.kind == "filter" and self.executor == "slurm":
                 job_id, log = self._submit_filter_arrays(node, dependency)
             else:
@@ -171,6 +171,7 @@ class Run:
                     node.model,
                     node.job_name,
                     dependency,
+                    node.placement,
                 )
                 with submission_env(self.code_dir):
                     job = ex.submit(node.callable())
@@ -341,11 +342,21 @@ class Run:
         return decisions
 
 
+def study_env(loaded: Any) -> dict[str, str]:
+    """What a study tells its jobs through the environment: whether ``pipe:`` shard URLs may
+    run (``data.allow_pipe``; the data stream refuses them otherwise)."""
+    from webssl_cli.data.stream import ALLOW_PIPE_ENV
+
+    data = getattr(getattr(loaded, "study", None), "data", None)
+    return {ALLOW_PIPE_ENV: "1" if getattr(data, "allow_pipe", False) else "0"}
+
+
 @contextlib.contextmanager
-def profile_env(profile: Profile) -> Iterator[None]:
-    """The profile's job environment (device, dtype) set while jobs are submitted: local and
-    SLURM jobs inherit the submitting process's environment, debug jobs run inside it."""
-    env = profile.job_env()
+def profile_env(profile: Profile, extra: dict[str, str] | None = None) -> Iterator[None]:
+    """The profile's job environment (device, dtype), and ``extra``, set while jobs are
+    submitted: local and SLURM jobs inherit the submitting process's environment, debug jobs
+    run inside it."""
+    env = {**profile.job_env(), **(extra or {})}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:

@@ -20,6 +20,7 @@ import numpy as np
 
 from webssl_cli.report import stats
 from webssl_cli.report.stats import Estimate, Key, Trend
+from webssl_cli.specs.categories import NATIVE_SCALE
 
 
 @dataclass(frozen=True)
@@ -141,9 +142,10 @@ class Evidence:
 
 
 def _scale(benchmark: str) -> float:
-    """A benchmark's conversion inside its category: MME's perception score (out of 2000) enters
-    as ÷ 20, the paper's aggregation (``specs.categories.category_scores``)."""
-    return 1 / 20.0 if benchmark == "MME" else 1.0
+    """A benchmark's conversion inside its category, whose stored score is a fraction: MME
+    (out of 2000) and OCRBench (out of 1000) enter divided by their maximum, as the
+    evaluation aggregates them (``specs.categories.NATIVE_SCALE``)."""
+    return 1.0 / NATIVE_SCALE.get(benchmark, 1.0)
 
 
 def plain_trend(xs: Sequence[float], means: Sequence[float]) -> Trend:

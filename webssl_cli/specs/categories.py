@@ -17,6 +17,16 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
     "Vision-Centric": ("MMVP", "RealWorldQA", "CV-Bench-2D", "CV-Bench-3D"),
 }
 BENCHMARK_CATEGORY = {b: c for c, bs in CATEGORIES.items() for b in bs}
+NATIVE_SCALE: dict[str, float] = {"MME": 2000.0, "OCRBench": 1000.0}
+"""Benchmarks whose authors report a total instead of a percentage, and its maximum: MME's
+perception score (out of 2000; the paper's categories take it / 20) and OCRBench's count of
+right answers on its 1000 questions (/ 10). Evaluations store these two on that scale
+(metrics ``perception_score`` and ``ocrbench_score``), every other benchmark as a fraction."""
+
+
+def as_fraction(benchmark: str, value: float) -> float:
+    """A stored benchmark score as a fraction of its maximum (``NATIVE_SCALE``)."""
+    return value / NATIVE_SCALE.get(benchmark, 1.0)
 
 
 def category_scores(scores: dict[str, float]) -> dict[str, float]:

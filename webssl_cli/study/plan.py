@@ -37,7 +37,7 @@ from webssl_cli.specs.train import TrainConfig
 from webssl_cli.specs.units import format_count
 from webssl_cli.study.loader import LoadedStudy
 from webssl_cli.study.memory import choose_operational, plan_memory, resolve_train
-from webssl_cli.study.vqa_cost import price_vqa
+from webssl_cli.study.vqa_cost import eval_world, price_vqa
 
 DEFAULT_PEAK_TFLOPS = 989.0  # H100/H200 SXM dense bf16
 DEFAULT_MFU = 0.4
@@ -72,6 +72,17 @@ def cluster_memory(
     except Exception:  # noqa: BLE001 - a bad profile is reported by cluster_speed
         return 0.0, {}, 1
     return profile_memory(profile, {c.model for c in loaded.cells})
+
+
+def cluster_eval_ranks(loaded: LoadedStudy, profile_name: str | None = None) -> int:
+    """Ranks the cluster profile gives an evaluation job (``eval``: nodes x tasks per node)."""
+    try:
+        from webssl_cli.launch.profiles import load_profile
+
+        res = load_profile(profile_name or loaded.study.cluster).eval
+    except Exception:  # noqa: BLE001 - a bad profile is reported by cluster_speed
+        return 1
+    return int(res.nodes * res.tasks)
 
 
 def profile_memory(profile: Any, models: set[str]) -> tuple[float, dict[str, int], int]:
@@ -118,6 +129,7 @@ def plan_rows(
     cfg_cache: dict[int, TrainConfig] = {}
     per_sample: dict[tuple[str, int, str], Any] = {}
     gpu_memory_gb, gpus_of, max_gpus = cluster_memory(loaded, profile)
+    eval_ranks = cluster_eval_ranks(loaded, profile)
     memory: dict[tuple[str, int, str], dict[str, Any]] = {}  # per (model, config, method)
     eval_stages = [f"eval/{n}" for n in loaded.eval_names]
     stages_of = {
@@ -142,8 +154,8 @@ def plan_rows(
                                       max_gpus, cell.method)  # fmt: skip
         mem = memory[key]
         if key not in eval_cost:
-            eval_cost[key] = price_evals(loaded, cell.model, cfg, gpus_of.get(cell.model, 1),
-                                         gpu_memory_gb, peak_tflops, mfu)  # fmt: skip
+            eval_cost[key] = price_evals(loaded, cell.model, cfg, eval_ranks, gpu_memory_gb,
+                                         peak_tflops, mfu)  # fmt: skip
         iterations = -(-cell.samples_seen // cfg.batch_size)
         stages = stages_of[cell.data_filter]
         if cell.adapt:  # its own stage, after the base cell's training, at its token count
@@ -207,7 +219,9 @@ def price_evals(
     loaded: LoadedStudy, model: str, cfg: TrainConfig, gpus: int, gpu_memory_gb: float,
     peak_tflops: float, mfu: float,
 ) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """The VQA evaluations' estimates (``study/vqa_cost.py``) by stage, for one model."""
+    """The VQA evaluations' estimates (``study/vqa_cost.py``) by stage, for one model;
+    ``gpus``: the ranks of the profile's evaluation job, which a VQA evaluation uses unless its
+    placement is 'single' (``vqa_cost.eval_world``)."""
     out = {}
     for ev in loaded.evals:
         if ev["task"] != "vqa":
@@ -216,7 +230,7 @@ def price_evals(
         n = [x for x in (vcfg.stage1_samples, vcfg.stage2_samples) if x is not None]
         size = vcfg.image_size or cfg.crops.global_size
         out[f"eval/{vcfg.stage_name}"] = price_vqa(
-            vcfg, gpus=gpus, gpu_memory_gb=gpu_memory_gb, peak_tflops=peak_tflops, mfu=mfu,
+            vcfg, gpus=eval_world(vcfg.placement, gpus), gpu_memory_gb=gpu_memory_gb, peak_tflops=peak_tflops, mfu=mfu,
             encoder_forward_flops=backbone_forward_flops(get_model(model), size),
             images=sum(n) if n else None,
         )  # fmt: skip

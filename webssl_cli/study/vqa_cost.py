@@ -74,6 +74,13 @@ def lm_shape(cfg: VqaEval) -> LmShape | None:
     )
 
 
+def eval_world(placement: str | None, ranks: int) -> int:
+    """Ranks of an evaluation job given ``ranks`` by its cluster profile (``eval``: nodes x
+    tasks per node): all of them for a VQA evaluation whose placement may spread (auto, ddp,
+    fsdp), one for 'single' and for evaluations without a placement (the probes)."""
+    return 1 if placement in (None, "single") else max(1, ranks)
+
+
 def _samples(given: int | None, steps: int | None, batch: int) -> int | None:
     if given is not None:
         return given

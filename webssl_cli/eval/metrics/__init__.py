@@ -49,13 +49,15 @@ from webssl_cli.eval.metrics.vqa import normalize_vqa_answer, vqa_accuracy
 from webssl_cli.specs.categories import (
     BENCHMARK_CATEGORY,
     CATEGORIES,
+    NATIVE_SCALE,
+    as_fraction,
     category_scores,
     mean_by_category,
 )
 
 __all__ = [
     "BENCHMARK_CATEGORY", "CATEGORIES", "LETTERS", "MME_COGNITION", "MME_PERCEPTION",
-    "OCRBENCH_HME", "OCRBENCH_RECOGNITION", "anls", "category_scores", "circular_accuracy",
+    "NATIVE_SCALE", "OCRBENCH_HME", "OCRBENCH_RECOGNITION", "anls", "as_fraction", "category_scores", "circular_accuracy",
     "circular_shifts", "cvbench_score", "exact_match", "extract_choice", "levenshtein",
     "mathvista_correct", "mathvista_extract", "mathvista_normalize", "mean_by_category",
     "mme_score", "mmmu_answers", "mmmu_correct", "mmmu_parse_choice", "mmmu_parse_open",
