@@ -78,7 +78,7 @@ def render_scene(
     for _ in range(n):
         cls = int(rng.integers(len(P.SHAPES)))
         z = float(rng.uniform(1.2, wall_z - 0.4))
-        size = float(rng.uniform(0.3, 0.8))  # metres
+        size = float(rng.uniform(0.5, 1.2))  # metres
         r = f * size / z
         x = float(rng.uniform(-0.8, 0.8)) * z * w / (2 * f)  # metres; inside the view at that depth
         cx = w / 2 + f * x / z
