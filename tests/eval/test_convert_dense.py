@@ -42,7 +42,7 @@ def make_ade(root: Path, n: int = 3) -> Path:
 
 def make_nyu(root: Path) -> Path:
     src = root / "nyu"
-    lines = {"nyu_train.txt": [], "nyu_test.txt": []}
+    lines: dict[str, list[str]] = {"nyu_train.txt": [], "nyu_test.txt": []}
     for split, names in (("nyu_train.txt", ["kitchen_0001/rgb_00001", "kitchen_0001/rgb_00002"]),
                          ("nyu_test.txt", ["office_0003/rgb_00009"])):  # fmt: skip
         for name in names:
