@@ -23,6 +23,7 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from webssl_cli.rundir import atomic_write_text
 
@@ -94,3 +95,15 @@ def read_counts(path: Path) -> Iterator[tuple[str, str, str, list[int], list[int
                 d = json.loads(line)
                 yield (str(d["variant"]), str(d["benchmark"]), str(d["example"]),
                        [int(x) for x in d["inter"]], [int(x) for x in d["union"]])  # fmt: skip
+
+
+def ratio_miou(inter: Any, union: Any) -> float:
+    """Mean over classes of summed intersection / summed union, over the classes whose union
+    is not empty: ``inter``, ``union`` are (classes,) or (examples, classes) and summed."""
+    import numpy as np
+
+    i, u = np.asarray(inter, np.float64), np.asarray(union, np.float64)
+    if i.ndim == 2:
+        i, u = i.sum(0), u.sum(0)
+    present = u > 0
+    return float((i[present] / u[present]).mean()) if present.any() else float("nan")

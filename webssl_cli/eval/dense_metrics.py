@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from webssl_cli.outcomes import ratio_miou
+
 # The Eigen crop of NYUv2 at 480 x 640 (rows 45:471, cols 41:601), as fractions of the size.
 EIGEN_CROP = (45 / 480, 471 / 480, 41 / 640, 601 / 640)
 
@@ -39,12 +41,7 @@ def seg_counts(
 def miou(inter: np.ndarray, union: np.ndarray) -> float:
     """Mean IoU over the classes with a non-empty union, from counts summed over images
     (``inter``, ``union``: (n_classes,), or (n_images, n_classes) and summed here)."""
-    i = np.asarray(inter, np.float64)
-    u = np.asarray(union, np.float64)
-    if i.ndim == 2:
-        i, u = i.sum(0), u.sum(0)
-    present = u > 0
-    return float((i[present] / u[present]).mean()) if present.any() else float("nan")
+    return ratio_miou(inter, union)
 
 
 def miou_shares(inter: np.ndarray, union: np.ndarray) -> np.ndarray:

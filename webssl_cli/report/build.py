@@ -320,6 +320,8 @@ def build_report(
         t.note = "Imported published numbers; categories recomputed with the paper's aggregation."
         tables.append(t)
     blocks += [t for t in tables if t is not None]
+    from webssl_cli.report.dense import dense_section  # classic vision: segmentation and depth
+    blocks += dense_section(study_dir, ms.ev, out_dir, study, n_boot_stats, seed)
 
     blocks.append(("h2", "Gains over baselines"))
     heads = set(labels)
