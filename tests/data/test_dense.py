@@ -5,6 +5,7 @@ corpus untouched."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +116,25 @@ def test_existing_corpus_images_unchanged(tmp_path: Path) -> None:
 
 
 GOLDEN_SYNTH_JPG = "684b4b19f8134a222f0b1f74dac7e5d0ace3e1e7d6fa8a7ff75ee06c6186c6aa"
+
+
+def test_cli_synth_dense(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from webssl_cli.cli import app
+    from webssl_cli.data.shards import Problems, iter_shards, list_shards
+
+    r = CliRunner().invoke(app, ["data", "synth", str(tmp_path / "d"), "--dense", "--n", "7",
+                                 "--shard-size", "4", "--image-size", "48"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "7 dense scenes in 2 shards" in r.output
+    problems = Problems()
+    samples = list(
+        iter_shards(list_shards(str(tmp_path / "d" / "shard-{000000..000001}.tar")), problems)
+    )
+    assert len(samples) == 7 and not problems.as_dict()
+    assert all("seg.png" in s.members and "depth.png" in s.members for s in samples)
+    # the stats command reads them as images with no problem either
+    r = CliRunner().invoke(app, ["data", "stats", str(tmp_path / "d"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["skipped"] == {}
