@@ -6,7 +6,7 @@ checkpoint and of the same architecture initialised as the trainer does (same se
 images, and prints each score with a 95% bootstrap interval over val images (mIoU recomputed
 from the resampled images' class counts) and the paired difference trained - random.
 
-    OMP_NUM_THREADS=1 python benchmarks/dense_probes.py CHECKPOINT [--n 400] [--size 112]
+    OMP_NUM_THREADS=1 python benchmarks/dense_probes.py CHECKPOINT [--n 400] [--size 96]
 
 CHECKPOINT: a cell's train/teacher_backbone.pt (e.g. a cell of the smoke study).
 """
@@ -49,11 +49,17 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("--n", type=int, default=400)
-    ap.add_argument("--size", type=int, default=112, help="evaluation image size")
+    ap.add_argument("--size", type=int, default=96, help="evaluation image size")
     ap.add_argument("--seed", type=int, default=0, help="the trainer's seed (the twin's init)")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--head", default="linear")
     ap.add_argument("--n-boot", type=int, default=2000)
+    ap.add_argument(
+        "--bins-upsample",
+        type=int,
+        default=1,
+        help="depth bins normalised at the patch grid x this (DINOv2: 4; 1 is 16x cheaper)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     from webssl_cli.data.dense import synthesize_dense
@@ -85,7 +91,7 @@ def main() -> int:
         s = seg_probe(ftr, seg_tr.targets, fva, seg_va.targets, n_classes=len(seg_tr.class_names),
                       head=args.head, lrs=lrs, epochs=args.epochs, label_size=args.size)  # fmt: skip
         d = depth_probe(ftr, dep_tr.targets, fva, dep_va.targets, head=args.head, lrs=lrs,
-                        epochs=args.epochs, label_size=args.size)  # fmt: skip
+                        epochs=args.epochs, label_size=args.size, upsample=args.bins_upsample)  # fmt: skip
         seg[name], dep[name] = s, d
         m, lo, hi = bootstrap_miou(s.inter, s.union, n_boot=args.n_boot)
         print(f"{name:12s} mIoU {100 * m:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] (lr {s.lr:g})  "
