@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from webssl_cli.report import dense, plots
 from webssl_cli.report import findings as fnd
-from webssl_cli.report import plots
 from webssl_cli.report.fits import Fit, fit
 from webssl_cli.report.html import markdown, render
 from webssl_cli.report.measure import Measured, factors_of, measure, to_percent
@@ -320,8 +320,7 @@ def build_report(
         t.note = "Imported published numbers; categories recomputed with the paper's aggregation."
         tables.append(t)
     blocks += [t for t in tables if t is not None]
-    from webssl_cli.report.dense import dense_section  # classic vision: segmentation and depth
-    blocks += dense_section(study_dir, ms.ev, out_dir, study, n_boot_stats, seed)
+    blocks += dense.dense_section(study_dir, ms.ev, out_dir, study, n_boot_stats, seed)
 
     blocks.append(("h2", "Gains over baselines"))
     heads = set(labels)
