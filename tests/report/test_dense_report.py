@@ -110,3 +110,27 @@ def test_miou_interval_recomputes_the_ratio() -> None:
     same = ([str(i) for i in range(50)], inter, union)
     _, g = miou_estimates(same, same, 200, 0)
     assert g is not None and g.value == 0.0 and g.lo == 0.0 and g.hi == 0.0
+
+
+def test_depth_errors_are_not_percentages_nor_headline_findings(tmp_path: Path) -> None:
+    from webssl_cli.report.build import build_report
+    from webssl_cli.results.ingest import ingest
+    from webssl_cli.results.synthetic import write_study
+
+    root = tmp_path / "study"
+    cells = write_study(
+        root, models=("vit-pico",), budgets=(10_000,), filters=("none",), n_examples=10
+    )
+    _dense_evals(cells[0], np.random.default_rng(2), 1.2)  # encoder RMSE below 1 m
+    ingest(root)
+    build_report(root, tmp_path / "out", n_boot=10, n_boot_stats=100)
+    md = (tmp_path / "out" / "report.md").read_text()
+    findings = md[md.index("## Findings") : md.index("## Tables")]
+    assert "depth rmse" not in findings and "depth absrel" not in findings
+    assert "depth delta1" in findings  # higher is better: a headline like the others
+    # RMSE stays in metres in the per-cell table (values below 1 m are not turned into %)
+    table = md[md.index("### Scores per cell") :].split("\n\n")[1]
+    header, _, row = table.splitlines()[:3]
+    col = [h.strip() for h in header.split("|")].index("depth rmse (synth-dense/rmse)")
+    shown = float(row.split("|")[col].split("[")[0])
+    assert shown < 1.0  # metres, not ×100
