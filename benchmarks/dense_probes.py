@@ -83,7 +83,7 @@ def main() -> int:
     print(f"{len(seg_tr)} train / {len(seg_va)} val images at {args.size} px; head {args.head}; "
           f"checkpoint {args.checkpoint}")  # fmt: skip
     nb = HEADS[args.head]
-    seg, dep = {}, {}
+    seg, seg3, dep = {}, {}, {}
     for name, enc in encoders.items():
         t = time.time()
         ftr = extract_dense(enc, seg_tr.images, args.size, n_blocks=nb)
@@ -92,20 +92,35 @@ def main() -> int:
                       head=args.head, lrs=lrs, epochs=args.epochs, label_size=args.size)  # fmt: skip
         d = depth_probe(ftr, dep_tr.targets, fva, dep_va.targets, head=args.head, lrs=lrs,
                         epochs=args.epochs, label_size=args.size, upsample=args.bins_upsample)  # fmt: skip
-        seg[name], dep[name] = s, d
+        # the same features, classes merged to wall / floor / object: objectness without the
+        # shape's identity (which a tiny encoder may not know yet)
+        merged = (
+            [np.minimum(t, 2) for t in seg_tr.targets],
+            [np.minimum(t, 2) for t in seg_va.targets],
+        )
+        s3 = seg_probe(ftr, merged[0], fva, merged[1], n_classes=3, head=args.head, lrs=lrs,
+                       epochs=args.epochs, label_size=args.size)  # fmt: skip
+        seg[name], seg3[name], dep[name] = s, s3, d
         m, lo, hi = bootstrap_miou(s.inter, s.union, n_boot=args.n_boot)
+        m3, lo3, hi3 = bootstrap_miou(s3.inter, s3.union, n_boot=args.n_boot)
         print(f"{name:12s} mIoU {100 * m:.1f} [{100 * lo:.1f}, {100 * hi:.1f}] (lr {s.lr:g})  "
+              f"3-class mIoU {100 * m3:.1f} [{100 * lo3:.1f}, {100 * hi3:.1f}]  "
               + "  ".join(f"{k} {v:.3f}" for k, v in d.scores.items()) + f" (lr {d.lr:g})  "
               f"[{time.time() - t:.0f} s]")  # fmt: skip
+        iou = s.inter.sum(0) / np.maximum(s.union.sum(0), 1)
+        print(
+            "  IoU per class: "
+            + " ".join(f"{c}={100 * v:.0f}" for c, v in zip(seg_tr.class_names, iou, strict=False))
+        )
     # paired over the same val images: mIoU recomputed per replicate from both sets of counts
-    a, b = seg["trained"], seg["random-init"]
-    rng = np.random.default_rng(0)
     from webssl_cli.eval.dense_metrics import miou
 
-    idx = rng.integers(0, len(a.inter), size=(args.n_boot, len(a.inter)))
-    diffs = np.array([miou(a.inter[r], a.union[r]) - miou(b.inter[r], b.union[r]) for r in idx])
-    print(f"mIoU trained - random: {100 * (a.miou - b.miou):+.1f} "
-          f"[{100 * np.quantile(diffs, 0.025):+.1f}, {100 * np.quantile(diffs, 0.975):+.1f}]")  # fmt: skip
+    for label, res in (("mIoU", seg), ("3-class mIoU", seg3)):
+        a, b = res["trained"], res["random-init"]
+        idx = np.random.default_rng(0).integers(0, len(a.inter), size=(args.n_boot, len(a.inter)))
+        diffs = np.array([miou(a.inter[r], a.union[r]) - miou(b.inter[r], b.union[r]) for r in idx])
+        print(f"{label} trained - random: {100 * (a.miou - b.miou):+.1f} "
+              f"[{100 * np.quantile(diffs, 0.025):+.1f}, {100 * np.quantile(diffs, 0.975):+.1f}]")  # fmt: skip
     for metric in ("delta1", "rmse", "absrel"):
         va = np.array([p[metric] for p in dep["trained"].per_image if p is not None])
         vb = np.array([p[metric] for p in dep["random-init"].per_image if p is not None])

@@ -103,7 +103,8 @@ def seg_probe(
     n_blocks = HEADS[head]
     xtr, xva = train.inputs(n_blocks, False), val.inputs(n_blocks, False)
     size = label_size or xtr.shape[-1] * 4
-    ytr = torch.stack([resize_target(t, size) for t in train_labels])
+    ytr = torch.stack([resize_target(t, size) for t in train_labels]).long()
+    ytr[ytr >= n_classes] = ignore_index  # labels past the scored classes are not trained on
     heads = train_heads(xtr, ytr, n_classes, lrs, epochs=epochs, batch_size=batch_size,
                         ignore_index=ignore_index, seed=seed)  # fmt: skip
     shapes = [tuple(t.shape[:2]) for t in val_labels]
