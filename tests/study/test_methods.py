@@ -93,3 +93,21 @@ def test_plan_prices_each_method(write_study, base_study):
         assert r["memory"]["memory_parts"]["teacher"] == (0 if r["method"] == "mae" else r["memory"]["memory_parts"]["params"])  # fmt: skip
     table = runner.invoke(app, ["study", "plan", str(path)]).output
     assert "method" in table.splitlines()[0] and " mae " in table
+
+
+def test_zero_shot_and_retrieval_attach_to_clip_cells_only(write_study, base_study):
+    text = _with_method_axis(base_study, "[webdino, clip]").replace(
+        "  - {task: knn}\n",
+        "  - {task: knn}\n  - {task: zeroshot}\n  - {task: retrieval, name: ret}\n",
+    )
+    path = write_study(text)
+    loaded = load_study(path)
+    for cell in loaded.cells:
+        tasks = [e.task for e in cell.spec.evals]
+        want = ["knn", "zeroshot", "retrieval"] if cell.method == "clip" else ["knn"]
+        assert tasks == want, cell.method
+    out = runner.invoke(app, ["study", "plan", str(path), "-f", "json"])
+    assert out.exit_code == 0, out.output
+    for row in json.loads(out.output)["cells"]:
+        clip_stages = {"eval/zeroshot", "eval/ret"} & set(row["stages"])
+        assert clip_stages == ({"eval/zeroshot", "eval/ret"} if row["method"] == "clip" else set())

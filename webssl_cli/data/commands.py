@@ -59,10 +59,25 @@ def register(app: typer.Typer) -> None:
                 help="Proportions of kinds, e.g. natural=0.5,scene_text=0.3,chart=0.1,document=0.05,table=0.05."
             ),
         ] = None,
+        dense: Annotated[
+            bool,
+            typer.Option(
+                help="Write scenes with class masks (.seg.png) and depth maps (.depth.png, mm) "
+                "for the segmentation and depth probes instead (--mix does not apply)."
+            ),
+        ] = False,
     ) -> None:
         """Write a deterministic synthetic web-like corpus (JPEG + JSON ground truth)."""
         from webssl_cli.data.synth import shard_pattern, synthesize
 
+        if dense:
+            from webssl_cli.data.dense import synthesize_dense
+
+            paths = synthesize_dense(
+                out, n=n, seed=seed, shard_size=shard_size, image_size=image_size
+            )
+            typer.echo(f"wrote {n} dense scenes in {len(paths)} shards: {shard_pattern(paths)}")
+            return
         paths = synthesize(
             out, n=n, seed=seed, shard_size=shard_size, image_size=image_size, mix=mix
         )

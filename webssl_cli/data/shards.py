@@ -26,6 +26,8 @@ from webssl_cli.errors import UserError
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "ppm")
 META_EXTS = ("json", "txt", "cls", "id", "caption", "url")
+# Dense targets beside an image (``data.dense``): a class mask and a depth map.
+DENSE_EXTS = ("seg.png", "depth.png")
 
 # Reasons a sample or member is skipped; stats and filter report counts under these names.
 PROBLEMS = ("undecodable", "truncated_tar", "no_image", "non_image_member", "unreadable_shard")
@@ -224,7 +226,7 @@ def iter_samples(path: str | Path, problems: Problems | None = None) -> Iterator
                 if key != current_key:
                     yield from finish()
                     current_key, members = key, {}
-                if ext in IMAGE_EXTS or ext in META_EXTS:
+                if ext in IMAGE_EXTS or ext in META_EXTS or ext in DENSE_EXTS:
                     members[ext] = data
                 else:
                     problems.add("non_image_member", f"{path}:{info.name}")

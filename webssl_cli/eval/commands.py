@@ -71,12 +71,18 @@ def register(app: typer.Typer) -> None:
         source: Annotated[
             Path, typer.Argument(help="The benchmark's file or folder, as published.")
         ],
-        out: Annotated[Path, typer.Argument(help="The JSONL file to write.")],
+        out: Annotated[
+            Path,
+            typer.Argument(
+                help="The JSONL file to write (ade20k, nyuv2, class-folder: a folder of shards)."
+            ),
+        ],
         layout: Annotated[
             str,
             typer.Option(
                 help="mme, vlmeval-tsv, seed, gqa, scienceqa, mmmu, mathvista, chartqa, "
-                "ocrbench, vqa, docvqa, mmvp, realworldqa, cvbench (see `webssl_cli.eval.convert`)."
+                "ocrbench, vqa, docvqa, mmvp, realworldqa, cvbench; classic vision: ade20k, nyuv2, "
+                "class-folder (see `webssl_cli.eval.convert`)."
             ),
         ],
         benchmark: Annotated[
@@ -98,8 +104,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Convert a published benchmark layout to webssl's benchmark JSONL."""
         from webssl_cli.eval import benchmarks as B
-        from webssl_cli.eval.convert import convert
+        from webssl_cli.eval.convert import SHARD_LAYOUTS, convert, convert_to_shards
 
+        if layout in SHARD_LAYOUTS:
+            n, pattern = convert_to_shards(layout, source, out)
+            typer.echo(f"wrote {n} samples to {pattern}")
+            return
         qs = convert(layout, source, out, benchmark=benchmark, image_dir=image_dir,
                      annotations=annotations, circular=circular, image_pattern=image_pattern)  # fmt: skip
         B.write_jsonl(out, qs)

@@ -1,8 +1,9 @@
 """Labelled image sets for the probes, and frozen-encoder features computed once per image.
 
 A labelled set is an ImageFolder (``<root>/train/<class>/*`` and ``<root>/val/<class>/*``) or
-a webdataset whose JSON carries an integer ``class``; a webdataset has no split of its own, so
-a fixed hash of the sample key puts one in five samples in val (the same split every run).
+a webdataset whose JSON carries an integer ``class``; its JSON's ``split`` ("train" or "val",
+as ``webssl eval convert --layout class-folder`` writes) places a sample, else a fixed hash of
+the sample key puts one in five samples in val (the same split every run).
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def load_labelled(source: str, max_images: int | None = None) -> tuple[ImageSet,
             meta = s.meta()
             if not isinstance(meta.get("class"), int) or s.image_bytes is None:
                 continue
-            part = parts[is_val_key(s.key)]
+            split = str(meta.get("split", "")).lower()  # converted sets keep their published split
+            part = parts[split in ("val", "validation", "test") if split else is_val_key(s.key)]
             part.keys.append(s.key)
             part.images.append(s.image_bytes)
             part.labels.append(int(meta["class"]))

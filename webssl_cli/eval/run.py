@@ -20,13 +20,15 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from webssl_cli.errors import UserError
-from webssl_cli.outcomes import Outcome, examples_path, write_outcomes
+from webssl_cli.outcomes import Outcome, counts_path, examples_path, write_counts, write_outcomes
 from webssl_cli.rundir import CellDir, atomic_write_bytes, atomic_write_json, now_iso
 from webssl_cli.specs.evals import (
+    DepthEval,
     EvalConfig,
     KnnEval,
     LinearEval,
     RetrievalEval,
+    SegmentationEval,
     VqaEval,
     ZeroShotEval,
 )
@@ -36,7 +38,7 @@ log = logging.getLogger(__name__)
 
 def eval_config(
     spec: dict[str, Any], name: str, where: str = "cell.json"
-) -> KnnEval | LinearEval | VqaEval | ZeroShotEval | RetrievalEval:
+) -> KnnEval | LinearEval | SegmentationEval | DepthEval | VqaEval | ZeroShotEval | RetrievalEval:
     """The eval of ``spec['evals']`` whose stage name is ``name``."""
     adapter: TypeAdapter[Any] = TypeAdapter(EvalConfig)
     names = []
@@ -164,6 +166,17 @@ def _document(
         from webssl_cli.eval.zeroshot import run_clip_eval
 
         results, details, timings, outcomes = run_clip_eval(cfg, spec, encoder, size, cell)
+        write_outcomes(examples_path(cell.eval_json(name)), outcomes)
+    elif isinstance(cfg, (SegmentationEval, DepthEval)):
+        from webssl_cli.eval.dense_run import run_dense
+
+        wid = _weights_id(cfg, cell)
+        results, details, timings, outcomes, counts = run_dense(
+            cfg, settings["dataset_path"], encoder, size, lambda: _random_twin(cfg, spec, cell),
+            cell.eval_dir, lambda tag: settings_hash({"settings": shash, "weights": wid, "part": tag}),
+        )  # fmt: skip
+        if counts:
+            write_counts(counts_path(cell.eval_json(name)), counts)
         write_outcomes(examples_path(cell.eval_json(name)), outcomes)
     else:
         from webssl_cli.eval.vqa import run_vqa
@@ -333,7 +346,7 @@ def _cell_seed(spec: dict[str, Any]) -> int:
     return int(train.get("seed", spec.get("seed", 0)) or 0)
 
 
-def _random_twin(cfg: KnnEval | LinearEval, spec: dict[str, Any], cell: CellDir) -> Any:
+def _random_twin(cfg: Any, spec: dict[str, Any], cell: CellDir) -> Any:
     """The cell's architecture initialised as the trainer initialises it (same seed), untrained;
     None for an encoder that is not a webssl checkpoint (Hugging Face, timm)."""
     import torch

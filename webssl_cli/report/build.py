@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from webssl_cli.report import dense, plots
 from webssl_cli.report import findings as fnd
-from webssl_cli.report import plots
 from webssl_cli.report.fits import Fit, fit
 from webssl_cli.report.html import markdown, render
 from webssl_cli.report.measure import Measured, factors_of, measure, to_percent
@@ -279,6 +279,7 @@ def build_report(
         tables.append(t)
     blocks += [t for t in tables if t is not None]
     blocks += resolution_blocks(study_dir, study, main, out_dir, ms.cell_est)
+    blocks += dense.dense_section(study_dir, ms.ev, out_dir, study, n_boot_stats, seed)
 
     blocks.append(("h2", "Gains over baselines"))
     heads = set(labels)

@@ -31,12 +31,20 @@ class Measured:
         return not self.ev.empty
 
 
+# Errors in their own units (depth RMSE in metres, AbsRel), where lower is better: never shown
+# in %, and left out of the headline findings, whose wording reads higher as better.
+ERROR_METRICS = r"^depth (rmse|absrel)\b"
+
+
 def factors_of(scores: Any) -> Any:
     """(study, label, _f): 100 for a series whose values all lie in [0, 1], else 1."""
     import polars as pl
 
+    frac = (pl.col("value").abs().max() <= 1.0) & ~pl.col("label").first().str.contains(
+        ERROR_METRICS
+    )
     return scores.group_by(["study", "label"]).agg(
-        pl.when(pl.col("value").abs().max() <= 1.0).then(100.0).otherwise(1.0).alias("_f")
+        pl.when(frac).then(100.0).otherwise(1.0).alias("_f")
     )
 
 
@@ -51,7 +59,9 @@ def to_percent(scores: Any, factors: Any | None = None) -> Any:
 def headline(main: Any) -> list[str]:
     import polars as pl
 
-    s = main.filter(pl.col("kind").is_in(["category", "probe"]))
+    s = main.filter(
+        pl.col("kind").is_in(["category", "probe"]) & ~pl.col("label").str.contains(ERROR_METRICS)
+    )
     return label_order(s["label"].unique().to_list())
 
 

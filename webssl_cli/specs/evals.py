@@ -65,6 +65,55 @@ class LinearEval(_EvalBase):
     """Baselines probed beside the encoder, as for knn."""
 
 
+class _DenseEval(_EvalBase):
+    dataset: str = "synth-dense"
+    """Images with dense targets: a data source of the study or a shard pattern (written by
+    ``webssl data synth --dense``, or ``webssl eval convert --layout ade20k|nyuv2``)."""
+    max_images: int | None = Field(None, ge=2)
+    """Read at most this many images (train + val); None: all."""
+    head: Literal["linear", "multilayer"] = "linear"
+    """DINOv2's heads: batch norm + a linear layer on the last block's patch tokens
+    (``linear``), or on the last four blocks' patch tokens concatenated (``multilayer``)."""
+    lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3)
+    """AdamW learning-rate grid; all train together, the best on val is reported."""
+    epochs: int = Field(10, ge=1)
+    head_batch: int = Field(16, ge=2)
+    """Images per step of the heads' training."""
+    label_size: int | None = Field(None, ge=8)
+    """Side of the training targets (nearest-resized); None: the evaluation image size.
+    Evaluation always scores at each target's own size."""
+    baselines: tuple[Baseline, ...] = ("random-init",)
+    """Baselines probed beside the encoder on the same images, as for knn."""
+
+
+class SegmentationEval(_DenseEval):
+    """DINOv2's linear segmentation probe; mIoU over the classes (ADE20K: 150, ignore 255)."""
+
+    task: Literal["segmentation"] = "segmentation"
+    n_classes: int | None = Field(None, ge=2)
+    """Classes scored (labels 0..n_classes-1); None: the dataset's ``classes``, else the
+    largest label seen + 1."""
+    ignore_label: int | None = Field(None, ge=0, le=255)
+    """Label left out of loss and mIoU; None: the dataset's (255 by default)."""
+
+
+class DepthEval(_DenseEval):
+    """DINOv2's linear depth probe (patch tokens + CLS); RMSE, AbsRel and δ1."""
+
+    task: Literal["depth"] = "depth"
+    mode: Literal["bins", "regression"] = "bins"
+    """Depth as a classification over uniform bins (DINOv2's linear head) or a regression."""
+    n_bins: int = Field(256, ge=2)
+    bins_upsample: int = Field(4, ge=1)
+    """Bins: the head's outputs are upsampled this much before normalisation (DINOv2: 4);
+    1 normalises at the patch grid (16x cheaper on a CPU)."""
+    min_depth: float = Field(1e-3, gt=0)
+    max_depth: float = Field(10.0, gt=0)
+    """The depth cap (NYUv2: 10 m): ground truth beyond it, or at 0, is not scored."""
+    crop: Literal["none", "eigen"] = "none"
+    """Evaluation crop: ``eigen`` (NYUv2's, scaled to the image size) or none."""
+
+
 class VqaEval(_EvalBase):
     task: Literal["vqa"] = "vqa"
     suite: str = "synthetic"
@@ -172,9 +221,15 @@ class RetrievalEval(_EvalBase):
 
 
 EvalConfig = Annotated[
-    KnnEval | LinearEval | VqaEval | ZeroShotEval | RetrievalEval, Field(discriminator="task")
+    KnnEval | LinearEval | SegmentationEval | DepthEval | VqaEval | ZeroShotEval | RetrievalEval,
+    Field(discriminator="task"),
 ]
-EVAL_TASKS = ("knn", "linear", "vqa", "zeroshot", "retrieval")
+EVAL_TASKS = ("knn", "linear", "segmentation", "depth", "vqa", "zeroshot", "retrieval")
+EVAL_CLASSES: dict[str, type[_EvalBase]] = {
+    "knn": KnnEval, "linear": LinearEval, "segmentation": SegmentationEval, "depth": DepthEval,
+    "vqa": VqaEval, "zeroshot": ZeroShotEval, "retrieval": RetrievalEval,
+}  # fmt: skip
+"""The configuration class of each task (what a study's evals are validated against)."""
 CLIP_ONLY_TASKS = ("zeroshot", "retrieval")
 """Tasks that need a text tower: a study attaches them to CLIP cells only."""
 AUTO_FSDP_LM_PARAMS = 1_000_000_000

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from webssl_cli.errors import UserError
 from webssl_cli.specs.cell import CellData, CellSpec, InitFrom
+from webssl_cli.specs.evals import CLIP_ONLY_TASKS
 from webssl_cli.specs.train import TrainConfig
 from webssl_cli.study import grid as G
 from webssl_cli.study.adapt import Adapter, check_bases
@@ -171,6 +172,8 @@ def cell_spec(
     job = job_of_filter[cell.data_filter]
     evals = []
     for ev in loaded.evals:
+        if ev["task"] in CLIP_ONLY_TASKS and cell.method != "clip":
+            continue  # zero-shot and retrieval need a text tower: CLIP cells only
         name = ev["name"] or ev["task"]
         over = cell.eval_overrides.get(name)
         if over:

@@ -31,7 +31,7 @@ import json
 from typing import Any
 
 from webssl_cli.specs.compute import backbone_forward_flops, estimate
-from webssl_cli.specs.evals import VqaEval
+from webssl_cli.specs.evals import CLIP_ONLY_TASKS, VqaEval
 from webssl_cli.specs.registry import get_model
 from webssl_cli.specs.train import TrainConfig
 from webssl_cli.specs.units import format_count
@@ -132,6 +132,9 @@ def plan_rows(
     eval_ranks = cluster_eval_ranks(loaded, profile)
     memory: dict[tuple[str, int, str], dict[str, Any]] = {}  # per (model, config, method)
     eval_stages = [f"eval/{n}" for n in loaded.eval_names]
+    clip_only = {
+        f"eval/{e['name'] or e['task']}" for e in loaded.evals if e["task"] in CLIP_ONLY_TASKS
+    }
     stages_of = {
         name: ([f"filter:{j.key}"] if (j := loaded.filter_for_name(name)) else [])
         + ["train", *eval_stages]
@@ -158,6 +161,8 @@ def plan_rows(
                                          peak_tflops, mfu)  # fmt: skip
         iterations = -(-cell.samples_seen // cfg.batch_size)
         stages = stages_of[cell.data_filter]
+        if cell.method != "clip":  # zero-shot and retrieval run on CLIP cells only
+            stages = [x for x in stages if x not in clip_only]
         if cell.adapt:  # its own stage, after the base cell's training, at its token count
             iterations = cell.adapt["iterations"]
             stages = [

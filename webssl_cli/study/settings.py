@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from webssl_cli.errors import UserError, did_you_mean
 from webssl_cli.specs.cell import METHODS
-from webssl_cli.specs.evals import KnnEval, LinearEval, VqaEval
+from webssl_cli.specs.evals import EVAL_CLASSES
 from webssl_cli.specs.registry import resolve_model_name
 from webssl_cli.specs.train import TrainConfig
 from webssl_cli.specs.units import parse_count
@@ -23,7 +23,6 @@ REQUIRED_AXES = ("model", "samples_seen", "data_filter")
 OPTIONAL_AXES = ("method", "seed", "resolution")
 """Axes a grid may add: ``method`` (default webdino), ``seed`` and ``resolution`` (the global
 crop size); include entries may name them even when the grid does not."""
-EVAL_CLASSES: dict[str, type[BaseModel]] = {"knn": KnnEval, "linear": LinearEval, "vqa": VqaEval}
 
 
 def nest(flat: dict[str, Any]) -> dict[str, Any]:

@@ -243,7 +243,8 @@ def validation_error(
 
 
 # Pydantic inserts the discriminator value into error locations of tagged unions.
-_UNION_TAGS = {"knn", "linear", "vqa"}
+_UNION_TAGS = {"knn", "linear", "segmentation", "depth", "vqa", "zeroshot", "retrieval"}
+"""The evaluation tasks (``specs.evals.EVAL_TASKS``): the tags of the eval union."""
 
 
 def _fields_at(model: Any, loc: tuple[Any, ...]) -> list[str]:
@@ -262,9 +263,9 @@ def _fields_at(model: Any, loc: tuple[Any, ...]) -> list[str]:
             continue
         if isinstance(current, type) and issubclass(current, BaseModel):
             if part in _UNION_TAGS:
-                from webssl_cli.specs.evals import KnnEval, LinearEval, VqaEval
+                from webssl_cli.specs.evals import EVAL_CLASSES
 
-                current = {"knn": KnnEval, "linear": LinearEval, "vqa": VqaEval}[part]
+                current = EVAL_CLASSES[part]
                 continue
             field = current.model_fields.get(part)
             if field is None:

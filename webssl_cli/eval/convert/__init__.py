@@ -22,6 +22,10 @@ mmvp           the MMVP folder (Questions.csv, MMVP Images/)              MMVP
 realworldqa    RealWorldQA's parquet file(s) (image, question, answer)    RealWorldQA
 cvbench        CV-Bench's test.jsonl (beside img/)                        CV-Bench-2D, -3D
 =============  =========================================================  ======================
+
+Classic vision (``convert.dense``: shards for the segmentation, depth, knn and linear probes):
+``ade20k`` (ADEChallengeData2016/), ``nyuv2`` (nyu_train.txt / nyu_test.txt index files) and
+``class-folder`` (ImageNet-style train/<class>/, val/<class>/).
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ from webssl_cli.errors import UserError
 from webssl_cli.eval import benchmarks as B
 from webssl_cli.eval import metrics as M
 from webssl_cli.eval.convert import general, knowledge, ocr, vision
+from webssl_cli.eval.convert.dense import SHARD_LAYOUTS, convert_to_shards
+
+__all__ = ["LAYOUTS", "SHARD_LAYOUTS", "convert", "convert_to_shards"]
 
 LAYOUTS = ("mme", "vlmeval-tsv", "seed", "gqa", "scienceqa", "mmmu", "mathvista", "chartqa",
            "ocrbench", "vqa", "docvqa", "mmvp", "realworldqa", "cvbench")  # fmt: skip
@@ -53,7 +60,7 @@ def convert(
     """The questions of ``source`` in ``layout``. ``image_dir``: where the layout's images are
     (or, for layouts embedding them, where they are written; default ``<out dir>/images``)."""
     if layout not in LAYOUTS:
-        raise UserError(f"--layout {layout!r}: valid: {', '.join(LAYOUTS)}")
+        raise UserError(f"--layout {layout!r}: valid: {', '.join(LAYOUTS + SHARD_LAYOUTS)}")
     if not source.exists():
         raise UserError(f"{source}: no such file or folder")
     near = source if source.is_dir() else source.parent
