@@ -195,10 +195,10 @@ class Block(nn.Module):
         every token; drop-path draws the same subsets as ``forward_packed``."""
         drop = self.drop_path if self.training else 0.0
         D = xs[0].shape[-1]
-        ys = [x.reshape(-1, D)[p.take] for x, p in zip(xs, picked, strict=True)]
+        ys = [x.reshape(-1, D).index_select(0, p.take) for x, p in zip(xs, picked, strict=True)]
 
         def attn(kept: list[Tensor | None], _: list[Tensor | None]) -> list[Tensor]:
-            sub = [x if i is None else x[i] for x, i in zip(xs, kept, strict=True)]
+            sub = [x if i is None else x.index_select(0, i) for x, i in zip(xs, kept, strict=True)]
             h = self.norm1(torch.cat([t.reshape(-1, D) for t in sub]))
             hs = [a.view(t.shape) for a, t in zip(h.split([t.shape[0] * t.shape[1] for t in sub]), sub, strict=True)]  # fmt: skip
             sels = [p.sel if i is None else p.sel[i] for p, i in zip(picked, kept, strict=True)]
@@ -207,7 +207,7 @@ class Block(nn.Module):
             return list(out.split([int(v.sum()) for v in valid]))
 
         def ffn(_: list[Tensor | None], rows: list[Tensor | None]) -> list[Tensor]:
-            sub = [y if r is None else y[r] for y, r in zip(ys, rows, strict=True)]  # after attn
+            sub = [y if r is None else y.index_select(0, r) for y, r in zip(ys, rows, strict=True)]  # fmt: skip
             return list(self._ffn_branch(torch.cat(sub)).split([len(t) for t in sub]))
 
         ys = picked_residual(ys, picked, attn, self._gamma(self.ls1), drop)
