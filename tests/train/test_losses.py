@@ -220,3 +220,18 @@ def test_prototype_layer_is_weight_normalised():
     with torch.no_grad():
         v.mul_(7.0)
     torch.testing.assert_close(layer(x), out.detach())
+
+
+def test_sinkhorn_below_the_overflow_is_the_dinov2_formula_bit_for_bit():
+    logits = _cosine_logits(40, 1024, scale=1.0, seed=5)
+    for temp in (0.04, 0.07):
+        assert torch.equal(L.sinkhorn_knopp(logits, temp), _official_sinkhorn(logits, temp))
+    # just past the threshold the shifted form takes over, and still agrees
+    near = logits * (L.EXP_SAFE * 0.05 + 0.5)  # max(logits) / 0.05 slightly above EXP_SAFE
+    assert float(near.max()) / 0.05 > L.EXP_SAFE
+    ref = _official_sinkhorn(near, 0.05)
+    assert torch.isfinite(ref).all()
+    # within 1e-6 relative on entries above 1e-12 (smaller ones lose digits once shifted)
+    got, large = L.sinkhorn_knopp(near, 0.05), ref > 1e-12
+    assert _relative_error(got[large], ref[large]) <= 1e-6
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-7)
