@@ -18,6 +18,11 @@ from torch import Tensor, nn
 from webssl_cli import device as dev
 
 
+def cat_rows(parts: list[Tensor]) -> Tensor:
+    """``torch.cat(parts)`` without the copy when there is one part (a single crop size)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 def kept_samples(b: int, drop: float, device: torch.device) -> Tensor:
     """The random subset of ``b`` samples a branch runs on at drop-path rate ``drop``."""
     return torch.randperm(b, device=device)[: max(int(b * (1.0 - drop)), 1)]
@@ -132,11 +137,11 @@ def picked_attention(
     D = xs[0].shape[-1]
     H, hd = heads, D // heads
     w, b = qkv.weight, qkv.bias
-    kv = F.linear(torch.cat([x.reshape(-1, D) for x in xs]), w[D:], b[D:])
+    kv = F.linear(cat_rows([x.reshape(-1, D) for x in xs]), w[D:], b[D:])
     flat = [(torch.arange(len(x), device=x.device)[:, None] * x.shape[1] + s).flatten()
             for x, s in zip(xs, sels, strict=True)]  # fmt: skip
     q_in = [x.reshape(-1, D).index_select(0, i) for x, i in zip(xs, flat, strict=True)]
-    q = F.linear(torch.cat(q_in), w[:D], b[:D])
+    q = F.linear(cat_rows(q_in), w[:D], b[:D])
     outs = []
     parts = zip(kv.split([x.shape[0] * x.shape[1] for x in xs]), q.split([s.numel() for s in sels]),
                 xs, sels, valid, strict=True)  # fmt: skip
@@ -148,4 +153,4 @@ def picked_attention(
         else:
             o = F.scaled_dot_product_attention(qi, ki, vi)
         outs.append(o.transpose(1, 2).reshape(*s.shape, D)[v])
-    return proj(torch.cat(outs))
+    return proj(cat_rows(outs))
