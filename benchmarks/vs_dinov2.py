@@ -7,8 +7,10 @@ per width:
 
 - the loss of both on the first step, without drop-path (its random subsets are drawn in a
   different order): the equality check;
-- the step time (schedules, forward, backward, per-module clip, AdamW, EMA), median of
-  alternating A B A B rounds of process CPU time, and the median of per-round ratios ours/theirs;
+- the step time (schedules, forward, backward, per-module clip, AdamW, EMA): process CPU time
+  in rounds that run the same iteration on both sides, A B then B A (so a drift in the
+  machine's load cancels over a pair of rounds); the median time of each side, and the median,
+  quartiles and range of the per-round ratios ours/theirs;
 - the peak memory of one step, each side in its own process after a warm-up step: the peak
   of the live bytes of tensors the step creates (counted per op through a dispatch mode, as
   ``torch.cuda.max_memory_allocated`` counts on a GPU), and the growth of the peak RSS over
@@ -451,21 +453,30 @@ def compare(src: Path, width: int, rounds: int) -> dict[str, float]:
     pair.drop_path(DROP_PATH)
     pair.ours(1), pair.theirs(1)  # warm-up with drop-path
     t_ours, t_theirs, ratios = [], [], []
-    for r in range(rounds):  # A B A B: the same iteration on both sides in each round
+    for r in range(rounds):  # the same iteration on both sides in each round, A B then B A
         it = 2 + r
-        a = cpu_time(functools.partial(pair.ours, it))
-        b = cpu_time(functools.partial(pair.theirs, it))
+        if r % 2 == 0:
+            a = cpu_time(functools.partial(pair.ours, it))
+            b = cpu_time(functools.partial(pair.theirs, it))
+        else:
+            b = cpu_time(functools.partial(pair.theirs, it))
+            a = cpu_time(functools.partial(pair.ours, it))
         t_ours.append(a)
         t_theirs.append(b)
         ratios.append(a / b)
     del pair
     gc.collect()
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
     return {
         "loss_ours": loss_ours,
         "loss_official": loss_theirs,
         "ours_s": statistics.median(t_ours),
         "official_s": statistics.median(t_theirs),
         "ratio": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_q1": quartiles[0],
+        "ratio_q3": quartiles[2],
+        "ratio_max": max(ratios),
         **{f"{k}_ours": v for k, v in measure_memory(src, width, "ours").items()},
         **{f"{k}_official": v for k, v in measure_memory(src, width, "official").items()},
     }
@@ -502,7 +513,8 @@ def main() -> int:
             f"width {width}: first-step loss ours {r['loss_ours']:.6f} official "
             f"{r['loss_official']:.6f} (rel. diff {rel:.1e}, {'equal' if rel <= 1e-4 else 'DIFFERENT'})\n"
             f"  step time ours {r['ours_s']:.3f} s official {r['official_s']:.3f} s, "
-            f"ratio ours/official {r['ratio']:.3f} (median of {args.rounds} rounds)\n"
+            f"ratio ours/official {r['ratio']:.3f} (median of {args.rounds} rounds; quartiles "
+            f"{r['ratio_q1']:.3f}-{r['ratio_q3']:.3f}, range {r['ratio_min']:.3f}-{r['ratio_max']:.3f})\n"
             f"  peak tensor memory of a step ours {r['tensor_mib_ours']:.1f} MiB official "
             f"{r['tensor_mib_official']:.1f} MiB (ratio {r['tensor_mib_ours'] / r['tensor_mib_official']:.3f}); "
             f"peak RSS growth ours {r['rss_mib_ours']:.1f} MiB official {r['rss_mib_official']:.1f} MiB"

@@ -281,3 +281,18 @@ def test_clip_loss_leaves_out_pairs_without_a_caption_and_has_gradients():
     assert img.grad is not None and float(img.grad[~valid].abs().max()) == 0.0
     none = L.clip_loss(img, txt, torch.tensor(10.0), torch.zeros(5, dtype=torch.bool))
     assert float(none) == 0.0 and none.requires_grad
+
+
+def test_sinkhorn_below_the_overflow_is_the_dinov2_formula_bit_for_bit():
+    logits = _cosine_logits(40, 1024, scale=1.0, seed=5)
+    for temp in (0.04, 0.07):
+        assert torch.equal(L.sinkhorn_knopp(logits, temp), _official_sinkhorn(logits, temp))
+    # just past the threshold the shifted form takes over, and still agrees
+    near = logits * (L.EXP_SAFE * 0.05 + 0.5)  # max(logits) / 0.05 slightly above EXP_SAFE
+    assert float(near.max()) / 0.05 > L.EXP_SAFE
+    ref = _official_sinkhorn(near, 0.05)
+    assert torch.isfinite(ref).all()
+    # within 1e-6 relative on entries above 1e-12 (smaller ones lose digits once shifted)
+    got, large = L.sinkhorn_knopp(near, 0.05), ref > 1e-12
+    assert _relative_error(got[large], ref[large]) <= 1e-6
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-7)

@@ -260,7 +260,7 @@ def clip_grad_norm(params: list[nn.Parameter], max_norm: float, sharded: bool) -
     grads = [local(p.grad) for p in params if p.grad is not None]
     if not grads:
         return torch.zeros(())
-    sq = torch.stack([n.float() ** 2 for n in torch._foreach_norm(grads)]).sum()
+    sq = torch.stack(torch._foreach_norm(grads)).float().square().sum()
     if sharded:
         sq = all_reduce_sum(sq)
     norm = sq.sqrt()

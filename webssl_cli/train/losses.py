@@ -20,6 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 Reduce = Callable[[Tensor], Tensor]
+# The largest logits / temp that Sinkhorn-Knopp exponentiates without a shift: exp(60) ~ 1e26
+# leaves room for sums over 1e12 entries below fp32's maximum (3.4e38).
+EXP_SAFE = 60.0
 
 
 def _identity(x: Tensor) -> Tensor:
@@ -48,22 +51,27 @@ def sinkhorn_knopp(
     """Teacher targets (B, K) from logits (B, K): rows sum to 1, prototypes used equally.
 
     Q = exp(logits / temp) is alternately normalised over prototypes (rows of Q^T) and samples,
-    in fp32 as DINOv2 does; B counts the samples of every rank. Unlike DINOv2, which overflows
-    to NaN once logits / temp passes ~88 (fp32 exp), Q is formed as exp(logits / temp - c)
-    with a shift c shared by all ranks; the first normalisation cancels the factor exp(-c).
-    The rounding of the subtraction is recovered (TwoSum error term, exp(d + e) ~ exp(d)(1 + e))
-    so the targets match the unshifted formula to fp32 accuracy.
+    in fp32 as DINOv2 does; B counts the samples of every rank. DINOv2 overflows to NaN once
+    logits / temp passes ~88 (fp32 exp). Here, when logits / temp may come near that (a shift
+    c shared by all ranks, at least their maximum, exceeds ``EXP_SAFE``), Q is formed as
+    exp(logits / temp - c) instead; the first normalisation cancels the factor exp(-c), and the
+    rounding of the subtraction is recovered (TwoSum error term, exp(d + e) ~ exp(d)(1 + e)) so
+    the targets match the unshifted formula to fp32 accuracy. Below it (cosine logits over a
+    temperature >= 0.02 always are), the unshifted formula runs as DINOv2 computes it.
     """
     reduce = reduce or _identity
     z = logits.float() / temp
     c = _shared_shift(z, reduce)
-    d = z - c
-    back = d - z  # TwoSum of z + (-c): err = (z - (d - back)) + (-c - back), exactly
-    err = z.sub_(d - back)
-    err -= back.add_(c)
-    del back
-    q = d.exp_().mul_(err.add_(1.0)).t()  # (K, B)
-    del err
+    if float(c) <= EXP_SAFE:
+        q = z.exp_().t()  # (K, B)
+    else:
+        d = z - c
+        back = d - z  # TwoSum of z + (-c): err = (z - (d - back)) + (-c - back), exactly
+        err = z.sub_(d - back)
+        err -= back.add_(c)
+        del back
+        q = d.exp_().mul_(err.add_(1.0)).t()
+        del err
     k = q.shape[0]
     b = reduce(torch.tensor(float(q.shape[1]), device=q.device))
     q /= reduce(q.sum())

@@ -3,9 +3,8 @@
 Pre-norm blocks with LayerScale and stochastic depth, SwiGLU (fused ``w12`` + ``w3``) or MLP
 FFN, biases on qkv/proj/ffn, a learned CLS token, learned position embeddings interpolated
 (bicubic, fp32, DINOv2's scale factor) to any crop size, a mask token for iBOT and a final
-LayerNorm. State-dict names
-and the ``forward_features`` / ``get_intermediate_layers`` API follow DINOv2, so its checkpoints
-(and Hugging Face ``Dinov2Model`` weights, after renaming) load into this class.
+LayerNorm. State-dict names and the ``forward_features`` / ``get_intermediate_layers`` API
+follow DINOv2, so its checkpoints (and renamed Hugging Face ``Dinov2Model`` weights) load into it.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from webssl_cli import device as dev
 from webssl_cli.specs.registry import ModelSpec
 from webssl_cli.train.vit_residual import (
     Picked,
+    cat_rows,
     picked_attention,
     picked_residual,
     residual,
@@ -105,7 +105,7 @@ class Attention(nn.Module):
             else:
                 o = F.scaled_dot_product_attention(qi, ki, vi)
             outs.append(o.transpose(1, 2).reshape(-1, D))
-        return self.proj(torch.cat(outs))
+        return self.proj(cat_rows(outs))
 
 
 class SwiGLUFFN(nn.Module):
@@ -183,7 +183,7 @@ class Block(nn.Module):
             xs = residual_packed(xs, attn, g1, self.drop_path)
             return residual_packed(xs, lambda t, sh: self._ffn_branch(t), g2, self.drop_path)
         shapes = [x.shape for x in xs]
-        flat = torch.cat([x.reshape(-1, x.shape[-1]) for x in xs])  # (T, D)
+        flat = cat_rows([x.reshape(-1, x.shape[-1]) for x in xs])  # (T, D)
         flat = residual(flat, lambda t: self.attn.forward_packed(self.norm1(t), shapes), g1, 0.0)
         flat = residual(flat, self._ffn_branch, g2, 0.0)  # same ops as per crop
         parts = flat.split([int(s[0] * s[1]) for s in shapes])
@@ -195,11 +195,11 @@ class Block(nn.Module):
         every token; drop-path draws the same subsets as ``forward_packed``."""
         drop = self.drop_path if self.training else 0.0
         D = xs[0].shape[-1]
-        ys = [x.reshape(-1, D)[p.take] for x, p in zip(xs, picked, strict=True)]
+        ys = [x.reshape(-1, D).index_select(0, p.take) for x, p in zip(xs, picked, strict=True)]
 
         def attn(kept: list[Tensor | None], _: list[Tensor | None]) -> list[Tensor]:
-            sub = [x if i is None else x[i] for x, i in zip(xs, kept, strict=True)]
-            h = self.norm1(torch.cat([t.reshape(-1, D) for t in sub]))
+            sub = [x if i is None else x.index_select(0, i) for x, i in zip(xs, kept, strict=True)]
+            h = self.norm1(cat_rows([t.reshape(-1, D) for t in sub]))
             hs = [a.view(t.shape) for a, t in zip(h.split([t.shape[0] * t.shape[1] for t in sub]), sub, strict=True)]  # fmt: skip
             sels = [p.sel if i is None else p.sel[i] for p, i in zip(picked, kept, strict=True)]
             valid = [p.valid if i is None else p.valid[i] for p, i in zip(picked, kept, strict=True)]  # fmt: skip
@@ -207,8 +207,8 @@ class Block(nn.Module):
             return list(out.split([int(v.sum()) for v in valid]))
 
         def ffn(_: list[Tensor | None], rows: list[Tensor | None]) -> list[Tensor]:
-            sub = [y if r is None else y[r] for y, r in zip(ys, rows, strict=True)]  # after attn
-            return list(self._ffn_branch(torch.cat(sub)).split([len(t) for t in sub]))
+            sub = [y if r is None else y.index_select(0, r) for y, r in zip(ys, rows, strict=True)]  # fmt: skip
+            return list(self._ffn_branch(cat_rows(sub)).split([len(t) for t in sub]))
 
         ys = picked_residual(ys, picked, attn, self._gamma(self.ls1), drop)
         return picked_residual(ys, picked, ffn, self._gamma(self.ls2), drop)
@@ -312,7 +312,7 @@ class VisionTransformer(nn.Module):
             rows = torch.utils.checkpoint.checkpoint(last, out, picked, use_reentrant=False)  # fmt: skip
         else:
             rows = last(out, picked)
-        normed = self.norm(torch.cat(rows)).split([len(r) for r in rows])
+        normed = self.norm(cat_rows(rows)).split([len(r) for r in rows])
         return [p.split(r) for p, r in zip(picked, normed, strict=True)]
 
     def forward_features(self, x: Tensor, masks: Tensor | None = None) -> dict[str, Tensor | None]:

@@ -18,6 +18,11 @@ from torch import Tensor, nn
 from webssl_cli import device as dev
 
 
+def cat_rows(parts: list[Tensor]) -> Tensor:
+    """``torch.cat(parts)`` without the copy when there is one part (a single crop size)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 def kept_samples(b: int, drop: float, device: torch.device) -> Tensor:
     """The random subset of ``b`` samples a branch runs on at drop-path rate ``drop``."""
     return torch.randperm(b, device=device)[: max(int(b * (1.0 - drop)), 1)]
@@ -33,7 +38,7 @@ def residual(
         return torch.addcmul(x, out, gamma) if gamma is not None else x + out
     b = x.shape[0]
     idx = kept_samples(b, drop, x.device)
-    out = branch(x[idx])
+    out = branch(x.index_select(0, idx))
     out = out * gamma if gamma is not None else out
     return torch.index_add(
         x.flatten(1), 0, idx, out.to(x.dtype).flatten(1), alpha=b / len(idx)
@@ -51,7 +56,7 @@ def residual_packed(
     ``branch(tokens, shapes)``, added back scaled by B / kept."""
     idxs = [kept_samples(x.shape[0], drop, x.device) for x in xs]
     shapes = [torch.Size((len(i), *x.shape[1:])) for x, i in zip(xs, idxs, strict=True)]
-    flat = torch.cat([x[i].reshape(-1, x.shape[-1]) for x, i in zip(xs, idxs, strict=True)])
+    flat = torch.cat([x.index_select(0, i).reshape(-1, x.shape[-1]) for x, i in zip(xs, idxs, strict=True)])  # fmt: skip
     out = branch(flat, shapes)
     out = out * gamma if gamma is not None else out
     parts = out.split([s[0] * s[1] for s in shapes])
@@ -94,7 +99,8 @@ class Picked:
 
     def split(self, rows: Tensor) -> tuple[Tensor, Tensor]:
         """(CLS (B, D), picked patch tokens (M, D)) of the flat rows (S, D)."""
-        return rows[self.row[:, 0]], rows[self.row[:, 1:][self.valid[:, 1:]]]
+        patches = self.row[:, 1:][self.valid[:, 1:]]
+        return rows.index_select(0, self.row[:, 0]), rows.index_select(0, patches)
 
 
 def picked_residual(
@@ -131,9 +137,11 @@ def picked_attention(
     D = xs[0].shape[-1]
     H, hd = heads, D // heads
     w, b = qkv.weight, qkv.bias
-    kv = F.linear(torch.cat([x.reshape(-1, D) for x in xs]), w[D:], b[D:])
-    q_in = [x[torch.arange(len(x), device=x.device)[:, None], s] for x, s in zip(xs, sels, strict=True)]  # fmt: skip
-    q = F.linear(torch.cat([t.reshape(-1, D) for t in q_in]), w[:D], b[:D])
+    kv = F.linear(cat_rows([x.reshape(-1, D) for x in xs]), w[D:], b[D:])
+    flat = [(torch.arange(len(x), device=x.device)[:, None] * x.shape[1] + s).flatten()
+            for x, s in zip(xs, sels, strict=True)]  # fmt: skip
+    q_in = [x.reshape(-1, D).index_select(0, i) for x, i in zip(xs, flat, strict=True)]
+    q = F.linear(cat_rows(q_in), w[:D], b[:D])
     outs = []
     parts = zip(kv.split([x.shape[0] * x.shape[1] for x in xs]), q.split([s.numel() for s in sels]),
                 xs, sels, valid, strict=True)  # fmt: skip
@@ -145,4 +153,4 @@ def picked_attention(
         else:
             o = F.scaled_dot_product_attention(qi, ki, vi)
         outs.append(o.transpose(1, 2).reshape(*s.shape, D)[v])
-    return proj(torch.cat(outs))
+    return proj(cat_rows(outs))
