@@ -26,8 +26,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from webssl_cli.data import painter as P
-from webssl_cli.data.shards import shard_name, write_shard
-from webssl_cli.errors import UserError
+from webssl_cli.data.synth import write_synthetic_shards
 
 DENSE_CLASSES = ("wall", "floor", *P.SHAPES)
 IGNORE_LABEL = 255
@@ -166,18 +165,6 @@ def synthesize_dense(
     out_dir: str | Path, n: int = 512, seed: int = 0, shard_size: int = 256, image_size: int = 224
 ) -> list[Path]:
     """Write ``n`` dense scenes to ``out_dir/shard-000000.tar``...; byte-identical per seed."""
-    if n < 1:
-        raise UserError(f"--n: {n} must be at least 1")
-    if shard_size < 1:
-        raise UserError(f"--shard-size: {shard_size} must be at least 1")
-    if not 32 <= image_size <= 2048:
-        raise UserError(f"--image-size: {image_size} must be between 32 and 2048 pixels")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for s, start in enumerate(range(0, n, shard_size)):
-        samples = [
-            make_dense_sample(seed, i, image_size) for i in range(start, min(n, start + shard_size))
-        ]
-        paths.append(write_shard(out / shard_name(s), samples))
-    return paths
+    return write_synthetic_shards(
+        out_dir, n, shard_size, image_size, lambda i: make_dense_sample(seed, i, image_size)
+    )

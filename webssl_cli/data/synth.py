@@ -136,21 +136,31 @@ def synthesize(
     Shards already present with the right content are rewritten identically, so a re-run after
     an interruption is safe.
     """
+    proportions = parse_mix(mix)
+    return write_synthetic_shards(
+        out_dir, n, shard_size, image_size, lambda i: make_sample(seed, i, image_size, proportions)
+    )
+
+
+def write_synthetic_shards(
+    out_dir: str | Path,
+    n: int,
+    shard_size: int,
+    image_size: int,
+    make: Callable[[int], dict[str, Any]],
+) -> list[Path]:
+    """Check the sizes, then write samples ``make(0..n-1)`` in shards of ``shard_size``."""
     if n < 1:
         raise UserError(f"--n: {n} must be at least 1")
     if shard_size < 1:
         raise UserError(f"--shard-size: {shard_size} must be at least 1")
     if not 32 <= image_size <= 2048:
         raise UserError(f"--image-size: {image_size} must be between 32 and 2048 pixels")
-    proportions = parse_mix(mix)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for s, start in enumerate(range(0, n, shard_size)):
-        samples = [
-            make_sample(seed, i, image_size, proportions)
-            for i in range(start, min(n, start + shard_size))
-        ]
+        samples = [make(i) for i in range(start, min(n, start + shard_size))]
         paths.append(write_shard(out / shard_name(s), samples))
     return paths
 
