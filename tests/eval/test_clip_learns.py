@@ -27,7 +27,7 @@ RECIPE = {
     "weight_decay": 0.1, "weight_decay_end": 0.1, "drop_path": 0.0, "layerscale": None,
     "patch_embed_lr_mult": 1.0, "clip_grad": 1.0,
     "crops": {"global_size": 48, "global_scale": [0.6, 1.0], "n_local": 0, "local_size": 16},
-    "clip": {"text_layers": 3, "context_length": 24, "vocab_size": 1000},
+    "clip": {"text_layers": 3, "context_length": 24, "vocab_size": 1000, "crop_scale": [0.6, 1.0]},
     "checkpoint_every": 1000, "metrics_every": 25, "num_workers": 1,
 }  # fmt: skip
 
