@@ -71,7 +71,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 # Chosen on a separate corpus (benchmarks/train_learns.py --data-seed 5, docs/smoke/learning.md):
 # vit-pico's kNN top-1 on shape against random init (10.2%) is 9.7% at 2K samples, 10.4% at
 # 4K, 16.2% at 8K (+5.9, paired 95% interval +1.8 to +9.9) and 16.0% at 16K (+5.8, +2.0 to
-# +9.1); of 14 settings tried it is the only one above random init, so expect some luck in
+# +9.1); of 9 settings (18 runs) tried it is the only one above random init, so expect luck in
 # those figures until a study confirms them.
 PRESETS["cpu-dino"] = PRESETS["smoke"] | {
     "ibot_weight": 0.0,
