@@ -63,16 +63,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-# CPU studies with budgets of 8K-16K samples and up: the `smoke` settings, DINO's loss alone
-# (no iBOT, no KoLeo), colour jitter over the whole hue wheel, crops that keep the large
-# object (global 0.6-1, local 0.15-0.5 of the image) and DINOv2's blur scaled to 48 px
-# crops. On the synthetic corpus the `smoke` preset's encoders learn the object's colour (kNN
-# on colour: random init 24.6%, trained 42% at 2K and 54% at 4K samples) and not its shape.
-# Chosen on a separate corpus (benchmarks/train_learns.py --data-seed 5, docs/smoke/learning.md):
-# vit-pico's kNN top-1 on shape against random init (10.2%) is 9.7% at 2K samples, 10.4% at
-# 4K, 16.2% at 8K (+5.9, paired 95% interval +1.8 to +9.9) and 16.0% at 16K (+5.8, +2.0 to
-# +9.1); of 9 settings (18 runs) tried it is the only one above random init, so expect luck in
-# those figures until a study confirms them.
+# An attempt at encoders that learn shape on the synthetic corpus (docs/smoke/learning.md): the
+# `smoke` settings, DINO's loss alone (no iBOT, no KoLeo), colour jitter over the whole hue
+# wheel, crops that keep the large object (global 0.6-1, local 0.15-0.5 of the image) and
+# DINOv2's blur scaled to 48 px crops. With the `smoke` preset the encoders learn the object's
+# colour (kNN on colour: random init 24.6%, trained 42% at 2K and 54% at 4K samples), not its
+# shape. Chosen on a separate corpus (benchmarks/train_learns.py --data-seed 5), vit-pico's
+# kNN top-1 on shape beat random init (10.2%) at 8K samples (16.2%, +5.9, paired 95% interval
+# +1.8 to +9.9) and 16K (16.0%), the only one of 9 settings to; vit-nano at 8K did not (10.6%
+# against 11.1%), nor did vit-pico at 16K on the smoke study's own corpus (9.8% against 9.2%,
+# +0.5 [-2.8, +3.9]). Not a preset that learns shape: the best measured attempt, kept to
+# reproduce those figures.
 PRESETS["cpu-dino"] = PRESETS["smoke"] | {
     "ibot_weight": 0.0,
     "koleo_weight": 0.0,
