@@ -67,13 +67,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 # `smoke` settings, DINO's loss alone (no iBOT, no KoLeo), colour jitter over the whole hue
 # wheel, crops that keep the large object (global 0.6-1, local 0.15-0.5 of the image) and
 # DINOv2's blur scaled to 48 px crops. With the `smoke` preset the encoders learn the object's
-# colour (kNN on colour: random init 24.6%, trained 42% at 2K and 54% at 4K samples), not its
-# shape. Chosen on a separate corpus (benchmarks/train_learns.py --data-seed 5), vit-pico's
-# kNN top-1 on shape beat random init (10.2%) at 8K samples (16.2%, +5.9, paired 95% interval
-# +1.8 to +9.9) and 16K (16.0%), the only one of 9 settings to; vit-nano at 8K did not (10.6%
-# against 11.1%), nor did vit-pico at 16K on the smoke study's own corpus (9.8% against 9.2%,
-# +0.5 [-2.8, +3.9]). Not a preset that learns shape: the best measured attempt, kept to
-# reproduce those figures.
+# colour (kNN on colour: random init of the same configuration 42.6%, trained 54.1% at 4K and
+# 71.9% at 16K samples), not its shape. Chosen on a separate corpus (benchmarks/train_learns.py
+# --data-seed 5), vit-pico's kNN top-1 on shape beat random init (10.2%) at 8K samples (16.2%,
+# +5.9, paired 95% interval +1.8 to +9.9) and 16K (16.0%), the only one of 9 settings to;
+# vit-nano at 8K did not (10.6% against 11.1%), nor did vit-pico at 16K on the smoke study's own
+# corpus (9.8% against 9.2%, +0.5 [-2.8, +3.9]). Not a preset that learns shape: the best
+# measured attempt, kept to reproduce those figures.
 PRESETS["cpu-dino"] = PRESETS["smoke"] | {
     "ibot_weight": 0.0,
     "koleo_weight": 0.0,
