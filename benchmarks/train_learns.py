@@ -39,14 +39,18 @@ from webssl_cli.specs.registry import get_model
 from webssl_cli.specs.train import TrainConfig
 
 
-def smoke_data(root: Path, n_web: int, n_labelled: int) -> tuple[str, str]:
-    """Shard patterns of the web corpus and the labelled set (the smoke study's sources)."""
+def smoke_data(root: Path, n_web: int, n_labelled: int, seed: int = 0) -> tuple[str, str]:
+    """Shard patterns of the web corpus and the labelled set (the smoke study's sources at
+    ``seed`` 0; another seed gives a fresh corpus and labelled set to choose settings on)."""
     out = []
     for name, kw in (
-        ("web", {"n": n_web, "seed": 0, "shard_size": 125}),
-        ("labelled", {"n": n_labelled, "seed": 1, "shard_size": 500, "mix": {"natural": 1.0}}),
+        ("web", {"n": n_web, "seed": 2 * seed, "shard_size": 125}),
+        (
+            "labelled",
+            {"n": n_labelled, "seed": 2 * seed + 1, "shard_size": 500, "mix": {"natural": 1.0}},
+        ),
     ):
-        d = root / f"{name}-{kw['n']}"
+        d = root / f"{name}-{kw['n']}" if seed == 0 else root / f"{name}-{kw['n']}-s{seed}"
         done = d / "done"
         if not done.exists():
             shutil.rmtree(d, ignore_errors=True)
@@ -67,6 +71,16 @@ def correct(encoder: Any, train: Any, val: Any, size: int, token: str = "cls") -
     a, b = (ftr.cls[:, -1], fva.cls[:, -1]) if token == "cls" else (ftr.avgpool, fva.avgpool)
     pred = knn_predict(a, torch.tensor(train.labels), b)
     return (pred == torch.tensor(val.labels)).numpy().astype(float)
+
+
+def relabel_by_colour(labelled: str, *sets: Any) -> None:
+    """Replace each image's label by the colour of its class object (the last one drawn)."""
+    from webssl_cli.data.shards import iter_shards, list_shards
+
+    colour = {s.key: s.meta()["objects"][-1]["color"] for s in iter_shards(list_shards(labelled))}
+    index = {c: i for i, c in enumerate(sorted(set(colour.values())))}
+    for s in sets:
+        s.labels = [index[colour[k]] for k in s.keys]
 
 
 def paired_ci(a: np.ndarray, b: np.ndarray, reps: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -115,13 +129,18 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path("/tmp/webssl-smoke-data"))
     ap.add_argument("--out", type=Path, default=Path("/tmp/webssl-learns"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data-seed", type=int, default=0,
+                    help="0: the smoke study's corpus; another value: a fresh validation corpus")  # fmt: skip
     ap.add_argument("--tag", default="")
     ap.add_argument("--token", choices=("cls", "avgpool"), default="cls")
     ap.add_argument("--eval-size", type=int, help="image side for the kNN (default: global crop)")
     ap.add_argument("--json", type=Path, help="append one JSON line per budget here")
+    ap.add_argument("--label", choices=("shape", "colour"), default="shape",
+                    help="what the kNN predicts: the shape class (the study's kNN) or the class "
+                         "object's colour (what colour-keeping augmentations teach)")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(1)
-    web, labelled = smoke_data(args.data, args.n_web, args.n_labelled)
+    web, labelled = smoke_data(args.data, args.n_web, args.n_labelled, args.data_seed)
     overrides = json.loads(args.train)
     cfg = TrainConfig.model_validate(PRESETS[args.preset] | overrides)
     spec = get_model(args.model)
@@ -132,6 +151,8 @@ def main() -> None:
     from webssl_cli.train.vit import build_backbone
 
     tr, va = load_labelled(labelled)
+    if args.label == "colour":
+        relabel_by_colour(labelled, tr, va)
     torch.manual_seed(args.seed)
     same = Encoder(build_backbone(spec, layerscale=cfg.layerscale), name="rand", width=spec.width,
                    patch=spec.patch, img_size=spec.img_size)  # fmt: skip
@@ -142,7 +163,7 @@ def main() -> None:
     for samples in [int(s) for s in args.samples.split(",")]:
         r = run_one(args, web, cfg, samples)
         ok = correct(load_own(Path(r["export"])), tr, va, size, args.token)
-        row = {"tag": args.tag, "model": args.model, "samples": samples, "train": overrides,
+        row = {"tag": args.tag, "label": args.label, "model": args.model, "samples": samples, "train": overrides,
                "n_val": len(va), "log_k": logk, **{k: v for k, v in r.items() if k != "export"},
                "entropy_ratio": r["entropy_end"] / logk, "knn_trained": float(ok.mean())}  # fmt: skip
         for name, c in rand.items():

@@ -101,3 +101,54 @@ def test_undecodable_raises_its_own_error():
     with pytest.raises(mc.UndecodableImage):
         mc.decode_rgb(b"garbage")
     assert mc.decode_rgb(_jpeg(20, 30)).shape == (20, 30, 3)
+
+
+def test_blur_scale_shrinks_sigma_and_kernel(monkeypatch):
+    # The recipe's 9 px kernel and sigma 0.1-2 at scale 1; at a quarter scale a 3 px kernel
+    # and sigma 0.025-0.5, so a small crop keeps the detail a large one would.
+    assert mc.blur_kernel(1.0) == 9 and mc.blur_kernel(0.5) == 5 and mc.blur_kernel(0.2) == 3
+    seen = []
+    real = mc.cv2.GaussianBlur
+
+    class CV2Proxy:
+        def __getattr__(self, name):
+            return getattr(mc.__dict__["_cv2"], name)
+
+        @staticmethod
+        def GaussianBlur(img, ksize, sigmaX, sigmaY):
+            seen.append((ksize, sigmaX))
+            return real(img, ksize, sigmaX=sigmaX, sigmaY=sigmaY)
+
+    monkeypatch.setitem(mc.__dict__, "_cv2", mc.cv2)
+    monkeypatch.setattr(mc, "cv2", CV2Proxy())
+    img = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    for scale in (1.0, 0.25):
+        seen.clear()
+        for i in range(200):
+            mc.augment(np.random.default_rng(i), img, 24, (0.5, 1.0), 1.0, blur_scale=scale)
+        sigmas = [s for _, s in seen]
+        assert {k for k, _ in seen} == {(mc.blur_kernel(scale),) * 2}
+        assert 0.1 * scale <= min(sigmas) and max(sigmas) <= 2.0 * scale
+        assert max(sigmas) > 1.8 * scale  # the whole range is used
+    # MultiCrop passes the config's scale to every crop.
+    seen.clear()
+    mc.MultiCrop(CropConfig(global_size=16, local_size=8, n_local=2, blur_probs="written",
+                            blur_scale=0.25))(img, np.random.default_rng(0))  # fmt: skip
+    assert seen and all(k == (3, 3) and s <= 0.5 for k, s in seen)
+
+
+def test_hue_range_sets_how_far_colours_move():
+    # A saturated red image: with hue 0 it stays red; with 0.5 its hue lands anywhere on the wheel.
+    img = np.zeros((32, 32, 3), np.uint8)
+    img[..., 0] = 220
+
+    def hues(hue):
+        out = []
+        for i in range(300):
+            x = mc.color_jitter(np.random.default_rng(i), img, saturation=0.0, hue=hue)
+            out.append(int(mc.cv2.cvtColor(x[:1, :1], mc.cv2.COLOR_RGB2HSV_FULL)[0, 0, 0]))
+        return np.array(out)
+
+    assert all(min(h, 256 - h) <= 2 for h in hues(0.0))
+    wide = hues(0.5)
+    assert np.histogram(wide, bins=8, range=(0, 256))[0].min() > 15  # every eighth of the wheel

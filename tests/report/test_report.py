@@ -158,6 +158,14 @@ def test_degrades_with_single_valued_axes(tmp_path: Path) -> None:
     assert f.ok and f.intervals() is not None and f.holdout is not None
     assert f.extra["extrapolate"] and "Extrapolation" in md and "Hold-out" in md
     assert (tmp_path / "out" / "fits.png").exists()
+    # the findings say how the law did on its hold-out, with the interval it predicted
+    h = f.holdout
+    assert h.lo is not None and h.hi is not None
+    findings = md.split("## Findings")[1].split("## Tables")[0]
+    verdict = "inside" if h.lo <= h.actual <= h.hi else "outside"
+    assert (f"Average: a saturating law along samples seen (model=vit-nano, data filter=light) is fitted to 6 points; "
+            f"fitted without its largest scale (160K) it predicts {h.predicted:.1f} [{h.lo:.1f}, {h.hi:.1f}], "
+            f"and the measured {h.actual:.1f} falls {verdict} that 95% interval.") in findings  # fmt: skip
 
 
 def test_probe_only_study(tmp_path: Path) -> None:

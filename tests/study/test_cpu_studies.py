@@ -23,9 +23,10 @@ def test_smoke_study_is_3_sizes_x_2_budgets_x_2_filters() -> None:
     assert all(t["layerscale"] is None and t["teacher_temp"] == 0.02 for t in trains)
 
 
-def test_cpu_scaling_study_has_4_sizes_x_3_budgets_and_two_light_cells() -> None:
+def test_cpu_scaling_study_has_4_sizes_x_3_budgets_5_for_one_size_and_two_light_cells() -> None:
     axes, trains = _axes("cpu-scaling.yaml")
     full = [(m, n, "full") for m in [*SIZES, "vit-mini"] for n in (2000, 4000, 8000)]
+    full += [("vit-nano", n, "full") for n in (1000, 16000)]  # 5 budgets: a law along samples
     light = [(m, 8000, "light") for m in ("vit-nano", "vit-micro")]
     assert axes == sorted(full + light)
     assert all(t["dino_head"]["n_prototypes"] == 256 for t in trains)

@@ -3,7 +3,7 @@
 Per image: 2 global crops (RandomResizedCrop at ``global_scale``) and N local crops (at
 ``local_scale``), each with a horizontal flip (0.5), colour jitter (0.8: brightness 0.4,
 contrast 0.4, saturation 0.2, hue 0.1, in random order), grayscale (0.2), Gaussian blur
-(sigma 0.1-2, 9x9 kernel) and, on the second global crop, solarize (0.2). Blur probabilities
+(sigma 0.1-2, 9x9 kernel, both scaled by ``blur_scale`` for small crops) and, on the second global crop, solarize (0.2). Blur probabilities
 follow DINOv2's code (global 0 / 0.9, local 0.5; FACTS.md) or its written intent (1 / 0.1 / 0.5).
 
 Crops stay uint8 (H, W, 3) here: normalisation happens batched on the training device, which
@@ -131,6 +131,11 @@ def color_jitter(
     return img
 
 
+def blur_kernel(blur_scale: float) -> int:
+    """Side of the blur kernel: DINOv2's 9 px scaled, odd, at least 3."""
+    return max(3, int(round(9 * blur_scale)) // 2 * 2 + 1)
+
+
 def _solarize(img: np.ndarray) -> np.ndarray:
     table = np.where(_IDENTITY >= 128, 255 - _IDENTITY, _IDENTITY)
     return _lut(img, table)
@@ -143,6 +148,8 @@ def augment(
     scale: tuple[float, float],
     blur_p: float,
     solarize_p: float = 0.0,
+    blur_scale: float = 1.0,
+    hue: float = 0.1,
 ) -> np.ndarray:
     """One crop: resized crop -> flip -> jitter (0.8) -> grayscale (0.2) -> blur -> solarize."""
     h, w = img.shape[:2]
@@ -150,12 +157,13 @@ def augment(
     if rng.random() < 0.5:
         out = cv2.flip(out, 1)
     if rng.random() < 0.8:
-        out = color_jitter(rng, out)
+        out = color_jitter(rng, out, hue=hue)
     if rng.random() < 0.2:
         out = cv2.cvtColor(_gray(out), cv2.COLOR_GRAY2RGB)
     if rng.random() < blur_p:
-        sigma = rng.uniform(0.1, 2.0)
-        out = cv2.GaussianBlur(out, (9, 9), sigmaX=sigma, sigmaY=sigma)
+        sigma = rng.uniform(0.1, 2.0) * blur_scale
+        k = blur_kernel(blur_scale)
+        out = cv2.GaussianBlur(out, (k, k), sigmaX=sigma, sigmaY=sigma)
     if rng.random() < solarize_p:
         out = _solarize(out)
     return out
@@ -172,11 +180,14 @@ class MultiCrop:
         img = decode_rgb(data) if isinstance(data, bytes | bytearray | memoryview) else data
         c = self.cfg
         g1, g2, loc = BLUR_PROBS[c.blur_probs]
+        kw = {"blur_scale": c.blur_scale, "hue": c.hue}
         globals_ = [
-            augment(rng, img, c.global_size, c.global_scale, g1),
-            augment(rng, img, c.global_size, c.global_scale, g2, solarize_p=0.2),
+            augment(rng, img, c.global_size, c.global_scale, g1, **kw),
+            augment(rng, img, c.global_size, c.global_scale, g2, solarize_p=0.2, **kw),
         ]
-        locals_ = [augment(rng, img, c.local_size, c.local_scale, loc) for _ in range(c.n_local)]
+        locals_ = [
+            augment(rng, img, c.local_size, c.local_scale, loc, **kw) for _ in range(c.n_local)
+        ]
         return globals_, locals_
 
 

@@ -307,6 +307,8 @@ def build_report(
     blocks.append(("h2", "Scaling-law fits"))
     fits = _fits(main, main_filter, n_boot, seed, ms.trends)
     res.fits = fits
+    i = blocks.index(("h2", "Findings")) + 1 + len(ms.findings)  # after the other findings
+    blocks[i:i] = [("li", s) for s in fnd.law_sentences(fits)]
     blocks += fit_tables(fits)
     fp = plots.fit_plot(fits, out_dir, study)
     drawn_fits = [

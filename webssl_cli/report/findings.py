@@ -312,3 +312,29 @@ def findings(trend_rows: list[TrendRow], gain_rows: list[GainRow], warnings: lis
             )
             out.append(top_f.sentence() + more)
     return out + warnings
+
+
+def law_sentences(fits: list[Any]) -> list[str]:
+    """One sentence per fitted law: where it was fitted and how well it predicted the largest
+    scale when fitted without it (the check a user needs before trusting an extrapolation)."""
+    out = []
+    for f in fits:
+        if not f.ok:
+            continue
+        what = {"params": "along parameters", "samples_seen": "along samples seen",
+                "joint": "over parameters × samples seen"}[f.form]  # fmt: skip
+        s = f"{f.target}: a saturating law {what} ({f.slice}) is fitted to {f.n} points"
+        h = f.holdout
+        if h is None:
+            out.append(s + "; no hold-out (too few points without the largest scale).")
+            continue
+        pt = ", ".join(fmt_count(v) for v in h.point)
+        if h.lo is None or h.hi is None:
+            out.append(f"{s}; fitted without its largest scale ({pt}) it predicts {h.predicted:.1f} "
+                       f"(no interval) where {h.actual:.1f} was measured.")  # fmt: skip
+            continue
+        where = "inside" if h.inside else "outside"
+        out.append(f"{s}; fitted without its largest scale ({pt}) it predicts {h.predicted:.1f} "
+                   f"[{h.lo:.1f}, {h.hi:.1f}], and the measured {h.actual:.1f} falls {where} that "
+                   f"95% interval.")  # fmt: skip
+    return out

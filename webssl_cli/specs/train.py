@@ -47,6 +47,13 @@ class CropConfig(Frozen):
     blur_probs: Literal["dinov2-code", "written"] = "dinov2-code"
     """Gaussian-blur probabilities: 'dinov2-code' (what DINOv2's code applies and Web-DINO was
     trained with: global 0 / 0.9, local 0.5) or 'written' (the stated intent: 1.0 / 0.1 / 0.5)."""
+    hue: float = Field(0.1, ge=0, le=0.5)
+    """Colour jitter's hue range (a shift of up to this fraction of the colour wheel; DINOv2:
+    0.1). 0.5 draws any hue, so crops of one image no longer share their colours."""
+    blur_scale: float = Field(1.0, gt=0, le=1)
+    """Scales the Gaussian blur's sigma range (0.1-2 px) and kernel (9 px), which DINOv2 sized
+    for 224 px global / 98 px local crops. At smaller crops use about global_size / 224, so a
+    blur removes the same share of an object's detail (1.0: the recipe, unchanged)."""
 
 
 class DistConfig(Frozen):
