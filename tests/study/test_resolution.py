@@ -104,6 +104,10 @@ def test_plan_prices_the_adaptation_stage(write_study, base_study) -> None:
         ("  resolution: [32, true]", "a resolution is an image side in pixels"),
         ("  resolution: [32, 48]\nadapt: {iterations: 0}", "adapt: iterations: a positive number"),
         ("  resolution: [32, 48]\nadapt: {base_lr: -1}", "base_lr: Input should be greater than 0"),
+        (
+            "  resolution: [32, 48]\n  method: [webdino, mae]",
+            "a mae cell stays at its base resolution 32",
+        ),
     ],
 )
 def test_bad_resolutions_are_one_line_errors(write_study, base_study, line, message) -> None:

@@ -73,6 +73,14 @@ class Adapter:
                 f"resolution {res} is below the base resolution {base} (train.crops."
                 "global_size); adaptation goes from the base up: give the base or higher",
             )
+        method = cax.get("method", "webdino")
+        if method != "webdino":
+            raise self.smap.error(
+                loc,
+                f"resolution {res}: high-resolution adaptation follows Web-DINO's recipe (its "
+                f"teacher and heads); a {method} cell stays at its base resolution {base}: "
+                "limit the resolution axis to method webdino with include/exclude",
+            )
         patch = get_model(cax["model"]).patch
         if res % patch:
             raise self.smap.error(
