@@ -18,13 +18,12 @@ from typing import Any
 
 import torch
 import torch.distributed.checkpoint as dcp
-import torch.nn.functional as F
 from torch import Tensor
 
 from webssl_cli.errors import UserError
 from webssl_cli.train.objective import Objective
 from webssl_cli.train.safe_load import SafeLoadPlanner, SafeReader
-from webssl_cli.train.vit import INTERPOLATE_OFFSET
+from webssl_cli.train.vit import INTERPOLATE_OFFSET, resize_pos_grid
 
 
 def resize_pos_embed(pos: Tensor, side: int, offset: float = INTERPOLATE_OFFSET) -> Tensor:
@@ -35,14 +34,7 @@ def resize_pos_embed(pos: Tensor, side: int, offset: float = INTERPOLATE_OFFSET)
         raise ValueError(f"position embeddings of {n} patches are not a square grid")
     if m == side:
         return pos.clone()
-    grid = pos[:, 1:].reshape(1, m, m, -1).permute(0, 3, 1, 2).float()
-    if offset:
-        scale = ((side + offset) / m, (side + offset) / m)
-        grid = F.interpolate(grid, scale_factor=scale, mode="bicubic", antialias=False)
-    else:
-        grid = F.interpolate(grid, size=(side, side), mode="bicubic", align_corners=False)
-    grid = grid.to(pos.dtype).permute(0, 2, 3, 1).reshape(1, side * side, -1)
-    return torch.cat([pos[:, :1], grid], dim=1)
+    return resize_pos_grid(pos, side, side, offset)
 
 
 def init_from_checkpoint(objective: Objective, path: Path) -> list[str]:

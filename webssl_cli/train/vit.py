@@ -220,6 +220,23 @@ class Block(nn.Module):
         return self.mlp(self.norm2(x))
 
 
+def resize_pos_grid(pos: Tensor, h: int, w: int, offset: float) -> Tensor:
+    """(1, 1 + M*M, D) position embeddings (CLS first) -> (1, 1 + h*w, D), bicubic in fp32.
+
+    With ``offset`` > 0 (DINOv2) the M x M grid is resized by the scale factors
+    ((h + offset) / M, (w + offset) / M), without antialiasing; with 0, to the size (h, w).
+    """
+    m = math.isqrt(pos.shape[1] - 1)
+    grid = pos[:, 1:].reshape(1, m, m, -1).permute(0, 3, 1, 2).float()
+    if offset:
+        scale = ((h + offset) / m, (w + offset) / m)
+        grid = F.interpolate(grid, scale_factor=scale, mode="bicubic", antialias=False)
+    else:
+        grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False)
+    grid = grid.to(pos.dtype).permute(0, 2, 3, 1).reshape(1, h * w, -1)
+    return torch.cat([pos[:, :1], grid], dim=1)
+
+
 class VisionTransformer(nn.Module):
     def __init__(
         self,
@@ -256,25 +273,11 @@ class VisionTransformer(nn.Module):
                     nn.init.zeros_(m.bias)
 
     def interpolate_pos_encoding(self, h: int, w: int) -> Tensor:
-        """Position embeddings for an (h, w) patch grid: (1, 1 + h*w, D), bicubic in fp32.
-
-        With ``interpolate_offset`` > 0 (DINOv2) the M x M grid is resized by the scale factors
-        ((h + offset) / M, (w + offset) / M), without antialiasing; with 0, to the size (h, w).
-        """
-        pos = self.pos_embed
-        n = pos.shape[1] - 1
-        side = int(math.isqrt(n))
+        """Position embeddings for an (h, w) patch grid (``resize_pos_grid``)."""
+        side = math.isqrt(self.pos_embed.shape[1] - 1)
         if h == side and w == side:
-            return pos
-        patch_pos = pos[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
-        off, src = self.interpolate_offset, patch_pos.float()
-        if off:
-            scale = ((h + off) / side, (w + off) / side)
-            patch_pos = F.interpolate(src, scale_factor=scale, mode="bicubic", antialias=False)
-        else:
-            patch_pos = F.interpolate(src, size=(h, w), mode="bicubic", align_corners=False)
-        patch_pos = patch_pos.to(pos.dtype).permute(0, 2, 3, 1).reshape(1, h * w, -1)
-        return torch.cat([pos[:, :1], patch_pos], dim=1)
+            return self.pos_embed
+        return resize_pos_grid(self.pos_embed, h, w, self.interpolate_offset)
 
     def prepare_tokens(self, x: Tensor, masks: Tensor | None = None) -> Tensor:
         _, _, H, W = x.shape
