@@ -84,17 +84,24 @@ def ade20k_samples(source: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
             ann = ann_dir / f"{img.stem}.png"
             if not ann.is_file():
                 raise UserError(f"{img}: its mask {ann} is missing")
-            data, raw = _read(img), _read(ann)
-            w, h = _image_size(img, data)
-            label = _decode_png(ann, raw, np.uint8)
-            if label.shape != (h, w):
-                raise UserError(f"{ann}: mask is {label.shape[1]}x{label.shape[0]}, its image "
-                                f"{img.name} is {w}x{h}")  # fmt: skip
+            data, _, label = _pair(img, ann, np.uint8, "mask")
             # reduce_zero_label: 0 ("other") is ignored, classes 1..150 become 0..149
             shifted = np.where(label == 0, 255, label.astype(np.int16) - 1).astype(np.uint8)
             meta = {"split": split, "classes": names, "ignore_label": 255, "source": str(img)}
             yield f"ade_{split}_{img.stem}", {_ext(img): data, "seg.png": encode_seg(shifted),
                                               "json": _json(meta)}  # fmt: skip
+
+
+def _pair(img: Path, target: Path, dtype: Any, what: str) -> tuple[bytes, bytes, np.ndarray]:
+    """An image's bytes, its dense target's bytes and the target decoded (a PNG of ``dtype``,
+    the image's size)."""
+    data, raw = _read(img), _read(target)
+    w, h = _image_size(img, data)
+    arr = _decode_png(target, raw, dtype)
+    if arr.shape != (h, w):
+        raise UserError(f"{target}: {what} is {arr.shape[1]}x{arr.shape[0]}, its image "
+                        f"{img.name} is {w}x{h}")  # fmt: skip
+    return data, raw, arr
 
 
 def _ade_names(source: Path) -> list[str]:
@@ -126,12 +133,7 @@ def nyuv2_samples(source: Path) -> Iterator[tuple[str, dict[str, bytes]]]:
             for p in (rgb, dep):
                 if not p.is_file():
                     raise UserError(f"{f}:{n}: {p} is missing")
-            data, raw = _read(rgb), _read(dep)
-            w, h = _image_size(rgb, data)
-            depth = _decode_png(dep, raw, np.uint16)
-            if depth.shape != (h, w):
-                raise UserError(f"{dep}: depth is {depth.shape[1]}x{depth.shape[0]}, its image "
-                                f"{rgb.name} is {w}x{h}")  # fmt: skip
+            data, raw, _ = _pair(rgb, dep, np.uint16, "depth")
             key = "nyu_" + "_".join(Path(parts[0].lstrip("/")).with_suffix("").parts)
             meta = {"split": split, "depth_unit": "mm", "max_depth": 10.0, "source": str(rgb),
                     **({"focal": float(parts[2])} if len(parts) > 2 else {})}  # fmt: skip
