@@ -34,7 +34,7 @@ import torch
 from webssl_cli.data.stream import expand_urls
 from webssl_cli.data.synth import shard_pattern, synthesize
 from webssl_cli.rundir import CellDir
-from webssl_cli.specs.presets import PRESETS
+from webssl_cli.specs.presets import preset_settings
 from webssl_cli.specs.registry import get_model
 from webssl_cli.specs.train import TrainConfig
 
@@ -104,14 +104,14 @@ def run_one(args: argparse.Namespace, web: str, cfg: TrainConfig, samples: int) 
     run = CellDir(args.out / f"{args.model}-{samples}")
     shutil.rmtree(run.root, ignore_errors=True)  # a fresh run, never a resume
     t0, c0, k0 = time.time(), time.process_time(), _children_cpu()
-    state = train(run, spec, cfg, expand_urls(web), samples, seed=args.seed)
+    state = train(run, spec, cfg, expand_urls(web), samples, seed=args.seed, method=args.method)
     # CPU seconds of this process plus the finished data-loading workers: the shared machine
     # makes wall time meaningless, CPU time is what a cell costs.
     wall, cpu = time.time() - t0, time.process_time() - c0 + _children_cpu() - k0
     lines = [json.loads(x) for x in run.metrics_jsonl.read_text().splitlines()]
     return {"state": state, "wall_s": wall, "cpu_s": cpu, "steps": lines[-1]["step"],
-            "entropy_end": lines[-1]["teacher_entropy"],
-            "marginal_end": lines[-1]["teacher_marginal_entropy"],
+            "entropy_end": lines[-1].get("teacher_entropy", math.nan),
+            "marginal_end": lines[-1].get("teacher_marginal_entropy", math.nan),
             "loss_start": lines[0]["loss"], "loss_end": lines[-1]["loss"],
             "export": str(run.backbone_export)}  # fmt: skip
 
@@ -123,6 +123,12 @@ def main() -> None:
     ap.add_argument("--model", default="vit-pico")
     ap.add_argument("--samples", default="2000,4000", help="comma-separated budgets")
     ap.add_argument("--preset", default="smoke")
+    ap.add_argument(
+        "--method",
+        choices=("webdino", "clip", "mae"),
+        default="webdino",
+        help="objective; the preset's settings for it (specs.presets.preset_settings)",
+    )
     ap.add_argument("--train", default="{}", help="TrainConfig overrides (JSON) on the preset")
     ap.add_argument("--n-web", type=int, default=1000)
     ap.add_argument("--n-labelled", type=int, default=1500)
@@ -142,7 +148,7 @@ def main() -> None:
     torch.set_num_threads(1)
     web, labelled = smoke_data(args.data, args.n_web, args.n_labelled, args.data_seed)
     overrides = json.loads(args.train)
-    cfg = TrainConfig.model_validate(PRESETS[args.preset] | overrides)
+    cfg = TrainConfig.model_validate(preset_settings(args.preset, args.method) | overrides)
     spec = get_model(args.model)
     size = args.eval_size or cfg.crops.global_size
 

@@ -82,3 +82,63 @@ def test_mix_parsing_errors():
         parse_mix("natural")
     with pytest.raises(UserError, match="sum to 0"):
         parse_mix("natural=0")
+
+
+def test_class_objects_mostly_take_their_class_colour(tmp_path):
+    from collections import Counter
+
+    from webssl_cli.data.scenes import CLASS_COLOURS, TYPICAL_COLOUR_P
+
+    paths = synthesize(tmp_path, n=600, seed=9, shard_size=600, image_size=64, mix={"natural": 1.0})
+    by_class: dict[str, Counter[str]] = {}
+    for s in iter_shards(paths):
+        meta = json.loads(s.members["json"])
+        by_class.setdefault(meta["class_name"], Counter())[meta["objects"][-1]["color"]] += 1
+    typical = sum(c[CLASS_COLOURS[name]] for name, c in by_class.items()) / 600
+    # the typical colour where it stands out (about 9 in 10 backgrounds), else a contrasting one
+    assert TYPICAL_COLOUR_P - 0.2 < typical <= TYPICAL_COLOUR_P, typical
+    for name, counts in by_class.items():
+        assert counts.most_common(1)[0][0] == CLASS_COLOURS[name], (name, counts)
+    # atypical colours occur, so colour alone never names the class for certain
+    assert sum(sum(c.values()) - c[CLASS_COLOURS[n]] for n, c in by_class.items()) >= 10
+
+
+def test_data_of_another_generator_version_is_refused_in_one_line(tmp_path):
+    from webssl_cli.data.synth import GENERATOR_FILE, GENERATOR_VERSION, check_generator
+
+    synthesize(tmp_path / "d", n=4, seed=0, shard_size=4, image_size=32)
+    check_generator(tmp_path / "d", "synth", GENERATOR_VERSION)  # its own version: accepted
+    stamp = tmp_path / "d" / GENERATOR_FILE
+    stamp.write_text(json.dumps({"generator": "synth", "version": GENERATOR_VERSION - 1}))
+    with pytest.raises(UserError, match=r"/d: synthetic data written by version 1 .*delete"):
+        check_generator(tmp_path / "d", "synth", GENERATOR_VERSION)
+    stamp.unlink()  # written before versions were kept
+    with pytest.raises(UserError, match="an older version of the synth generator"):
+        check_generator(tmp_path / "d", "synth", GENERATOR_VERSION)
+
+
+def test_study_run_refuses_synthetic_data_of_another_version(tmp_path):
+    from typer.testing import CliRunner
+
+    from webssl_cli.cli import app
+    from webssl_cli.data.synth import GENERATOR_FILE
+
+    out = tmp_path / "runs"
+    study = tmp_path / "s.yaml"
+    study.write_text(
+        f"name: s\noutput_dir: {out}\ncluster: local\npreset: test\n"
+        "data:\n  sources:\n    web: {synthesize: {n: 8, seed: 0, shard_size: 8, image_size: 32}}\n"
+        "  filters:\n    full: {source: web}\n"
+        "grid:\n  model: [vit-test]\n  samples_seen: [16]\n  data_filter: [full]\nevals: []\n"
+    )
+    data = out / "data" / "web"
+    synthesize(data, n=8, seed=0, shard_size=8, image_size=32)
+    (data / GENERATOR_FILE).unlink()  # as written by a webssl before generator versions
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+    result = CliRunner().invoke(app, ["study", "run", str(study), "--wait"])
+    assert result.exit_code != 0
+    lines = [x for x in result.output.splitlines() if x.strip()]
+    assert "Traceback" not in result.output
+    assert any("synthetic data written by an older version" in x and str(data) in x for x in lines)
+    assert {p.name: p.read_bytes() for p in data.iterdir()} == before  # nothing rewritten
+    assert not list(out.glob("cells/*/train/*"))  # refused before any stage ran

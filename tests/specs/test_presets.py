@@ -18,8 +18,10 @@ def test_cpu_dino_is_smoke_with_dino_loss_only_and_colour_free_object_keeping_cr
     assert (dino.ibot_weight, dino.koleo_weight, dino.dino_weight) == (0.0, 0.0, 1.0)
     assert dino.crops.hue == 0.5 and abs(dino.crops.blur_scale - 48 / 224) < 1e-9
     assert dino.crops.global_scale == (0.6, 1.0) and dino.crops.local_scale == (0.15, 0.5)
-    # everything else is the smoke preset's
-    same = {"ibot_weight", "koleo_weight", "crops"}
+    # everything else is the smoke preset's, at the lr and teacher momentum it had when
+    # docs/smoke/learning.md measured cpu-dino
+    assert (dino.base_lr, dino.momentum_teacher) == (2e-3, 0.98)
+    same = {"ibot_weight", "koleo_weight", "crops", "base_lr", "momentum_teacher"}
     a, b = smoke.model_dump(), dino.model_dump()
     assert {k for k in a if a[k] != b[k]} == same
     assert PRESETS["smoke"]["crops"] == {"global_size": 48, "local_size": 24, "n_local": 4}

@@ -166,5 +166,10 @@ def synthesize_dense(
 ) -> list[Path]:
     """Write ``n`` dense scenes to ``out_dir/shard-000000.tar``...; byte-identical per seed."""
     return write_synthetic_shards(
-        out_dir, n, shard_size, image_size, lambda i: make_dense_sample(seed, i, image_size)
+        out_dir,
+        n,
+        shard_size,
+        image_size,
+        lambda i: make_dense_sample(seed, i, image_size),
+        generator={"generator": "dense", "version": 1},
     )

@@ -77,6 +77,28 @@ def new_meta(kind: str, cls: int, w: int, h: int) -> dict[str, Any]:
     }
 
 
+# Each class has a typical colour, as natural categories do (lemons are yellow, crows black):
+# the class object takes it with probability TYPICAL_COLOUR_P where it stands out from the
+# background (RGB distance >= 80), otherwise a palette colour that contrasts in luminance. Ten
+# classes share eight colours, so colour alone cannot name every class: arrows are blue like
+# squares, crescents yellow like stars. Measured (docs/smoke/learning.md): at CPU scale DINOv2
+# learns an object's colour within a few hundred steps and its shape not at all, so without
+# this a class probe measures nothing the smoke encoders can learn.
+CLASS_COLOURS = dict(zip(P.SHAPES, (
+    "red", "blue", "green", "yellow", "orange", "purple", "black", "white", "blue", "yellow"
+), strict=True))  # fmt: skip
+TYPICAL_COLOUR_P = 0.95
+
+
+def class_colour(cls: int, bg: tuple[int, int, int], rng: np.random.Generator) -> str:
+    """The colour of a class object drawn over ``bg`` (its background's mean colour)."""
+    typical = CLASS_COLOURS[P.SHAPES[cls]]
+    gap = float(np.linalg.norm(np.subtract(rgb(typical), bg, dtype=np.float64)))
+    if rng.random() < TYPICAL_COLOUR_P and gap >= 80.0:
+        return typical
+    return P.contrasting(bg, rng, 0.2)
+
+
 # ---- natural and scene text ----------------------------------------------------------------------
 def natural(rng: np.random.Generator, w: int, h: int) -> tuple[Image.Image, dict[str, Any]]:
     arr = P.smooth_background(rng, w, h)
@@ -100,7 +122,7 @@ def natural(rng: np.random.Generator, w: int, h: int) -> tuple[Image.Image, dict
     r = s * rng.uniform(0.2, 0.32)
     cx, cy = w / 2 + rng.uniform(-0.15, 0.15) * w, h / 2 + rng.uniform(-0.15, 0.15) * h
     bg = P.region_mean(arr, [int(cx - r), int(cy - r), int(cx + r), int(cy + r)])
-    color = P.contrasting(bg, rng, 0.2)
+    color = class_colour(cls, bg, rng)
     box = P.draw_shape(draw, P.SHAPES[cls], cx, cy, r, rgb(color), rng.uniform(0, 2 * math.pi), bg)
     objects.append({"shape": P.SHAPES[cls], "color": color, "bbox": box})
     meta["objects"] = objects

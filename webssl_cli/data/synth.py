@@ -35,6 +35,7 @@ from webssl_cli.data.captions import caption_rng, make_caption
 from webssl_cli.data.scenes import CLASS_NAMES, pick
 from webssl_cli.data.shards import shard_name, write_shard
 from webssl_cli.errors import UserError
+from webssl_cli.rundir import atomic_write_json
 
 __all__ = [
     "CLASS_NAMES",
@@ -47,6 +48,11 @@ __all__ = [
 ]
 
 KINDS = ("natural", "scene_text", "chart", "document", "table")
+GENERATOR_VERSION = 2
+"""Bumped whenever a seed's samples change (2: class objects take their class's typical colour).
+Written to ``generator.json`` beside the shards, so that data written by another version is
+never mixed with a study's expectations (``check_generator``)."""
+GENERATOR_FILE = "generator.json"
 DEFAULT_MIX = {"natural": 0.45, "scene_text": 0.3, "chart": 0.1, "document": 0.1, "table": 0.05}
 
 _DRAW: dict[str, Callable[[np.random.Generator, int, int], tuple[Image.Image, dict[str, Any]]]] = {
@@ -138,7 +144,12 @@ def synthesize(
     """
     proportions = parse_mix(mix)
     return write_synthetic_shards(
-        out_dir, n, shard_size, image_size, lambda i: make_sample(seed, i, image_size, proportions)
+        out_dir,
+        n,
+        shard_size,
+        image_size,
+        lambda i: make_sample(seed, i, image_size, proportions),
+        generator={"generator": "synth", "version": GENERATOR_VERSION},
     )
 
 
@@ -148,8 +159,10 @@ def write_synthetic_shards(
     shard_size: int,
     image_size: int,
     make: Callable[[int], dict[str, Any]],
+    generator: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """Check the sizes, then write samples ``make(0..n-1)`` in shards of ``shard_size``."""
+    """Check the sizes, then write samples ``make(0..n-1)`` in shards of ``shard_size``, and
+    ``generator`` (which generator and version wrote them) to ``generator.json`` last."""
     if n < 1:
         raise UserError(f"--n: {n} must be at least 1")
     if shard_size < 1:
@@ -162,7 +175,27 @@ def write_synthetic_shards(
     for s, start in enumerate(range(0, n, shard_size)):
         samples = [make(i) for i in range(start, min(n, start + shard_size))]
         paths.append(write_shard(out / shard_name(s), samples))
+    if generator is not None:
+        atomic_write_json(out / GENERATOR_FILE, generator)
     return paths
+
+
+def check_generator(out_dir: str | Path, name: str, version: int) -> None:
+    """Raise a one-line UserError when the shards in ``out_dir`` were not written by this
+    version of generator ``name`` (no ``generator.json``: written before versions were kept)."""
+    path = Path(out_dir) / GENERATOR_FILE
+    try:
+        found = json.loads(path.read_text())
+        have = found.get("version") if found.get("generator") == name else None
+    except (OSError, ValueError, AttributeError):
+        have = None
+    if have != version:
+        was = f"version {have}" if have is not None else "an older version"
+        raise UserError(
+            f"{out_dir}: synthetic data written by {was} of the {name} generator, and this webssl "
+            f"writes version {version} (different images for the same seed); delete the "
+            "directory to regenerate it, and retrain the cells trained on it"
+        )
 
 
 def shard_pattern(paths: list[Path]) -> str:

@@ -17,11 +17,12 @@ def prepare_sources(loaded: Any, echo: Echo) -> None:
             continue
         from webssl_cli.data.shards import expand_braces
 
-        if all(Path(p).exists() for p in expand_braces(src["shards"])):
-            continue
-        from webssl_cli.data.synth import synthesize
+        from webssl_cli.data.synth import GENERATOR_VERSION, check_generator, synthesize
 
         out_dir = Path(expand_braces(src["shards"])[0]).parent
+        if all(Path(p).exists() for p in expand_braces(src["shards"])):
+            check_generator(out_dir, "synth", GENERATOR_VERSION)
+            continue
         echo(f"data: generating synthetic source {name!r} ({spec['n']} images) in {out_dir}")
         synthesize(
             out_dir,
