@@ -16,7 +16,6 @@ def prepare_sources(loaded: Any, echo: Echo) -> None:
         if not spec:
             continue
         from webssl_cli.data.shards import expand_braces
-
         from webssl_cli.data.synth import GENERATOR_VERSION, check_generator, synthesize
 
         out_dir = Path(expand_braces(src["shards"])[0]).parent
