@@ -47,3 +47,32 @@ def test_warmup_capped_at_run_length():
     s = Schedules(cfg, iterations=10)
     assert s.at(10).lr == pytest.approx(cfg.min_lr)
     assert all(s.at(i).lr <= cfg.peak_lr() for i in range(11))
+
+
+def test_lr_width_rule_scales_the_peak_by_reference_over_width():
+    cfg = TrainConfig.model_validate(PRESETS["smoke"])
+    assert cfg.lr_width_ref == 64 and cfg.base_lr == pytest.approx(4e-3)
+    for width, peak in ((64, 4e-3), (128, 2e-3), (192, 4e-3 / 3)):
+        s = Schedules(cfg, iterations=100, width=width)
+        assert s.at(cfg.warmup_iters).lr == pytest.approx(peak)  # the peak, after warmup
+    assert TrainConfig().peak_lr(width=4096) == TrainConfig().peak_lr()  # the paper: no rule
+
+
+def test_trainer_uses_the_width_rule(tmp_path):
+    """The lr the trainer logs at the end of warmup is the width-scaled peak."""
+    import json
+
+    from webssl_cli.data.stream import expand_urls
+    from webssl_cli.data.synth import shard_pattern, synthesize
+    from webssl_cli.rundir import CellDir
+    from webssl_cli.specs.registry import get_model
+    from webssl_cli.train.loop import train
+
+    shards = shard_pattern(synthesize(tmp_path / "d", n=32, seed=0, shard_size=32, image_size=32))
+    cfg = TrainConfig.model_validate(
+        PRESETS["test"] | {"lr_width_ref": 16, "base_lr": 1e-3, "warmup_iters": 2, "min_lr": 5e-4}
+    )
+    run = CellDir(tmp_path / "run")
+    assert train(run, get_model("vit-test"), cfg, expand_urls(shards), 8 * 4, seed=0) == "done"
+    lrs = [json.loads(x)["lr"] for x in run.metrics_jsonl.read_text().splitlines()]
+    assert max(lrs) == pytest.approx(1e-3 * 16 / 32)  # vit-test is 32 wide

@@ -93,6 +93,10 @@ class TrainConfig(Frozen):
     """Peak learning rate per 1024 images; scaled to the batch by ``lr_scaling``."""
     lr_scaling: Literal["sqrt", "linear", "none"] = "sqrt"
     """How the peak lr scales with batch_size / 1024 (DINOv2: sqrt, giving 3.5e-4 at 3072)."""
+    lr_width_ref: int | None = Field(None, ge=1)
+    """When set, the peak lr is also multiplied by lr_width_ref / the backbone's width (Adam's
+    rule for hidden layers in muP, Yang et al. 2022), so that one base_lr serves every model
+    size of a study. None (the paper's recipes): the same lr at every width."""
     min_lr: float = Field(1e-6, ge=0)
     """Final learning rate of the cosine schedule."""
     warmup_iters: int = Field(100_000, ge=0)
@@ -184,9 +188,12 @@ class TrainConfig(Frozen):
             raise ValueError(f"mask_ratio must satisfy 0 <= low <= high < 1, got ({lo}, {hi})")
         return self
 
-    def peak_lr(self) -> float:
+    def peak_lr(self, width: int | None = None) -> float:
+        """The peak learning rate for a backbone of ``width`` (None: before any width rule)."""
         ratio = self.batch_size / 1024
         scale = {"sqrt": ratio**0.5, "linear": ratio, "none": 1.0}[self.lr_scaling]
+        if self.lr_width_ref is not None and width is not None:
+            scale *= self.lr_width_ref / width
         return self.base_lr * scale
 
 

@@ -119,7 +119,7 @@ def _train(run: CellDir, spec: ModelSpec, cfg: TrainConfig, shards: list[str], s
                      mb, accum, strategy, method, tuple(shards), str(run.root))  # fmt: skip
     objective = build_objective(spec, cfg, ctx)
     optimizer = build_optimizer(objective.param_groups(), device, cfg.adam_betas, cfg.adam_eps)
-    step = Step(objective, optimizer, Schedules(cfg, iterations), cfg, ctx)
+    step = Step(objective, optimizer, Schedules(cfg, iterations, spec.width), cfg, ctx)
     ckpt = Checkpointer(run.checkpoints_dir, cfg.keep_checkpoints)
     resumed = ckpt.load_latest(objective, optimizer, sharded=strategy == "fsdp")
     if resumed is None and init_from is not None:  # the run's own checkpoints take precedence

@@ -33,11 +33,12 @@ class Hyper:
 class Schedules:
     cfg: TrainConfig
     iterations: int
+    width: int | None = None  # the backbone's, for TrainConfig.lr_width_ref
 
     def at(self, it: int) -> Hyper:
         c, total = self.cfg, self.iterations
         warmup = min(c.warmup_iters, total)
-        peak = c.peak_lr()
+        peak = c.peak_lr(self.width)
         if it < warmup:
             lr = peak * it / warmup
         else:

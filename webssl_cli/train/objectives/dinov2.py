@@ -102,7 +102,7 @@ class DINOv2:
         if cfg.centering == "ema":  # a zero centre before the first batch, as DINO starts
             k = {"dino": cfg.dino_head.n_prototypes, "ibot": cfg.ibot_head.n_prototypes}
             self.centers = {n: torch.zeros(1, k[n], device=ctx.device) for n in k}
-        self.schedules = Schedules(cfg, ctx.iterations)
+        self.schedules = Schedules(cfg, ctx.iterations, spec.width)
         self._step_metrics: dict[str, float] = {}
 
     # ---- optimisation -----------------------------------------------------------------------
