@@ -10,26 +10,28 @@ REPO = Path(__file__).resolve().parents[2]
 SIZES = ["vit-pico", "vit-nano", "vit-micro"]
 
 
-def _axes(name: str) -> tuple[list[tuple[str, int, str]], list[dict]]:
-    loaded = load_study(REPO / "studies" / name)
-    return sorted((c.model, c.samples_seen, c.data_filter) for c in loaded.cells), [
-        c.train for c in loaded.cells
-    ]
+def _axes(name: str, method: str = "webdino") -> tuple[list[tuple[str, int, str]], list[dict]]:
+    cells = [c for c in load_study(REPO / "studies" / name).cells if c.spec.method == method]
+    return sorted((c.model, c.samples_seen, c.data_filter) for c in cells), [c.train for c in cells]
 
 
 def test_smoke_study_is_3_sizes_x_2_budgets_x_2_filters() -> None:
     axes, trains = _axes("smoke.yaml")
-    assert axes == sorted((m, n, f) for m in SIZES for n in (2000, 4000) for f in ("full", "light"))
+    assert axes == sorted((m, n, f) for m in SIZES for n in (2000, 8000) for f in ("full", "light"))
     assert all(t["layerscale"] is None and t["teacher_temp"] == 0.02 for t in trains)
+    assert all(t["momentum_teacher"] == 0.9 and t["lr_width_ref"] == 64 for t in trains)
 
 
-def test_cpu_scaling_study_has_4_sizes_x_3_budgets_5_for_one_size_and_two_light_cells() -> None:
+def test_cpu_scaling_study_has_4_sizes_x_3_budgets_5_for_one_size_two_light_and_clip() -> None:
     axes, trains = _axes("cpu-scaling.yaml")
     full = [(m, n, "full") for m in [*SIZES, "vit-mini"] for n in (2000, 4000, 8000)]
     full += [("vit-nano", n, "full") for n in (1000, 16000)]  # 5 budgets: a law along samples
     light = [(m, 8000, "light") for m in ("vit-nano", "vit-micro")]
     assert axes == sorted(full + light)
     assert all(t["dino_head"]["n_prototypes"] == 256 for t in trains)
+    # the language-supervised arm on the same data: 4 sizes x 2 budgets
+    clip, _ = _axes("cpu-scaling.yaml", "clip")
+    assert clip == sorted((m, n, "full") for m in [*SIZES, "vit-mini"] for n in (2000, 8000))
 
 
 def test_hires_smoke_study_adapts_the_48_px_cell_at_72_px() -> None:
