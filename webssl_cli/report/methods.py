@@ -3,8 +3,10 @@
 For a study whose cells train more than one method: the average and each category versus model
 size (at the samples-seen budget most methods share) and versus samples seen (for the model
 most methods share), one line per method, with 95% intervals from the per-example outcomes as
-every other score of the report; and a table of method x model size. Cells repeated over
-seeds are pooled; the main data filter only, so a line differs by its method alone.
+every other score of the report; tables of method x model size; and each other method against
+the main one (Web-DINO) per model size, paired over the evaluation examples both share, saying
+whether the difference is detectable. Cells repeated over seeds are pooled; the main data
+filter only, so a line differs by its method alone.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from webssl_cli.report import findings as fnd
 from webssl_cli.report.evidence import Evidence
 from webssl_cli.report.plots import _grid, _log_x, _plt, _save, headline_labels
-from webssl_cli.report.stats import Estimate
+from webssl_cli.report.stats import Estimate, verdict
 from webssl_cli.report.tables import Table, fmt_count, fmt_est
 
 METHOD_ORDER = ("webdino", "clip", "mae")
@@ -38,14 +40,20 @@ def _name(m: str) -> str:
     return METHOD_NAMES.get(m, m)
 
 
+def _groups(s: Any) -> dict[tuple[str, str, int], list[str]]:
+    """(method, model, samples seen) -> the uids of its cells (seeds pooled)."""
+    return {(str(m), str(mo), int(n)): sorted(g["uid"].unique().to_list())
+            for (m, mo, n), g in s.group_by(["method", "model", "samples_seen"])}  # fmt: skip
+
+
 def estimates(s: Any, ev: Evidence, labels: list[str]) -> dict[Key, Estimate]:
     """Every (label, method, model, budget) score of ``s`` (one data filter), seeds pooled."""
     import polars as pl
 
     refs = fnd.score_refs(s)
     out: dict[Key, Estimate] = {}
-    for (method, model, samples), g in s.group_by(["method", "model", "samples_seen"]):
-        uids = sorted(g["uid"].unique().to_list())
+    for (method, model, samples), uids in _groups(s).items():
+        g = s.filter(pl.col("uid").is_in(uids))
         for lab in labels:
             e = ev.mean(uids, refs[lab]) if lab in refs else None
             if e is None:
@@ -116,7 +124,7 @@ def method_plot(axis: str, s: Any, est: dict[Key, Estimate], labels: list[str], 
     what = "model size" if axis == "params" else "samples seen"
     fig.suptitle(f"{study}: score vs {what} per method ({at}{f', filter = {flt}' if flt else ''})",
                  fontsize=12)  # fmt: skip
-    fig.tight_layout(rect=(0, 0.75 / fig.get_figheight(), 1, 1))
+    fig.tight_layout(rect=(0, 0.75 / fig.get_figheight(), 1, 1 - 0.45 / fig.get_figheight()))
     return _save(fig, out, "method_vs_params" if axis == "params" else "method_vs_samples")
 
 
@@ -135,6 +143,33 @@ def method_table(s: Any, est: dict[Key, Estimate], label: str) -> Table | None:
     headers = ["method"] + [f"{r['model']} ({fmt_count(r['params'])})" for r in models.iter_rows(named=True)]  # fmt: skip
     return Table(f"{label}: method × model size", headers, rows,
                  f"{label} (%) at {fmt_count(budget)} samples seen, 95% intervals.")  # fmt: skip
+
+
+def difference_table(s: Any, ev: Evidence, labels: list[str], main: str) -> Table | None:
+    """Each other method minus ``main`` per label and model size at the shared budget, paired
+    over the examples both cells were evaluated on, with the verdict."""
+    import polars as pl
+
+    budget = _slice(s, "params")
+    groups, refs = _groups(s), fnd.score_refs(s)
+    d = s.filter(pl.col("samples_seen") == budget)
+    models = d.select("model", "params").unique().sort("params")["model"].to_list()
+    others = [m for m in sorted(d["method"].unique().to_list(), key=_rank) if m != main]
+    rows = []
+    for other in others:
+        for lab in (x for x in labels if x in refs):
+            cells = []
+            for model in models:
+                a, b = groups.get((other, model, budget)), groups.get((main, model, budget))
+                e = ev.difference(a, b, refs[lab]) if a and b else None
+                cells.append("" if e is None else f"{e.text(sign=True)} {verdict(e)}")
+            if any(cells):
+                rows.append([f"{_name(other)} − {_name(main)}", lab, *cells])
+    if not rows:
+        return None
+    return Table(f"Methods against {_name(main)}, paired", ["difference", "score", *models], rows,
+                 f"Points at {fmt_count(budget)} samples seen: the other method's score minus "
+                 f"{_name(main)}'s on the same evaluation examples (paired bootstrap, 95%).")  # fmt: skip
 
 
 def method_section(con: Any, study: str, cells: Any, main: Any, factors: Any, out: Path,
@@ -165,9 +200,16 @@ def method_section(con: Any, study: str, cells: Any, main: Any, factors: Any, ou
         f"Methods trained on the same data and evaluated the same way: {names}. One line per "
         "method; intervals as in the tables. The sections below measure the "
         f"{_name(main_method(cells['method'].unique().to_list()))} cells only."))]  # fmt: skip
-    table = method_table(s, est, labels[0])
-    if table is not None:
-        blocks.append(table)
+    shared = [lab for lab in labels
+              if s.filter(pl.col("label") == lab)["method"].n_unique() > 1]  # fmt: skip
+    probes = s.filter(pl.col("kind") == "probe")["label"].unique().to_list()
+    for lab in [labels[0], *(x for x in shared if x in probes and x != labels[0])]:
+        table = method_table(s, est, lab)
+        if table is not None:
+            blocks.append(table)
+    diff = difference_table(s, ev, shared, main_method(cells["method"].unique().to_list()))
+    if diff is not None:
+        blocks.append(diff)
     for axis, cap in (("params", "Score vs model size, one line per method (95% intervals)"),
                       ("samples_seen", "Score vs samples seen, one line per method (95% intervals)")):  # fmt: skip
         p = method_plot(axis, s, est, labels, out, study, main_filter)
