@@ -60,6 +60,18 @@ def test_mixed_methods_study_runs_ingests_and_reports(tmp_path: Path) -> None:
     table = report.split("method × model size")[1].split("###")[0]
     assert re.search(r"\| Web-DINO +\|", table) and re.search(r"\| Web-MAE +\|", table)
     assert "[" in table  # intervals from the per-example outcomes
+    # each other method against Web-DINO, paired over the same examples, with its verdict;
+    # the point estimate is the difference of the two methods' scores in the knn table
+    knn = report.split("knn top1: method × model size")[1].split("###")[0]
+    rows = {r.split("|")[1].strip(): [c.strip() for c in r.split("|")[2:-1]]
+            for r in knn.splitlines() if r.startswith("| Web-")}  # fmt: skip
+    diff = report.split("Methods against Web-DINO, paired")[1].split("![")[0]
+    line = next(r for r in diff.splitlines() if re.match(r"\| Web-MAE − Web-DINO +\| knn top1 ", r))
+    for i, cell in enumerate(c.strip() for c in line.split("|")[3:-1]):
+        d = float(cell.split()[0])
+        assert cell.endswith(("detectable", "not detectable at this scale")), cell
+        mae, dino = (float(rows[m][i].split()[0]) for m in ("Web-MAE", "Web-DINO"))
+        assert abs(d - (mae - dino)) <= 0.11, (cell, mae, dino)
     for name in ("method_vs_params", "method_vs_samples"):
         svg = (out / "report" / f"{name}.svg").read_text()
         assert ">Web-DINO<" in svg and ">Web-MAE<" in svg, name  # one line per method
