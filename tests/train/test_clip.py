@@ -151,8 +151,12 @@ def test_gathered_negatives_on_two_ranks_equal_one_rank_at_twice_the_batch(
     assert loss_rel <= 1e-5 and w_rel <= 1e-5
     if strategy == "fsdp":
         return
-    # without gradients through the gather, the other ranks' rows are constants: not equal
+    # without gradients through the gather, the other ranks' rows are constants: the run fails
+    # the tolerance above, by far more than the run with them differs from one rank (AdamW
+    # normalises the smaller gradients, so the gap is modest: 9.5e-5 against 1.5e-6 measured)
     nog = clip_cell(tmp_path / "nograd", captioned, 8 * steps, **kw,
                     clip={**CLIP_TEST["clip"], "gather_with_grad": False})  # fmt: skip
     launch(2, nog)
-    assert _rel(_export(nog), _export(one)) > 1e-3
+    nog_rel = _rel(_export(nog), _export(one))
+    print(f"without gradients through the gather: weights rel {nog_rel:.2e}")
+    assert nog_rel > 1e-5 and nog_rel > 10 * max(w_rel, 1e-7)
