@@ -172,6 +172,32 @@ def difference_table(s: Any, ev: Evidence, labels: list[str], main: str) -> Tabl
                  f"{_name(main)}'s on the same evaluation examples (paired bootstrap, 95%).")  # fmt: skip
 
 
+def own_scores_table(s: Any, ev: Evidence, labels: list[str]) -> Table | None:
+    """Scores only some methods have (zero-shot, retrieval), per cell, against the cell's own
+    random-init twin on the same examples (paired), with the verdict."""
+    import polars as pl
+
+    refs = fnd.score_refs(s)
+    rows = []
+    for (method, model, samples), uids in sorted(_groups(s).items(), key=lambda kv: (
+            _rank(kv[0][0]), s.filter(pl.col("model") == kv[0][1])["params"].max(), kv[0][2])):  # fmt: skip
+        for lab in labels:
+            if lab not in refs:
+                continue
+            e = ev.mean(uids, refs[lab])
+            r = ev.mean(uids, refs[lab], "random-init")
+            d = ev.difference(uids, uids, refs[lab], "encoder", "random-init")
+            if e is not None and r is not None and d is not None:
+                rows.append([_name(method), model, fmt_count(samples), lab, fmt_est(e),
+                             fmt_est(r), f"{d.text(sign=True)} {verdict(d)}"])  # fmt: skip
+    if not rows:
+        return None
+    return Table("Scores of one method against its random-init twin",
+                 ["method", "model", "samples seen", "score", "encoder", "random-init", "gain"],
+                 rows, "Gain = encoder − the same towers at their initial weights, on the same "
+                       "examples (paired bootstrap, 95%).")  # fmt: skip
+
+
 def method_section(con: Any, study: str, cells: Any, main: Any, factors: Any, out: Path,
                    main_filter: str | None, n_boot: int, seed: int) -> list[Any]:  # fmt: skip
     """Report blocks of the method comparison; none when the study trains a single method.
@@ -210,6 +236,9 @@ def method_section(con: Any, study: str, cells: Any, main: Any, factors: Any, ou
     diff = difference_table(s, ev, shared, main_method(cells["method"].unique().to_list()))
     if diff is not None:
         blocks.append(diff)
+    own = own_scores_table(s, ev, [x for x in labels if x not in shared])
+    if own is not None:
+        blocks.append(own)
     for axis, cap in (("params", "Score vs model size, one line per method (95% intervals)"),
                       ("samples_seen", "Score vs samples seen, one line per method (95% intervals)")):  # fmt: skip
         p = method_plot(axis, s, est, labels, out, study, main_filter)
