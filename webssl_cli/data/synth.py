@@ -159,7 +159,7 @@ def write_synthetic_shards(
     shard_size: int,
     image_size: int,
     make: Callable[[int], dict[str, Any]],
-    generator: dict[str, Any] | None = None,
+    generator: dict[str, Any],
 ) -> list[Path]:
     """Check the sizes, then write samples ``make(0..n-1)`` in shards of ``shard_size``, and
     ``generator`` (which generator and version wrote them) to ``generator.json`` last."""
@@ -175,8 +175,7 @@ def write_synthetic_shards(
     for s, start in enumerate(range(0, n, shard_size)):
         samples = [make(i) for i in range(start, min(n, start + shard_size))]
         paths.append(write_shard(out / shard_name(s), samples))
-    if generator is not None:
-        atomic_write_json(out / GENERATOR_FILE, generator)
+    atomic_write_json(out / GENERATOR_FILE, generator)
     return paths
 
 

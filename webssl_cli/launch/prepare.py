@@ -18,8 +18,9 @@ def prepare_sources(loaded: Any, echo: Echo) -> None:
         from webssl_cli.data.shards import expand_braces
         from webssl_cli.data.synth import GENERATOR_VERSION, check_generator, synthesize
 
-        out_dir = Path(expand_braces(src["shards"])[0]).parent
-        if all(Path(p).exists() for p in expand_braces(src["shards"])):
+        shards = expand_braces(src["shards"])
+        out_dir = Path(shards[0]).parent
+        if all(Path(p).exists() for p in shards):
             check_generator(out_dir, "synth", GENERATOR_VERSION)
             continue
         echo(f"data: generating synthetic source {name!r} ({spec['n']} images) in {out_dir}")

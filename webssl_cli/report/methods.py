@@ -52,8 +52,8 @@ def estimates(s: Any, ev: Evidence, labels: list[str]) -> dict[Key, Estimate]:
 
     refs = fnd.score_refs(s)
     out: dict[Key, Estimate] = {}
-    for (method, model, samples), uids in _groups(s).items():
-        g = s.filter(pl.col("uid").is_in(uids))
+    for (method, model, samples), g in s.group_by(["method", "model", "samples_seen"]):
+        uids = sorted(g["uid"].unique().to_list())
         for lab in labels:
             e = ev.mean(uids, refs[lab]) if lab in refs else None
             if e is None:
@@ -145,6 +145,11 @@ def method_table(s: Any, est: dict[Key, Estimate], label: str) -> Table | None:
                  f"{label} (%) at {fmt_count(budget)} samples seen, 95% intervals.")  # fmt: skip
 
 
+def _judged(e: Estimate) -> str:
+    """``+3.1 [0.4, 5.5] detectable``: a difference with its interval and verdict."""
+    return f"{e.text(sign=True)} {verdict(e)}"
+
+
 def difference_table(s: Any, ev: Evidence, labels: list[str], main: str) -> Table | None:
     """Each other method minus ``main`` per label and model size at the shared budget, paired
     over the examples both cells were evaluated on, with the verdict."""
@@ -162,7 +167,7 @@ def difference_table(s: Any, ev: Evidence, labels: list[str], main: str) -> Tabl
             for model in models:
                 a, b = groups.get((other, model, budget)), groups.get((main, model, budget))
                 e = ev.difference(a, b, refs[lab]) if a and b else None
-                cells.append("" if e is None else f"{e.text(sign=True)} {verdict(e)}")
+                cells.append("" if e is None else _judged(e))
             if any(cells):
                 rows.append([f"{_name(other)} − {_name(main)}", lab, *cells])
     if not rows:
@@ -175,12 +180,12 @@ def difference_table(s: Any, ev: Evidence, labels: list[str], main: str) -> Tabl
 def own_scores_table(s: Any, ev: Evidence, labels: list[str]) -> Table | None:
     """Scores only some methods have (zero-shot, retrieval), per cell, against the cell's own
     random-init twin on the same examples (paired), with the verdict."""
-    import polars as pl
-
     refs = fnd.score_refs(s)
+    params = dict(s.select("model", "params").unique().iter_rows())
     rows = []
-    for (method, model, samples), uids in sorted(_groups(s).items(), key=lambda kv: (
-            _rank(kv[0][0]), s.filter(pl.col("model") == kv[0][1])["params"].max(), kv[0][2])):  # fmt: skip
+    for (method, model, samples), uids in sorted(
+        _groups(s).items(), key=lambda kv: (_rank(kv[0][0]), params[kv[0][1]] or 0, kv[0][2])
+    ):
         for lab in labels:
             if lab not in refs:
                 continue
@@ -189,7 +194,7 @@ def own_scores_table(s: Any, ev: Evidence, labels: list[str]) -> Table | None:
             d = ev.difference(uids, uids, refs[lab], "encoder", "random-init")
             if e is not None and r is not None and d is not None:
                 rows.append([_name(method), model, fmt_count(samples), lab, fmt_est(e),
-                             fmt_est(r), f"{d.text(sign=True)} {verdict(d)}"])  # fmt: skip
+                             fmt_est(r), _judged(d)])  # fmt: skip
     if not rows:
         return None
     return Table("Scores of one method against its random-init twin",
