@@ -49,3 +49,22 @@ def test_user_errors_are_one_line(tmp_path, shards):
         app, ["train", "--model", "vit-huge", "--shards", shards, "--out", str(tmp_path / "o")]
     )
     assert res.exit_code == 2 and "unknown model" in res.output
+
+
+def test_train_mae_run_from_the_command_line(tmp_path, shards):
+    out = tmp_path / "mae"
+    args = ["train", "--method", "mae", "--preset", "test", "--model", "vit-test"]
+    res = runner.invoke(
+        app, [*args, "--shards", shards, "--samples", "16", "--batch-size", "8", "--out", str(out),
+              "--quiet"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    spec = json.loads((out / "cell.json").read_text())
+    assert spec["method"] == "mae" and spec["train"]["mae"]["decoder_width"] == 16
+    assert CellDir(out).stage_status("train")["state"] == "done"
+    lines = [json.loads(x) for x in (out / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert any("mae_loss" in m for m in lines) and not any("dino_loss" in m for m in lines)
+    res = runner.invoke(
+        app, ["train", "--method", "byol", "--shards", shards, "--out", str(tmp_path / "o")]
+    )
+    assert res.exit_code == 2 and "method: unknown 'byol'; valid: webdino, clip, mae" in res.output

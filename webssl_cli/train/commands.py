@@ -3,9 +3,11 @@
     webssl train CELL_DIR                          a study cell (cell.json written by the study)
     webssl train --config small.yaml --out DIR     a run outside any study
     webssl train --preset smoke --model vit-pico --shards 'x/shard-{0..7}.tar' --samples 2000 --out DIR
+    webssl train --method mae --preset smoke ... --out DIR   MAE (or clip: shards with captions)
 
 The run file (``--config``) is closed: ``model``, ``samples_seen``, ``shards``, ``seed``,
-``preset`` and ``train`` (TrainConfig overrides). Precedence: defaults < preset < file <
+``method``, ``preset`` and ``train`` (TrainConfig overrides on the preset's recipe for the
+method, ``specs.presets.preset_settings``). Precedence: defaults < preset < file <
 command line. Either way the resolved spec is written to ``DIR/cell.json`` before training,
 and a rerun of the same command resumes from the newest checkpoint.
 """
@@ -34,6 +36,8 @@ class RunFile(Frozen):
     shards: str | list[str] | None = None
     """Webdataset shards: path, brace pattern or ``pipe:`` command (or a list of them)."""
     seed: int = 0
+    method: str = "webdino"
+    """The objective: webdino, clip (shards with captions) or mae."""
     preset: str = "smoke"
     """A TrainConfig preset (webdino, smoke, test)."""
     train: dict[str, Any] = {}
@@ -53,7 +57,7 @@ def resolve_run(
     """The cell.json of a run outside a study (validated); UserError names file and field."""
     from pydantic import ValidationError
 
-    from webssl_cli.specs.presets import PRESETS
+    from webssl_cli.specs.presets import METHOD_PRESETS, PRESETS, preset_settings
     from webssl_cli.specs.registry import resolve_model_name
     from webssl_cli.specs.train import TrainConfig
 
@@ -74,11 +78,15 @@ def resolve_run(
         raise UserError(
             f"{config or 'train'}: preset: unknown {run.preset!r}; valid: {', '.join(PRESETS)}"
         )
+    if run.method not in METHOD_PRESETS:
+        raise UserError(
+            f"{config or 'train'}: method: unknown {run.method!r}; valid: {', '.join(METHOD_PRESETS)}"
+        )
     if not run.shards:
         raise UserError(
             f"{config or 'train'}: shards: missing; give --shards PATTERN or shards: in the file"
         )
-    merged = _merge(_merge(PRESETS[run.preset], run.train), train_overrides)
+    merged = _merge(_merge(preset_settings(run.preset, run.method), run.train), train_overrides)
     try:
         cfg = TrainConfig.model_validate(merged)
     except ValidationError as exc:
@@ -92,6 +100,7 @@ def resolve_run(
         data=CellData(source="shards", shards=run.shards),
         train=cfg,
         seed=run.seed,
+        method=run.method,
     )
 
 
@@ -109,6 +118,9 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option("--out", help="Run directory for --config/--preset runs.")
         ] = None,
         preset: Annotated[str | None, typer.Option(help="TrainConfig preset.")] = None,
+        method: Annotated[
+            str | None, typer.Option(help="Objective: webdino, clip (captions) or mae.")
+        ] = None,
         model: Annotated[str | None, typer.Option(help="Registry model name.")] = None,
         shards: Annotated[str | None, typer.Option(help="Webdataset shards.")] = None,
         samples: Annotated[int | None, typer.Option(help="Samples seen.")] = None,
@@ -116,7 +128,7 @@ def register(app: typer.Typer) -> None:
         batch_size: Annotated[int | None, typer.Option(help="Global batch size.")] = None,
         quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     ) -> None:
-        """Train a DINOv2 / Web-DINO encoder for one cell (resumes from its checkpoints)."""
+        """Train one cell's encoder (Web-DINO, CLIP or MAE; resumes from its checkpoints)."""
         from webssl_cli.rundir import CellDir
 
         if cell_dir is not None:
@@ -129,6 +141,7 @@ def register(app: typer.Typer) -> None:
                 raise UserError("train: give CELL_DIR, or --out DIR with --config FILE or --shards")
             overrides = {
                 "preset": preset,
+                "method": method,
                 "model": model,
                 "shards": shards,
                 "samples_seen": samples,
