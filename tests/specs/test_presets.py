@@ -21,7 +21,12 @@ def test_cpu_dino_is_smoke_with_dino_loss_only_and_colour_free_object_keeping_cr
     # everything else is the smoke preset's, at the lr and teacher momentum it had when
     # docs/smoke/learning.md measured cpu-dino
     assert (dino.base_lr, dino.momentum_teacher) == (2e-3, 0.98)
+    warmups = {"warmup_iters", "teacher_temp_warmup_iters", "freeze_last_layer_iters"}
+    assert (dino.warmup_iters, dino.teacher_temp_warmup_iters, dino.freeze_last_layer_iters) == (
+        15, 30, 30
+    )
     same = {"ibot_weight", "koleo_weight", "crops", "base_lr", "momentum_teacher", "lr_width_ref"}
+    same |= warmups
     a, b = smoke.model_dump(), dino.model_dump()
     assert {k for k in a if a[k] != b[k]} == same
     assert PRESETS["smoke"]["crops"] == {"global_size": 48, "local_size": 24, "n_local": 4}
