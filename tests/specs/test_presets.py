@@ -23,7 +23,9 @@ def test_cpu_dino_is_smoke_with_dino_loss_only_and_colour_free_object_keeping_cr
     assert (dino.base_lr, dino.momentum_teacher) == (2e-3, 0.98)
     warmups = {"warmup_iters", "teacher_temp_warmup_iters", "freeze_last_layer_iters"}
     assert (dino.warmup_iters, dino.teacher_temp_warmup_iters, dino.freeze_last_layer_iters) == (
-        15, 30, 30
+        15,
+        30,
+        30,
     )
     same = {"ibot_weight", "koleo_weight", "crops", "base_lr", "momentum_teacher", "lr_width_ref"}
     same |= warmups
