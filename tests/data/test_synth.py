@@ -142,3 +142,45 @@ def test_study_run_refuses_synthetic_data_of_another_version(tmp_path):
     assert any("synthetic data written by an older version" in x and str(data) in x for x in lines)
     assert {p.name: p.read_bytes() for p in data.iterdir()} == before  # nothing rewritten
     assert not list(out.glob("cells/*/train/*"))  # refused before any stage ran
+
+
+def test_a_study_source_of_dense_scenes_is_generated_trained_on_and_probed(tmp_path):
+    from typer.testing import CliRunner
+
+    from webssl_cli.cli import app
+    from webssl_cli.data.synth import GENERATOR_FILE
+
+    out = tmp_path / "runs"
+    study = tmp_path / "s.yaml"
+    study.write_text(
+        f"name: s\noutput_dir: {out}\ncluster: local\npreset: test\n"
+        "data:\n  sources:\n"
+        "    scenes: {synthesize: {dense: true, n: 8, seed: 3, shard_size: 8, image_size: 32}}\n"
+        "    synth-dense: {synthesize: {dense: true, n: 12, seed: 1, shard_size: 6, image_size: 32}}\n"
+        "  filters:\n    full: {source: scenes}\n"
+        "grid:\n  model: [vit-test]\n  samples_seen: [16]\n  data_filter: [full]\n"
+        "evals:\n  - {task: depth, epochs: 1, bins_upsample: 1}\n"
+    )
+    result = CliRunner().invoke(app, ["study", "run", str(study), "--wait"])
+    assert result.exit_code == 0, result.output
+    assert "generating synthetic source 'scenes' (8 dense scenes)" in result.output
+    for name in ("scenes", "synth-dense"):
+        stamp = json.loads((out / "data" / name / GENERATOR_FILE).read_text())
+        assert stamp["generator"] == "dense"
+    (cell,) = out.glob("cells/*")
+    rows = json.loads((cell / "eval" / "depth.json").read_text())["results"]
+    assert {(r["metric"], r.get("variant")) for r in rows} >= {
+        ("delta1", None),
+        ("delta1", "random-init"),
+    }
+    # the same directory stamped as the web-like generator's is refused, in one line
+    (out / "data" / "scenes" / GENERATOR_FILE).write_text('{"generator": "synth", "version": 2}')
+    result = CliRunner().invoke(app, ["study", "run", str(study), "--wait"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "an older version of the dense generator" in result.output
+    # a dense source with a web-corpus mix is a one-line error naming the field
+    study.write_text(
+        study.read_text().replace("dense: true, n: 8", "dense: true, mix: {natural: 1.0}, n: 8")
+    )
+    result = CliRunner().invoke(app, ["study", "validate", str(study)])
+    assert result.exit_code != 0 and "mix" in result.output and "Traceback" not in result.output

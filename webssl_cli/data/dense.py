@@ -31,6 +31,8 @@ from webssl_cli.data.synth import write_synthetic_shards
 DENSE_CLASSES = ("wall", "floor", *P.SHAPES)
 IGNORE_LABEL = 255
 MAX_DEPTH_M = 10.0
+DENSE_GENERATOR_VERSION = 1
+"""Stamped beside the shards (``generator.json``); raise it when a seed's scenes change."""
 _STREAM_TAG = 0xDE75  # a generator stream of its own: never the one of synth.make_sample
 _CAMERA_HEIGHT = 1.5
 _HAZE = np.array([200.0, 205.0, 215.0], np.float32)
@@ -171,5 +173,5 @@ def synthesize_dense(
         shard_size,
         image_size,
         lambda i: make_dense_sample(seed, i, image_size),
-        generator={"generator": "dense", "version": 1},
+        generator={"generator": "dense", "version": DENSE_GENERATOR_VERSION},
     )

@@ -158,7 +158,7 @@ def write_synthetic_shards(
     n: int,
     shard_size: int,
     image_size: int,
-    make: Callable[[int], dict[str, Any]],
+    make: Callable[[int], tuple[str, dict[str, bytes]]],
     generator: dict[str, Any],
 ) -> list[Path]:
     """Check the sizes, then write samples ``make(0..n-1)`` in shards of ``shard_size``, and

@@ -15,20 +15,23 @@ def prepare_sources(loaded: Any, echo: Echo) -> None:
         spec = src.get("synthesize")
         if not spec:
             continue
+        from webssl_cli.data.dense import DENSE_GENERATOR_VERSION, synthesize_dense
         from webssl_cli.data.shards import expand_braces
         from webssl_cli.data.synth import GENERATOR_VERSION, check_generator, synthesize
 
         shards = expand_braces(src["shards"])
         out_dir = Path(shards[0]).parent
+        dense = bool(spec.get("dense"))
         if all(Path(p).exists() for p in shards):
-            check_generator(out_dir, "synth", GENERATOR_VERSION)
+            if dense:
+                check_generator(out_dir, "dense", DENSE_GENERATOR_VERSION)
+            else:
+                check_generator(out_dir, "synth", GENERATOR_VERSION)
             continue
-        echo(f"data: generating synthetic source {name!r} ({spec['n']} images) in {out_dir}")
-        synthesize(
-            out_dir,
-            n=spec["n"],
-            seed=spec["seed"],
-            shard_size=spec["shard_size"],
-            image_size=spec["image_size"],
-            mix=spec.get("mix"),
-        )
+        what = "dense scenes" if dense else "images"
+        echo(f"data: generating synthetic source {name!r} ({spec['n']} {what}) in {out_dir}")
+        size = {k: spec[k] for k in ("n", "seed", "shard_size", "image_size")}
+        if dense:
+            synthesize_dense(out_dir, **size)
+        else:
+            synthesize(out_dir, **size, mix=spec.get("mix"))

@@ -30,6 +30,15 @@ class SynthSpec(Frozen):
     """Longest side of the generated images, in pixels."""
     mix: dict[str, float] | None = None
     """Fractions per kind (natural, scene_text, chart, document, table); None: the default mix."""
+    dense: bool = False
+    """Scenes with per-pixel class masks and metric depth (``webssl data synth --dense``), for
+    the segmentation and depth evaluations, or to train on."""
+
+    @model_validator(mode="after")
+    def _dense_has_no_mix(self) -> SynthSpec:
+        if self.dense and self.mix is not None:
+            raise ValueError("`mix` is for the web-like corpus; dense scenes have one kind")
+        return self
 
 
 class DataSource(Frozen):
