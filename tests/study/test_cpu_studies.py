@@ -20,6 +20,7 @@ def test_smoke_study_is_3_sizes_x_2_budgets_x_2_filters() -> None:
     assert axes == sorted((m, n, f) for m in SIZES for n in (2000, 8000) for f in ("full", "light"))
     assert all(t["layerscale"] is None and t["teacher_temp"] == 0.02 for t in trains)
     assert all(t["momentum_teacher"] == 0.9 and t["lr_width_ref"] == 64 for t in trains)
+    assert all((t["warmup_iters"], t["freeze_last_layer_iters"]) == (8, 15) for t in trains)
 
 
 def test_cpu_scaling_study_has_4_sizes_x_3_budgets_5_for_one_size_two_light_and_clip() -> None:
@@ -42,3 +43,18 @@ def test_hires_smoke_study_adapts_the_48_px_cell_at_72_px() -> None:
     spec = hi.spec
     assert spec.train.crops.global_size == 72 and spec.train.crops.local_size == 40
     assert spec.facts.iterations == 30 and spec.train.teacher_temp == 0.03
+
+
+def test_classic_smoke_study_trains_on_dense_scenes_and_probes_segmentation_and_depth() -> None:
+    loaded = load_study(REPO / "studies" / "classic-smoke.yaml")
+    cells = sorted((c.spec.method, c.model, c.samples_seen) for c in loaded.cells)
+    assert cells == [("mae", "vit-nano", 8000), ("mae", "vit-nano", 24000),
+                     ("webdino", "vit-nano", 8000)]  # fmt: skip
+    assert {s["synthesize"]["dense"] for s in loaded.sources.values()} == {True}
+    assert {n: s["synthesize"]["seed"] for n, s in loaded.sources.items()} == {
+        "scenes": 3,
+        "synth-dense": 1,
+    }  # trained on other scenes than those probed
+    for c in loaded.cells:
+        assert [e.task for e in c.spec.evals] == ["segmentation", "depth"]
+        assert all(e.image_size == 96 and "random-init" in e.baselines for e in c.spec.evals)
