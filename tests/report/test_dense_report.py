@@ -134,3 +134,32 @@ def test_depth_errors_are_not_percentages_nor_headline_findings(tmp_path: Path) 
     col = [h.strip() for h in header.split("|")].index("depth rmse (synth-dense/rmse)")
     shown = float(row.split("|")[col].split("[")[0])
     assert shown < 1.0  # metres, not ×100
+
+
+def test_dense_section_covers_every_method_with_intervals(tmp_path: Path) -> None:
+    import json
+
+    from webssl_cli.report.build import build_report
+    from webssl_cli.results.ingest import ingest
+    from webssl_cli.results.synthetic import write_study
+
+    root = tmp_path / "study"
+    cells = write_study(root, models=("vit-pico",), budgets=(10_000, 40_000), filters=("none",),
+                        n_examples=20)  # fmt: skip
+    spec = json.loads((cells[1] / "cell.json").read_text())
+    (cells[1] / "cell.json").write_text(json.dumps({**spec, "method": "mae"}))
+    rng = np.random.default_rng(3)
+    truths = [_dense_evals(c, rng, good) for c, good in zip(cells, (0.6, 0.8), strict=True)]
+    ingest(root)
+    build_report(root, tmp_path / "out", n_boot=10, n_boot_stats=300)
+    md = (tmp_path / "out" / "report.md").read_text()
+    seg = md[md.index("### Segmentation") : md.index("### Depth")]
+    depth = md[md.index("### Depth") : md.index("dense_probes.png")]
+    # the MAE cell is measured here although the sections above measure Web-DINO's cells only
+    assert (
+        "| Web-DINO · vit-pico · 10K · none" in seg and "| Web-MAE · vit-pico · 40K · none" in seg
+    )
+    mae_row = next(r for r in depth.splitlines() if "Web-MAE" in r)
+    cols = [c.strip() for c in mae_row.split("|")[1:-1]]
+    assert all("[" in c for c in cols[2:]), cols  # every value, twin and gain with its interval
+    assert f"{100 * truths[1]['encoder']:.1f} [" in seg

@@ -279,7 +279,7 @@ def build_report(
         tables.append(t)
     blocks += [t for t in tables if t is not None]
     blocks += resolution_blocks(study_dir, study, main, out_dir, ms.cell_est)
-    blocks += dense.dense_section(study_dir, ms.ev, out_dir, study, n_boot_stats, seed)
+    blocks += dense.dense_section(study_dir, out_dir, study, n_boot_stats, seed)
 
     blocks.append(("h2", "Gains over baselines"))
     heads = set(labels)

@@ -49,24 +49,34 @@ def _pct(reps: np.ndarray) -> tuple[float | None, float | None]:
     return float(np.quantile(ok, 0.025)), float(np.quantile(ok, 0.975))
 
 
-def dense_section(study_dir: Path, ev: Evidence, out_dir: Path, study: str, n_boot: int = 1000,
+def dense_section(study_dir: Path, out_dir: Path, study: str, n_boot: int = 1000,
                   seed: int = 0) -> list[Any]:  # fmt: skip
-    """Report blocks (a heading, the tables, the plot), or [] when no cell ran a dense probe."""
+    """Report blocks (a heading, the tables, the plot), or [] when no cell ran a dense probe.
+    Every cell of the study is here, whatever its method (named in the row when there are
+    several)."""
     import polars as pl
 
+    from webssl_cli.report.methods import METHOD_NAMES
     from webssl_cli.results import queries
 
     with queries.connect(study_dir) as con:
         every = queries.scores(con, variant=None)  # every variant, values on their own scale
-    d = every.filter((pl.col("study") == study) & (pl.col("label").str.starts_with("segmentation ")
-                     | pl.col("label").str.starts_with("depth ")))  # fmt: skip
-    if d.is_empty():
-        return []
+        d = every.filter((pl.col("study") == study) & (pl.col("label").str.starts_with("segmentation ")
+                         | pl.col("label").str.starts_with("depth ")))  # fmt: skip
+        if d.is_empty():
+            return []
+        uids = d["uid"].unique().to_list()
+        ev = Evidence(queries.examples(con, uids), None, {}, n_boot=n_boot, seed=seed)
+        method_of = queries.cell_methods(con)
+    methods = {method_of.get(str(u), "webdino") for u in uids}
     rows_by: dict[str, list[list[str]]] = {"segmentation": [], "depth": []}
     plot_pts: list[tuple[str, str, float, float]] = []  # (cell label, metric, encoder, twin)
     for (uid, ev_name), g in d.group_by(["uid", "eval_name"], maintain_order=True):
         first = g.row(0, named=True)
         cell = f"{first['model']} · {fmt_count(first['samples_seen'])} · {first['data_filter']}"
+        if len(methods) > 1:
+            m_ = method_of.get(str(uid), "webdino")
+            cell = f"{METHOD_NAMES.get(m_, m_)} · {cell}"
         task = "segmentation" if str(first["label"]).startswith("segmentation") else "depth"
         metrics = ["miou"] if task == "segmentation" else list(_DEPTH)
         row = [cell, str(ev_name)]

@@ -15,7 +15,7 @@ from typing import Any
 
 from webssl_cli.report.evidence import Evidence, ScoreRef, plain_trend
 from webssl_cli.report.stats import Estimate, Trend, describe_difference, describe_trend, verdict
-from webssl_cli.report.tables import Table, fmt_count
+from webssl_cli.report.tables import Table, digits, fmt_count
 
 BASELINE_FILTERS = ("none", "full")
 UNIFORM_FRACTION = 0.98  # final teacher entropy above this share of log K: still uniform
@@ -202,13 +202,14 @@ def gains(main: Any, base_scores: Any, groups: dict[str, Group], ev: Evidence,
 def gain_table(rows: list[GainRow], title: str) -> Table | None:
     if not rows:
         return None
-    body = [[r.group.name, r.label, "—" if r.encoder is None else r.encoder.text(),
-             r.baseline, "—" if r.base is None else r.base.text(),
-             "—" if r.gain is None else r.gain.text(1, sign=True),
+    body = [[r.group.name, r.label, "—" if r.encoder is None else r.encoder.text(digits(r.label)),
+             r.baseline, "—" if r.base is None else r.base.text(digits(r.label)),
+             "—" if r.gain is None else r.gain.text(digits(r.label), sign=True),
              "—" if r.gain is None else verdict(r.gain)] for r in rows]  # fmt: skip
     return Table(title, ["cell", "score", "encoder", "baseline", "baseline score", "gain [95% CI]", "verdict"],
                  body, "Gain = encoder − baseline on the same examples (paired bootstrap). random-init: the "
-                 "same architecture untrained, same probe; blind: the same VQA training without the image.")  # fmt: skip
+                 "same architecture untrained, same probe; blind: the same VQA training without the image. "
+                 "Depth RMSE (m) and AbsRel: lower is better, so a negative gain is the better one.")  # fmt: skip
 
 
 # ---- training diagnostics ------------------------------------------------------------------

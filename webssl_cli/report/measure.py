@@ -9,7 +9,7 @@ from typing import Any
 from webssl_cli.report import findings as fnd
 from webssl_cli.report.evidence import Evidence
 from webssl_cli.report.stats import Estimate
-from webssl_cli.report.tables import label_order
+from webssl_cli.report.tables import ERROR_METRICS, label_order
 
 GroupKey = tuple[str, Any, Any, Any]  # (label, model, samples_seen, data_filter)
 
@@ -29,11 +29,6 @@ class Measured:
     @property
     def has_outcomes(self) -> bool:
         return not self.ev.empty
-
-
-# Errors in their own units (depth RMSE in metres, AbsRel), where lower is better: never shown
-# in %, and left out of the headline findings, whose wording reads higher as better.
-ERROR_METRICS = r"^depth (rmse|absrel)\b"
 
 
 def factors_of(scores: Any) -> Any:

@@ -18,7 +18,7 @@ from webssl_cli.report import findings as fnd
 from webssl_cli.report.evidence import Evidence
 from webssl_cli.report.plots import _grid, _log_x, _plt, _save, headline_labels
 from webssl_cli.report.stats import Estimate, verdict
-from webssl_cli.report.tables import Table, fmt_count, fmt_est
+from webssl_cli.report.tables import Table, digits, fmt_count, fmt_est, is_error, unit
 
 METHOD_ORDER = ("webdino", "clip", "mae")
 METHOD_NAMES = {"webdino": "Web-DINO", "clip": "CLIP", "mae": "Web-MAE"}
@@ -138,16 +138,16 @@ def method_table(s: Any, est: dict[Key, Estimate], label: str) -> Table | None:
         return None
     models = d.select("model", "params").unique().sort("params")
     methods = sorted(d["method"].unique().to_list(), key=_rank)
-    rows = [[_name(m)] + [fmt_est(est.get((label, m, r["model"], budget)))
+    rows = [[_name(m)] + [fmt_est(est.get((label, m, r["model"], budget)), label=label)
                           for r in models.iter_rows(named=True)] for m in methods]  # fmt: skip
     headers = ["method"] + [f"{r['model']} ({fmt_count(r['params'])})" for r in models.iter_rows(named=True)]  # fmt: skip
     return Table(f"{label}: method × model size", headers, rows,
-                 f"{label} (%) at {fmt_count(budget)} samples seen, 95% intervals.")  # fmt: skip
+                 f"{label} ({unit(label)}) at {fmt_count(budget)} samples seen, 95% intervals.")  # fmt: skip
 
 
-def _judged(e: Estimate) -> str:
+def _judged(e: Estimate, label: str | None = None) -> str:
     """``+3.1 [0.4, 5.5] detectable``: a difference with its interval and verdict."""
-    return f"{e.text(sign=True)} {verdict(e)}"
+    return f"{e.text(digits(label), sign=True)} {verdict(e)}"
 
 
 def difference_table(s: Any, ev: Evidence, labels: list[str], main: str) -> Table | None:
@@ -167,7 +167,7 @@ def difference_table(s: Any, ev: Evidence, labels: list[str], main: str) -> Tabl
             for model in models:
                 a, b = groups.get((other, model, budget)), groups.get((main, model, budget))
                 e = ev.difference(a, b, refs[lab]) if a and b else None
-                cells.append("" if e is None else _judged(e))
+                cells.append("" if e is None else _judged(e, lab))
             if any(cells):
                 rows.append([f"{_name(other)} − {_name(main)}", lab, *cells])
     if not rows:
@@ -177,30 +177,46 @@ def difference_table(s: Any, ev: Evidence, labels: list[str], main: str) -> Tabl
                  f"{_name(main)}'s on the same evaluation examples (paired bootstrap, 95%).")  # fmt: skip
 
 
-def own_scores_table(s: Any, ev: Evidence, labels: list[str]) -> Table | None:
-    """Scores only some methods have (zero-shot, retrieval), per cell, against the cell's own
-    random-init twin on the same examples (paired), with the verdict."""
+def own_scores_table(s: Any, ev: Evidence, labels: list[str], also: dict[str, list[str]] | None = None
+                     ) -> Table | None:  # fmt: skip
+    """Scores only some methods have (zero-shot, retrieval), and for the methods in ``also``
+    (method -> labels) those labels too, per cell, against the cell's own random-init twin on
+    the same examples (paired), with the verdict."""
     refs = fnd.score_refs(s)
     params = dict(s.select("model", "params").unique().iter_rows())
-    rows = []
+    rows: list[list[str]] = []
+    tally: dict[str, tuple[int, int]] = {}  # method -> (scores, detectably better than the twin)
     for (method, model, samples), uids in sorted(
         _groups(s).items(), key=lambda kv: (_rank(kv[0][0]), params[kv[0][1]] or 0, kv[0][2])
     ):
-        for lab in labels:
+        for lab in [*labels, *(also or {}).get(method, [])]:
             if lab not in refs:
                 continue
             e = ev.mean(uids, refs[lab])
             r = ev.mean(uids, refs[lab], "random-init")
             d = ev.difference(uids, uids, refs[lab], "encoder", "random-init")
             if e is not None and r is not None and d is not None:
-                rows.append([_name(method), model, fmt_count(samples), lab, fmt_est(e),
-                             fmt_est(r), _judged(d)])  # fmt: skip
+                rows.append([_name(method), model, fmt_count(samples), lab, fmt_est(e, label=lab),
+                             fmt_est(r, label=lab), _judged(d, lab)])  # fmt: skip
+                lo, hi = d.lo, d.hi
+                better = (
+                    (hi < 0 if is_error(lab) else lo > 0)
+                    if lo is not None and hi is not None
+                    else False
+                )
+                n, k = tally.get(_name(method), (0, 0))
+                tally[_name(method)] = (n + 1, k + better)
     if not rows:
         return None
-    return Table("Scores of one method against its random-init twin",
+    said = "; ".join(
+        f"{m}: detectably better than its twin in {k} of {n} (cell, score) pairs"
+        for m, (n, k) in tally.items()
+    )
+    return Table("Methods against their random-init twins",
                  ["method", "model", "samples seen", "score", "encoder", "random-init", "gain"],
                  rows, "Gain = encoder − the same towers at their initial weights, on the same "
-                       "examples (paired bootstrap, 95%).")  # fmt: skip
+                       "examples (paired bootstrap, 95%); for depth RMSE and AbsRel lower is "
+                       f"better. {said}.")  # fmt: skip
 
 
 def method_section(con: Any, study: str, cells: Any, main: Any, factors: Any, out: Path,
@@ -241,7 +257,11 @@ def method_section(con: Any, study: str, cells: Any, main: Any, factors: Any, ou
     diff = difference_table(s, ev, shared, main_method(cells["method"].unique().to_list()))
     if diff is not None:
         blocks.append(diff)
-    own = own_scores_table(s, ev, [x for x in labels if x not in shared])
+    main_m = main_method(cells["method"].unique().to_list())
+    also = {
+        m: [x for x in shared if x in probes] for m in s["method"].unique().to_list() if m != main_m
+    }
+    own = own_scores_table(s, ev, [x for x in labels if x not in shared], also)
     if own is not None:
         blocks.append(own)
     for axis, cap in (("params", "Score vs model size, one line per method (95% intervals)"),

@@ -14,6 +14,23 @@ from webssl_cli.report.fits import Fit
 
 _NUMERIC = re.compile(r"[-+]?[0-9.]+(e[-+]?[0-9]+)?[KMBT%]?( \[[-+0-9.]+, [-+0-9.]+\])?|—")
 HEADLINE_ORDER = ("Average", "General", "Knowledge", "OCR & Chart", "Vision-Centric")
+# Errors in their own units (depth RMSE in metres, AbsRel), where lower is better: never shown
+# in %, with three decimals, and left out of the headline findings (whose wording reads higher
+# as better).
+ERROR_METRICS = r"^depth (rmse|absrel)\b"
+
+
+def is_error(label: str) -> bool:
+    return re.match(ERROR_METRICS, label) is not None
+
+
+def digits(label: str | None) -> int:
+    """Decimals a score is shown with: points of % at one, errors in their units at three."""
+    return 3 if label is not None and is_error(label) else 1
+
+
+def unit(label: str) -> str:
+    return "lower is better" if is_error(label) else "%"
 
 
 @dataclass
@@ -68,11 +85,12 @@ def fmt_num(x: float) -> str:
     return f"{x:.3g}" if abs(x) < 1e4 else fmt_count(x)
 
 
-def fmt_est(est: Any, fallback: Any = None) -> str:
-    """An ``Estimate`` as ``62.1 [58.3, 65.8]`` (just the number without an interval)."""
+def fmt_est(est: Any, fallback: Any = None, label: str | None = None) -> str:
+    """An ``Estimate`` as ``62.1 [58.3, 65.8]`` (just the number without an interval); an error
+    metric's ``label`` gives three decimals."""
     if est is None:
-        return fmt_score(fallback)
-    return str(est.text())
+        return fmt_score(fallback) if fallback is None or digits(label) != 3 else f"{fallback:.3f}"
+    return str(est.text(digits(label)))
 
 
 def label_order(labels: list[str]) -> list[str]:
@@ -95,14 +113,15 @@ def cell_table(
         rows.append(
             [c["model"], fmt_count(c["params"]), fmt_count(c["samples_seen"]), c["data_filter"] or "—",
              c["state"], fmt_num(final_loss.get(c["uid"], float("nan")))]
-            + [fmt_est((est or {}).get((c["uid"], lab)), by.get((c["uid"], lab))) for lab in labels]
+            + [fmt_est((est or {}).get((c["uid"], lab)), by.get((c["uid"], lab)), lab) for lab in labels]
         )  # fmt: skip
     return Table(
         "Scores per cell",
         ["model", "params", "samples seen", "filter", "state", "final loss", *labels],
         rows,
-        "Scores in % [95% bootstrap interval over the evaluation examples]. Categories are means of "
-        "their benchmarks; Average is the mean of the categories.",
+        "Scores in % [95% bootstrap interval over the evaluation examples]; depth RMSE (metres) "
+        "and AbsRel in their own units, lower is better. Categories are means of their "
+        "benchmarks; Average is the mean of the categories.",
     )
 
 
@@ -167,7 +186,7 @@ def pivot_table(
             return fmt_score(None)
         one = r["_nm"] == r["_ns"] == r["_nf"] == 1  # a single cell (its seeds pooled)
         e = (est or {}).get((label, r["_m"], r["_s"], r["_f"])) if one else None
-        return fmt_est(e, r["value"])
+        return fmt_est(e, r["value"], label)
 
     rows = []
     for rk in row_keys:
@@ -177,7 +196,10 @@ def pivot_table(
         f"{k.replace('_', ' ')} = {_axis_label(s, k, v)}" for k, v in fixed.items()
     )
     return Table(
-        title, headers, rows, f"{label} (%); {fixed_txt}." if fixed_txt else f"{label} (%)."
+        title,
+        headers,
+        rows,
+        f"{label} ({unit(label)}); {fixed_txt}." if fixed_txt else f"{label} ({unit(label)}).",
     )
 
 
