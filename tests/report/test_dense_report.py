@@ -163,3 +163,12 @@ def test_dense_section_covers_every_method_with_intervals(tmp_path: Path) -> Non
     cols = [c.strip() for c in mae_row.split("|")[1:-1]]
     assert all("[" in c for c in cols[2:]), cols  # every value, twin and gain with its interval
     assert f"{100 * truths[1]['encoder']:.1f} [" in seg
+    # the header counts every cell, per method; the findings name whose cells they measure and
+    # give each other method's count against its twins
+    assert "2 cells (Web-MAE 1, Web-DINO 1): 2 done." in md
+    findings = md[md.index("## Findings") : md.index("## Methods")]
+    assert "- Web-DINO: depth delta1" in findings
+    assert (
+        "- Web-MAE: detectably better than its random-init twin in 5 of 5 (cell, score) pairs"
+        in findings
+    )

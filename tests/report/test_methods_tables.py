@@ -79,4 +79,7 @@ def test_twin_table_covers_shared_scores_of_other_methods_and_counts_lower_error
     rmse = next(r for r in table.rows if "rmse" in r[3])
     assert rmse[6].startswith("-0.") and rmse[4].count(".") == 3  # metres, three decimals
     assert rmse[4].split()[0] == f"{outs[labels[1]][0].mean():.3f}"
-    assert "Web-MAE: detectably better than its twin in 2 of 2 (cell, score) pairs" in table.note
+    assert (
+        "Web-MAE: detectably better than its random-init twin in 2 of 2 (cell, score) pairs"
+        in table.note
+    )

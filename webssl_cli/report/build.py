@@ -20,7 +20,7 @@ from webssl_cli.report import findings as fnd
 from webssl_cli.report.fits import Fit, fit
 from webssl_cli.report.html import markdown, render
 from webssl_cli.report.measure import Measured, factors_of, measure, to_percent
-from webssl_cli.report.methods import main_method, method_section
+from webssl_cli.report.methods import METHOD_NAMES, main_method, method_section
 from webssl_cli.report.resolution import resolution_blocks
 from webssl_cli.report.store import store_fits
 from webssl_cli.report.tables import (
@@ -203,7 +203,9 @@ def build_report(
         cells = cells_all.filter(pl.col("study") == study)
         cells = cells.with_columns(pl.Series("method", [method_of.get(u, "webdino") for u in cells["uid"]]))  # fmt: skip
         main = scores_all.filter(pl.col("study") == study)
-        family = method_section(con, study, cells, main, factors, out_dir, _main_filter(cells),
+        all_cells = cells
+        family, method_findings = method_section(con, study, cells, main, factors, out_dir,
+                                                 _main_filter(cells),
                                 n_boot_stats, seed)  # fmt: skip
         if family:  # the other sections measure one method: lines differ by model and budget
             cells = cells.filter(
@@ -219,18 +221,28 @@ def build_report(
     main_filter = _main_filter(cells)
 
     blocks: list[Any] = []
-    states = ", ".join(f"{n} {s}" for s, n in sorted(cells.group_by("state").len().rows()))
+    states = ", ".join(f"{n} {s}" for s, n in sorted(all_cells.group_by("state").len().rows()))
     axes_txt = "; ".join(
         f"{name}: {', '.join(vals)}"
         for name, vals in (
-            ("models", [str(m) for m in cells.sort("params", nulls_last=True)["model"].unique(maintain_order=True).to_list()]),
-            ("samples seen", [fmt_count(v) for v in sorted(cells["samples_seen"].drop_nulls().unique().to_list())]),
-            ("data filters", [str(v) for v in sorted(cells["data_filter"].drop_nulls().unique().to_list())]),
+            ("models", [str(m) for m in all_cells.sort("params", nulls_last=True)["model"].unique(maintain_order=True).to_list()]),
+            ("samples seen", [fmt_count(v) for v in sorted(all_cells["samples_seen"].drop_nulls().unique().to_list())]),
+            ("data filters", [str(v) for v in sorted(all_cells["data_filter"].drop_nulls().unique().to_list())]),
         )
     )  # fmt: skip
-    blocks.append(("p", f"{cells.height} cells ({states}). {axes_txt}."))
+    per_method = ""
+    if family:
+        n_by = dict(all_cells.group_by("method").len().rows())
+        per_method = (
+            " (" + ", ".join(f"{METHOD_NAMES.get(m, m)} {n_by[m]}" for m in sorted(n_by)) + ")"
+        )
+    blocks.append(("p", f"{all_cells.height} cells{per_method}: {states}. {axes_txt}."))
     blocks.append(("h2", "Findings"))
-    blocks += [("li", f) for f in ms.findings] or [
+    mine = ms.findings
+    if family:  # several methods: say whose cells the measured findings are about
+        who = METHOD_NAMES.get(m := main_method(all_cells["method"].unique().to_list()), m)
+        mine = [f"{who}: {f}" for f in mine]
+    blocks += [("li", f) for f in mine + method_findings] or [
         ("p", "Nothing measured yet: no cell has scores.")
     ]
     blocks.append(("p", _method_note(ms)))

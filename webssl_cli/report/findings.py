@@ -15,7 +15,7 @@ from typing import Any
 
 from webssl_cli.report.evidence import Evidence, ScoreRef, plain_trend
 from webssl_cli.report.stats import Estimate, Trend, describe_difference, describe_trend, verdict
-from webssl_cli.report.tables import Table, digits, fmt_count
+from webssl_cli.report.tables import Table, digits, fmt_count, is_error
 
 BASELINE_FILTERS = ("none", "full")
 UNIFORM_FRACTION = 0.98  # final teacher entropy above this share of log K: still uniform
@@ -208,8 +208,9 @@ def gain_table(rows: list[GainRow], title: str) -> Table | None:
              "—" if r.gain is None else verdict(r.gain)] for r in rows]  # fmt: skip
     return Table(title, ["cell", "score", "encoder", "baseline", "baseline score", "gain [95% CI]", "verdict"],
                  body, "Gain = encoder − baseline on the same examples (paired bootstrap). random-init: the "
-                 "same architecture untrained, same probe; blind: the same VQA training without the image. "
-                 "Depth RMSE (m) and AbsRel: lower is better, so a negative gain is the better one.")  # fmt: skip
+                 "same architecture untrained, same probe; blind: the same VQA training without the image."
+                 + (" Depth RMSE (m) and AbsRel: lower is better, so a negative gain is the better one."
+                    if any(is_error(r.label) for r in rows) else ""))  # fmt: skip
 
 
 # ---- training diagnostics ------------------------------------------------------------------

@@ -177,15 +177,16 @@ def difference_table(s: Any, ev: Evidence, labels: list[str], main: str) -> Tabl
                  f"{_name(main)}'s on the same evaluation examples (paired bootstrap, 95%).")  # fmt: skip
 
 
-def own_scores_table(s: Any, ev: Evidence, labels: list[str], also: dict[str, list[str]] | None = None
-                     ) -> Table | None:  # fmt: skip
+def own_scores_table(s: Any, ev: Evidence, labels: list[str], also: dict[str, list[str]] | None = None,
+                     counts: dict[str, tuple[int, int]] | None = None) -> Table | None:  # fmt: skip
     """Scores only some methods have (zero-shot, retrieval), and for the methods in ``also``
     (method -> labels) those labels too, per cell, against the cell's own random-init twin on
-    the same examples (paired), with the verdict."""
+    the same examples (paired), with the verdict. ``counts`` receives, per method name, (pairs,
+    pairs detectably better than the twin)."""
     refs = fnd.score_refs(s)
     params = dict(s.select("model", "params").unique().iter_rows())
     rows: list[list[str]] = []
-    tally: dict[str, tuple[int, int]] = {}  # method -> (scores, detectably better than the twin)
+    tally = {} if counts is None else counts  # method -> (pairs, detectably better than the twin)
     for (method, model, samples), uids in sorted(
         _groups(s).items(), key=lambda kv: (_rank(kv[0][0]), params[kv[0][1]] or 0, kv[0][2])
     ):
@@ -208,10 +209,7 @@ def own_scores_table(s: Any, ev: Evidence, labels: list[str], also: dict[str, li
                 tally[_name(method)] = (n + 1, k + better)
     if not rows:
         return None
-    said = "; ".join(
-        f"{m}: detectably better than its twin in {k} of {n} (cell, score) pairs"
-        for m, (n, k) in tally.items()
-    )
+    said = "; ".join(twin_counts(tally))
     return Table("Methods against their random-init twins",
                  ["method", "model", "samples seen", "score", "encoder", "random-init", "gain"],
                  rows, "Gain = encoder − the same towers at their initial weights, on the same "
@@ -219,23 +217,31 @@ def own_scores_table(s: Any, ev: Evidence, labels: list[str], also: dict[str, li
                        f"better. {said}.")  # fmt: skip
 
 
+def twin_counts(tally: dict[str, tuple[int, int]]) -> list[str]:
+    """``Web-MAE: detectably better than its twin in 4 of 8 (cell, score) pairs`` per method."""
+    return [f"{m}: detectably better than its random-init twin in {k} of {n} (cell, score) pairs"
+            for m, (n, k) in tally.items()]  # fmt: skip
+
+
 def method_section(con: Any, study: str, cells: Any, main: Any, factors: Any, out: Path,
-                   main_filter: str | None, n_boot: int, seed: int) -> list[Any]:  # fmt: skip
-    """Report blocks of the method comparison; none when the study trains a single method.
-    ``cells`` carries a ``method`` column; ``main``: the study's encoder scores in %."""
+                   main_filter: str | None, n_boot: int, seed: int
+                   ) -> tuple[list[Any], list[str]]:  # fmt: skip
+    """Report blocks of the method comparison and its findings (each other method against its
+    random-init twins); none when the study trains a single method. ``cells`` carries a
+    ``method`` column; ``main``: the study's encoder scores in %."""
     import polars as pl
 
     from webssl_cli.results import queries
 
     if cells["method"].n_unique() < 2:
-        return []
+        return [], []
     uids = cells["uid"].to_list()
     s = main.join(cells.select("uid", "method"), on="uid", how="inner")
     if main_filter is not None:
         s = s.filter(pl.col("data_filter") == main_filter)
     labels = headline_labels(s)
     if s.is_empty() or not labels:
-        return [("h2", "Methods"), ("p", "No method has scores yet.")]
+        return [("h2", "Methods"), ("p", "No method has scores yet.")], []
     factor = {r["label"]: r["_f"] for r in factors.filter(pl.col("study") == study).iter_rows(named=True)}  # fmt: skip
     results: Any = pl.from_arrow(con.sql(
         "SELECT uid, eval_name, variant, benchmark, category FROM eval_results").to_arrow_table())  # fmt: skip
@@ -261,7 +267,8 @@ def method_section(con: Any, study: str, cells: Any, main: Any, factors: Any, ou
     also = {
         m: [x for x in shared if x in probes] for m in s["method"].unique().to_list() if m != main_m
     }
-    own = own_scores_table(s, ev, [x for x in labels if x not in shared], also)
+    counts: dict[str, tuple[int, int]] = {}
+    own = own_scores_table(s, ev, [x for x in labels if x not in shared], also, counts)
     if own is not None:
         blocks.append(own)
     for axis, cap in (("params", "Score vs model size, one line per method (95% intervals)"),
@@ -269,4 +276,4 @@ def method_section(con: Any, study: str, cells: Any, main: Any, factors: Any, ou
         p = method_plot(axis, s, est, labels, out, study, main_filter)
         if p is not None:
             blocks.append(("img", p.name, cap))
-    return blocks
+    return blocks, [f"{c}." for c in twin_counts(counts)]

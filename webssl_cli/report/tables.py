@@ -119,9 +119,13 @@ def cell_table(
         "Scores per cell",
         ["model", "params", "samples seen", "filter", "state", "final loss", *labels],
         rows,
-        "Scores in % [95% bootstrap interval over the evaluation examples]; depth RMSE (metres) "
-        "and AbsRel in their own units, lower is better. Categories are means of their "
-        "benchmarks; Average is the mean of the categories.",
+        "Scores in % [95% bootstrap interval over the evaluation examples]"
+        + (
+            "; depth RMSE (metres) and AbsRel in their own units, lower is better"
+            if any(is_error(x) for x in labels)
+            else ""
+        )
+        + ". Categories are means of their benchmarks; Average is the mean of the categories.",
     )
 
 
