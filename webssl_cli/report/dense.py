@@ -69,14 +69,17 @@ def dense_section(study_dir: Path, out_dir: Path, study: str, n_boot: int = 1000
         ev = Evidence(queries.examples(con, uids), None, {}, n_boot=n_boot, seed=seed)
         method_of = queries.cell_methods(con)
     methods = {method_of.get(str(u), "webdino") for u in uids}
+    rank: dict[str, tuple[bool, int, int, str]] = {}  # cell label -> plot order
     rows_by: dict[str, list[list[str]]] = {"segmentation": [], "depth": []}
-    plot_pts: list[tuple[str, str, float, float]] = []  # (cell label, metric, encoder, twin)
+    plot_pts: list[tuple[str, str, Estimate, Estimate]] = []  # (cell, metric, encoder, twin) in %
     for (uid, ev_name), g in d.group_by(["uid", "eval_name"], maintain_order=True):
         first = g.row(0, named=True)
         cell = f"{first['model']} · {fmt_count(first['samples_seen'])} · {first['data_filter']}"
+        m_ = method_of.get(str(uid), "webdino")
         if len(methods) > 1:
-            m_ = method_of.get(str(uid), "webdino")
             cell = f"{METHOD_NAMES.get(m_, m_)} · {cell}"
+        rank[cell] = (m_ != "webdino", first["params"] or 0, first["samples_seen"] or 0,
+                      str(first["data_filter"]))  # fmt: skip
         task = "segmentation" if str(first["label"]).startswith("segmentation") else "depth"
         metrics = ["miou"] if task == "segmentation" else list(_DEPTH)
         row = [cell, str(ev_name)]
@@ -85,7 +88,7 @@ def dense_section(study_dir: Path, out_dir: Path, study: str, n_boot: int = 1000
             k = _SCALE[m]
             row += [_txt(e, k, m), _txt(t, k, m), _txt(gain, k, m, sign=True)]
             if e is not None and t is not None and m in ("miou", "delta1"):
-                plot_pts.append((cell, m, e.value * k, t.value * k))
+                plot_pts.append((cell, m, e.scaled(k), t.scaled(k)))
         rows_by[task].append(row)
     blocks: list[Any] = [("h2", "Classic vision: segmentation and depth")]
     cols = ["cell", "eval"]
@@ -101,7 +104,7 @@ def dense_section(study_dir: Path, out_dir: Path, study: str, n_boot: int = 1000
                             rows_by["depth"], "Per-image RMSE, AbsRel and δ1 (max(d/d*, d*/d) < "
                             "1.25) over valid pixels, averaged over val images; intervals: 95% "
                             "bootstrap over images, gains paired. Lower RMSE and AbsRel are better."))  # fmt: skip
-    png = dense_plot(plot_pts, out_dir)
+    png = dense_plot(sorted(plot_pts, key=lambda p: rank[p[0]]), out_dir)
     if png is not None:
         blocks.append(("img", png.name, "Segmentation mIoU and depth δ1: encoder vs random-init"))
     return blocks
@@ -154,22 +157,35 @@ def _txt(e: Estimate | None, k: float, metric: str, sign: bool = False) -> str:
     return e.scaled(k).text(1 if k == 100.0 else 3, sign=sign)
 
 
-def dense_plot(points: list[tuple[str, str, float, float]], out_dir: Path) -> Path | None:
-    """Grouped bars: per cell, encoder and random-init, one panel per metric."""
+def _span(e: Estimate) -> tuple[float, float]:
+    """(below, above) the value: the error bar of a 95% interval, zero without one."""
+    if e.lo is None or e.hi is None:
+        return 0.0, 0.0
+    return e.value - e.lo, e.hi - e.value
+
+
+def dense_plot(points: list[tuple[str, str, Estimate, Estimate]], out_dir: Path) -> Path | None:
+    """Grouped bars with their 95% intervals: per cell, encoder and random-init, one panel per
+    metric, the cells in the order of ``points`` in every panel."""
     if not points:
         return None
     from webssl_cli.report.plots import _plt, _save
 
     plt = _plt()
     metrics = [m for m in ("miou", "delta1") if any(p[1] == m for p in points)]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
+    order = list(dict.fromkeys(p[0] for p in points))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 3.6), squeeze=False)
     for ax, m in zip(axes[0], metrics, strict=True):
-        pts = [p for p in points if p[1] == m]
+        pts = sorted((p for p in points if p[1] == m), key=lambda p: order.index(p[0]))
         x = np.arange(len(pts))
-        ax.bar(x - 0.2, [p[2] for p in pts], 0.4, label="encoder")
-        ax.bar(x + 0.2, [p[3] for p in pts], 0.4, label="random-init")
+        for dx, ests, name in ((-0.2, [p[2] for p in pts], "encoder"),
+                               (0.2, [p[3] for p in pts], "random-init")):  # fmt: skip
+            err = np.array([_span(e) for e in ests]).T
+            ax.bar(x + dx, [e.value for e in ests], 0.4, yerr=err, capsize=3, label=name)
         ax.set_xticks(x, [p[0] for p in pts], rotation=30, ha="right")
         ax.set_ylabel(_HEAD[m])
         ax.set_title({"miou": "Segmentation mIoU", "delta1": "Depth δ1"}[m])
-        ax.legend()
+        ax.margins(y=0.25)
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper center", ncol=2, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     return _save(fig, out_dir, "dense_probes")
