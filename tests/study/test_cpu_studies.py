@@ -58,3 +58,17 @@ def test_classic_smoke_study_trains_on_dense_scenes_and_probes_segmentation_and_
     for c in loaded.cells:
         assert [e.task for e in c.spec.evals] == ["segmentation", "depth"]
         assert all(e.image_size == 96 and "random-init" in e.baselines for e in c.spec.evals)
+
+
+def test_smoke_seeds_study_repeats_the_smoke_studys_weakest_cell_over_three_seeds() -> None:
+    seeds = load_study(REPO / "studies" / "smoke-seeds.yaml")
+    smoke = load_study(REPO / "studies" / "smoke.yaml")
+    assert sorted(c.axes["seed"] for c in seeds.cells) == [0, 1, 2]
+    (twin,) = [c for c in smoke.cells if (c.model, c.samples_seen, c.data_filter)
+               == ("vit-micro", 2000, "full")]  # fmt: skip
+    for c in seeds.cells:
+        assert (c.model, c.samples_seen, c.data_filter) == ("vit-micro", 2000, "full")
+        assert c.train == {**twin.train, "seed": c.axes["seed"]}  # the smoke cell, reseeded
+    # the same corpus as the smoke study's (same generator settings)
+    for name in ("web", "synth-labelled"):
+        assert seeds.sources[name]["synthesize"] == smoke.sources[name]["synthesize"]
