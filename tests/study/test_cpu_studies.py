@@ -17,7 +17,17 @@ def _axes(name: str, method: str = "webdino") -> tuple[list[tuple[str, int, str]
 
 def test_smoke_study_is_3_sizes_x_2_budgets_x_2_filters() -> None:
     axes, trains = _axes("smoke.yaml")
-    assert axes == sorted((m, n, f) for m in SIZES for n in (2000, 8000) for f in ("full", "light"))
+    grid = sorted((m, n, f) for m in SIZES for n in (2000, 8000) for f in ("full", "light"))
+    assert sorted(set(axes)) == grid
+    # the noisiest cell (the largest model at the smallest budget) over seeds 0, 1, 2
+    assert axes == sorted(grid + [("vit-micro", 2000, "full")] * 2)
+    seeds = {
+        (c.model, c.samples_seen, c.data_filter): set()
+        for c in load_study(REPO / "studies" / "smoke.yaml").cells
+    }
+    for c in load_study(REPO / "studies" / "smoke.yaml").cells:
+        seeds[(c.model, c.samples_seen, c.data_filter)].add(c.axes["seed"])
+    assert {k: v for k, v in seeds.items() if v != {0}} == {("vit-micro", 2000, "full"): {0, 1, 2}}
     assert all(t["layerscale"] is None and t["teacher_temp"] == 0.02 for t in trains)
     assert all(t["momentum_teacher"] == 0.9 and t["lr_width_ref"] == 64 for t in trains)
     assert all((t["warmup_iters"], t["freeze_last_layer_iters"]) == (8, 15) for t in trains)
@@ -58,17 +68,3 @@ def test_classic_smoke_study_trains_on_dense_scenes_and_probes_segmentation_and_
     for c in loaded.cells:
         assert [e.task for e in c.spec.evals] == ["segmentation", "depth"]
         assert all(e.image_size == 96 and "random-init" in e.baselines for e in c.spec.evals)
-
-
-def test_smoke_seeds_study_repeats_the_smoke_studys_weakest_cell_over_three_seeds() -> None:
-    seeds = load_study(REPO / "studies" / "smoke-seeds.yaml")
-    smoke = load_study(REPO / "studies" / "smoke.yaml")
-    assert sorted(c.axes["seed"] for c in seeds.cells) == [0, 1, 2]
-    (twin,) = [c for c in smoke.cells if (c.model, c.samples_seen, c.data_filter)
-               == ("vit-micro", 2000, "full")]  # fmt: skip
-    for c in seeds.cells:
-        assert (c.model, c.samples_seen, c.data_filter) == ("vit-micro", 2000, "full")
-        assert c.train == {**twin.train, "seed": c.axes["seed"]}  # the smoke cell, reseeded
-    # the same corpus as the smoke study's (same generator settings)
-    for name in ("web", "synth-labelled"):
-        assert seeds.sources[name]["synthesize"] == smoke.sources[name]["synthesize"]
