@@ -23,10 +23,8 @@ def prepare_sources(loaded: Any, echo: Echo) -> None:
         out_dir = Path(shards[0]).parent
         dense = bool(spec.get("dense"))
         if all(Path(p).exists() for p in shards):
-            if dense:
-                check_generator(out_dir, "dense", DENSE_GENERATOR_VERSION)
-            else:
-                check_generator(out_dir, "synth", GENERATOR_VERSION)
+            version = DENSE_GENERATOR_VERSION if dense else GENERATOR_VERSION
+            check_generator(out_dir, "dense" if dense else "synth", version)
             continue
         what = "dense scenes" if dense else "images"
         echo(f"data: generating synthetic source {name!r} ({spec['n']} {what}) in {out_dir}")

@@ -204,13 +204,12 @@ def build_report(
         cells = cells.with_columns(pl.Series("method", [method_of.get(u, "webdino") for u in cells["uid"]]))  # fmt: skip
         main = scores_all.filter(pl.col("study") == study)
         all_cells = cells
+        main_m = main_method(cells["method"].unique().to_list())
         family, method_findings = method_section(con, study, cells, main, factors, out_dir,
                                                  _main_filter(cells),
                                 n_boot_stats, seed)  # fmt: skip
         if family:  # the other sections measure one method: lines differ by model and budget
-            cells = cells.filter(
-                pl.col("method") == main_method(cells["method"].unique().to_list())
-            )
+            cells = cells.filter(pl.col("method") == main_m)
             main = main.filter(pl.col("uid").is_in(cells["uid"].to_list()))
         ms = measure(con, study, cells, main, factors, n_boot=n_boot_stats, seed=seed)
     refs = scores_all.filter(
@@ -240,8 +239,7 @@ def build_report(
     blocks.append(("h2", "Findings"))
     mine = ms.findings
     if family:  # several methods: say whose cells the measured findings are about
-        who = METHOD_NAMES.get(m := main_method(all_cells["method"].unique().to_list()), m)
-        mine = [f"{who}: {f}" for f in mine]
+        mine = [f"{METHOD_NAMES.get(main_m, main_m)}: {f}" for f in mine]
     blocks += [("li", f) for f in mine + method_findings] or [
         ("p", "Nothing measured yet: no cell has scores.")
     ]

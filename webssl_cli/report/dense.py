@@ -173,10 +173,9 @@ def dense_plot(points: list[tuple[str, str, Estimate, Estimate]], out_dir: Path)
 
     plt = _plt()
     metrics = [m for m in ("miou", "delta1") if any(p[1] == m for p in points)]
-    order = list(dict.fromkeys(p[0] for p in points))
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 3.6), squeeze=False)
     for ax, m in zip(axes[0], metrics, strict=True):
-        pts = sorted((p for p in points if p[1] == m), key=lambda p: order.index(p[0]))
+        pts = [p for p in points if p[1] == m]
         x = np.arange(len(pts))
         for dx, ests, name in ((-0.2, [p[2] for p in pts], "encoder"),
                                (0.2, [p[3] for p in pts], "random-init")):  # fmt: skip

@@ -199,12 +199,7 @@ def own_scores_table(s: Any, ev: Evidence, labels: list[str], also: dict[str, li
             if e is not None and r is not None and d is not None:
                 rows.append([_name(method), model, fmt_count(samples), lab, fmt_est(e, label=lab),
                              fmt_est(r, label=lab), _judged(d, lab)])  # fmt: skip
-                lo, hi = d.lo, d.hi
-                better = (
-                    (hi < 0 if is_error(lab) else lo > 0)
-                    if lo is not None and hi is not None
-                    else False
-                )
+                better = d.detectable and (d.value < 0) == is_error(lab)
                 n, k = tally.get(_name(method), (0, 0))
                 tally[_name(method)] = (n + 1, k + better)
     if not rows:
@@ -248,11 +243,12 @@ def method_section(con: Any, study: str, cells: Any, main: Any, factors: Any, ou
     ev = Evidence(queries.examples(con, uids), results.filter(pl.col("uid").is_in(uids)), factor,
                   n_boot=n_boot, seed=seed)  # fmt: skip
     est = estimates(s, ev, labels)
+    main_m = main_method(cells["method"].unique().to_list())
     names = ", ".join(_name(m) for m in sorted(s["method"].unique().to_list(), key=_rank))
     blocks: list[Any] = [("h2", "Methods"), ("p", (
         f"Methods trained on the same data and evaluated the same way: {names}. One line per "
         "method; intervals as in the tables. The sections below measure the "
-        f"{_name(main_method(cells['method'].unique().to_list()))} cells only."))]  # fmt: skip
+        f"{_name(main_m)} cells only."))]  # fmt: skip
     shared = [lab for lab in labels
               if s.filter(pl.col("label") == lab)["method"].n_unique() > 1]  # fmt: skip
     probes = s.filter(pl.col("kind") == "probe")["label"].unique().to_list()
@@ -260,10 +256,9 @@ def method_section(con: Any, study: str, cells: Any, main: Any, factors: Any, ou
         table = method_table(s, est, lab)
         if table is not None:
             blocks.append(table)
-    diff = difference_table(s, ev, shared, main_method(cells["method"].unique().to_list()))
+    diff = difference_table(s, ev, shared, main_m)
     if diff is not None:
         blocks.append(diff)
-    main_m = main_method(cells["method"].unique().to_list())
     also = {
         m: [x for x in shared if x in probes] for m in s["method"].unique().to_list() if m != main_m
     }

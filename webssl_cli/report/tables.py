@@ -89,7 +89,11 @@ def fmt_est(est: Any, fallback: Any = None, label: str | None = None) -> str:
     """An ``Estimate`` as ``62.1 [58.3, 65.8]`` (just the number without an interval); an error
     metric's ``label`` gives three decimals."""
     if est is None:
-        return fmt_score(fallback) if fallback is None or digits(label) != 3 else f"{fallback:.3f}"
+        return (
+            f"{fallback:.3f}"
+            if fallback is not None and label and is_error(label)
+            else fmt_score(fallback)
+        )
     return str(est.text(digits(label)))
 
 
