@@ -81,3 +81,20 @@ def test_no_bootstrap_means_no_intervals() -> None:
     f = fit("params", "t", x[:, None], y, ceiling=100.0, n_boot=0)
     assert f.ok and f.intervals() is None and "no bootstrap" in f.note
     assert f.predict_interval(x[:, None]) is None
+
+
+def test_fits_see_their_points_in_one_order_so_a_rebuilt_report_has_the_same_intervals() -> None:
+    import polars as pl
+
+    from webssl_cli.report.build import _group_means
+
+    rng = np.random.default_rng(0)
+    d = pl.DataFrame({"samples_seen": rng.permutation(np.repeat(np.arange(1, 41) * 1000, 3)),
+                      "value": rng.uniform(20, 60, 120)})  # fmt: skip
+    outs = [
+        _group_means(d.sample(fraction=1.0, shuffle=True, seed=s), ["samples_seen"])
+        for s in range(5)
+    ]
+    for o in outs:
+        assert o["samples_seen"].to_list() == sorted(o["samples_seen"].to_list())
+        assert o.equals(outs[0])

@@ -96,10 +96,12 @@ def _gated_fit(form: str, lab: str, X: Any, y: Any, desc: str, n_boot: int, seed
 
 
 def _group_means(d: Any, cols: list[str]) -> Any:
-    """Per-cell means (cells differing only by seed averaged) for fits of the means."""
+    """Per-cell means (cells differing only by seed averaged) for fits of the means, in the
+    order of ``cols``: the fits' seeded bootstrap draws its noise point by point, so an order
+    that changed from run to run (polars' group_by) gave other intervals on the same data."""
     import polars as pl
 
-    return d.group_by(cols).agg(pl.col("value").mean())
+    return d.group_by(cols).agg(pl.col("value").mean()).sort(cols)
 
 
 def _fits(main: Any, main_filter: str | None, n_boot: int, seed: int,
